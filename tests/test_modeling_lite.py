@@ -1,0 +1,295 @@
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+import torch.nn.functional as F
+from conftest import DOCUMENTS, QUERIES, TINY_DISTILBERT, tiny_model
+from safetensors.torch import load_file
+
+from modeling_lite import LiteModel
+
+
+def tokens(tokenizer, texts, max_length, extra_padding=0):
+    batch = tokenizer(texts, padding=True, truncation=True, max_length=max_length, return_tensors="pt")
+    pad = (0, extra_padding)
+    return F.pad(batch["input_ids"], pad, value=tokenizer.pad_token_id), F.pad(batch["attention_mask"], pad)
+
+
+def dual_scores(model, tokenizer, queries, docs, **kwargs):
+    q_ids, q_mask = tokens(tokenizer, queries, model.config.query_max_length, **kwargs)
+    d_ids, d_mask = tokens(tokenizer, docs, model.config.doc_max_length, **kwargs)
+    with torch.no_grad():
+        out = model(query_input_ids=q_ids, query_attention_mask=q_mask, doc_input_ids=d_ids, doc_attention_mask=d_mask)
+    assert out.logits.shape == (len(queries), 1)
+    return out.logits.squeeze(-1)
+
+
+# ---------------------------------------------------------------- scorers against naive loops
+
+
+def naive_layer_norm(values, norm):
+    mean = sum(values) / len(values)
+    var = sum((v - mean) ** 2 for v in values) / len(values)
+    return [(v - mean) / (var + norm.eps) ** 0.5 * w + b for v, w, b in zip(values, norm.weight.tolist(), norm.bias.tolist())]
+
+
+def naive_linear(values, linear):
+    return [sum(w * v for w, v in zip(row, values)) + b for row, b in zip(linear.weight.tolist(), linear.bias.tolist())]
+
+
+def naive_mlp(values, mlp):
+    hidden = naive_layer_norm([max(h, 0.0) for h in naive_linear(values, mlp.dense_in)], mlp.norm_in)
+    return naive_layer_norm([max(h, 0.0) for h in naive_linear(hidden, mlp.dense_out)], mlp.norm_out)
+
+
+def test_separable_scorer_equals_naive_row_then_column_loops():
+    model = tiny_model(query_max_length=4, doc_max_length=6, row_hidden_size=5, col_hidden_size=3)
+    scorer = model.lite_scorer
+    sim = torch.randn(2, 4, 6, dtype=torch.float64)
+    scorer.double()
+    fast = scorer(sim)
+    for b in range(2):
+        rows = [naive_mlp(sim[b, i].tolist(), scorer.row_mlp) for i in range(4)]  # each row: over the doc axis
+        cols = [naive_mlp([rows[i][j] for i in range(4)], scorer.col_mlp) for j in range(6)]  # over the query axis
+        flat = [cols[j][i] for j in range(6) for i in range(4)]  # (d_len, q_len) flattened, as in the model
+        expected = naive_linear(flat, scorer.out)[0]
+        assert fast[b].item() == pytest.approx(expected, rel=1e-9, abs=1e-9)
+
+
+def test_maxsim_equals_naive_loop_over_real_tokens(tokenizer):
+    model = tiny_model(scorer="maxsim")
+    assert model.lite_scorer is None and sum(p.numel() for n, p in model.named_parameters() if "encoder" not in n) == 0
+    q_ids, q_mask = tokens(tokenizer, QUERIES[:2], 8)
+    d_ids, d_mask = tokens(tokenizer, DOCUMENTS[:2], 24)
+    with torch.no_grad():
+        q, qm = model.encode_queries(q_ids, q_mask)
+        d, dm = model.encode_documents(d_ids, d_mask)
+        fast = model.score_embeddings(q, qm, d, dm)
+        hidden_q = model.encoder(input_ids=q_ids, attention_mask=q_mask).last_hidden_state
+        hidden_d = model.encoder(input_ids=d_ids, attention_mask=d_mask).last_hidden_state
+    for b in range(2):
+        qv = [F.normalize(hidden_q[b, i], dim=0) for i in range(int(q_mask[b].sum()))]
+        dv = [F.normalize(hidden_d[b, j], dim=0) for j in range(int(d_mask[b].sum()))]
+        expected = sum(max(float(x @ y) for y in dv) for x in qv)
+        assert fast[b].item() == pytest.approx(expected, abs=1e-4)
+
+
+# ---------------------------------------------------------------- invariance and calling conventions
+
+
+@pytest.mark.parametrize("scorer", ["lite", "maxsim"])
+def test_score_does_not_depend_on_batch_or_padding(tokenizer, scorer):
+    model = tiny_model(scorer=scorer)
+    alone = dual_scores(model, tokenizer, QUERIES[:1], DOCUMENTS[:1])
+    in_batch = dual_scores(model, tokenizer, QUERIES[:1] * 3, [DOCUMENTS[0], DOCUMENTS[1], DOCUMENTS[3]])
+    padded = dual_scores(model, tokenizer, QUERIES[:1], DOCUMENTS[:1], extra_padding=40)
+    torch.testing.assert_close(in_batch[:1], alone, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(padded, alone, rtol=1e-5, atol=1e-5)
+    assert not torch.allclose(in_batch[0], in_batch[1])  # documents do differ
+
+
+@pytest.mark.parametrize("overrides", [dict(), dict(scorer="maxsim"), dict(projection_dim=16, doc_stored_tokens=6)])
+def test_pair_mode_equals_dual_mode(tokenizer, overrides):
+    model = tiny_model(**overrides)
+    queries = QUERIES + ["a very long query " * 10]  # longer than L1: both modes truncate alike
+    docs = DOCUMENTS[:3] + [DOCUMENTS[3]]
+    dual = dual_scores(model, tokenizer, queries, docs)
+    pair = tokenizer(queries, docs, padding=True, truncation=True, return_tensors="pt")  # with token_type_ids
+    with torch.no_grad():
+        logits = model(**pair).logits
+    torch.testing.assert_close(logits.squeeze(-1), dual, rtol=1e-5, atol=1e-5)
+
+
+def test_documents_per_query_give_the_same_scores_as_pairs(tokenizer):
+    model = tiny_model()
+    q_ids, q_mask = tokens(tokenizer, QUERIES[:2], 8)
+    d_ids, d_mask = tokens(tokenizer, DOCUMENTS[:4], 24)
+    with torch.no_grad():
+        listwise = model(
+            query_input_ids=q_ids, query_attention_mask=q_mask,
+            doc_input_ids=d_ids.view(2, 2, -1), doc_attention_mask=d_mask.view(2, 2, -1),
+        ).logits  # fmt: skip
+    expected = dual_scores(model, tokenizer, [QUERIES[0]] * 2 + [QUERIES[1]] * 2, DOCUMENTS[:4])
+    torch.testing.assert_close(listwise, expected.view(2, 2), rtol=1e-5, atol=1e-5)
+
+
+def test_small_lite_embeddings_have_the_stored_shape(tokenizer):
+    model = tiny_model(projection_dim=16, doc_stored_tokens=6, tokenizer=tokenizer)
+    docs, mask = model.encode_documents(DOCUMENTS)
+    queries, q_mask = model.encode_queries(QUERIES)
+    assert docs.shape == (4, 6, 16) and mask.shape == (4, 6) and bool(mask.all())
+    assert queries.shape == (3, 8, 16)
+    norms = docs.norm(dim=-1)  # unit vectors, or zero where a block covered only padding
+    assert bool(((norms - 1).abs() < 1e-5).logical_or(norms == 0).all())
+    torch.testing.assert_close(norms[3], torch.ones(6))  # DOCUMENTS[3] fills all 24 positions
+    # The compressor starts as block averaging over token positions.
+    weight = model.doc_compressor.weight
+    torch.testing.assert_close(weight.sum(dim=1), torch.ones(6))
+    assert weight[0, :4].eq(0.25).all() and weight[0, 4:].eq(0).all()
+
+
+def test_cached_embeddings_score_like_forward(tokenizer):
+    model = tiny_model(tokenizer=tokenizer)
+    with torch.no_grad():
+        q, qm = model.encode_queries([QUERIES[0]])
+        d, dm = model.encode_documents(DOCUMENTS)
+        broadcast = model.score_embeddings(q, qm, d, dm)  # one query against all documents
+    expected = dual_scores(model, tokenizer, [QUERIES[0]] * 4, DOCUMENTS)
+    torch.testing.assert_close(broadcast, expected, rtol=1e-5, atol=1e-5)
+
+
+# ---------------------------------------------------------------- text API
+
+
+def test_rerank_and_compute_score_agree(tokenizer):
+    model = tiny_model(tokenizer=tokenizer)
+    ranked = model.rerank(QUERIES[0], DOCUMENTS, batch_size=2)
+    scores = model.compute_score([[QUERIES[0], doc] for doc in DOCUMENTS], batch_size=3)
+    assert [r["index"] for r in ranked] == sorted(range(4), key=lambda i: -scores[i])
+    assert [r["score"] for r in ranked] == pytest.approx(sorted(scores, reverse=True), abs=1e-5)
+    assert all(r["document"] == DOCUMENTS[r["index"]] for r in ranked)
+    assert model.compute_score([QUERIES[0], DOCUMENTS[1]]) == pytest.approx(scores[1], abs=1e-5)
+    assert len(model.rerank(QUERIES[0], DOCUMENTS, top_n=2)) == 2
+    assert "document" not in model.rerank(QUERIES[0], DOCUMENTS, return_documents=False)[0]
+    assert model.training is False
+
+
+def test_text_api_switches_dropout_off_and_restores_training_mode(tokenizer):
+    model = tiny_model(tokenizer=tokenizer).train()
+    first = model.compute_score([[QUERIES[0], DOCUMENTS[0]]] * 2)
+    assert first[0] == pytest.approx(first[1], abs=1e-6) and model.training
+
+
+# ---------------------------------------------------------------- bad input
+
+
+@pytest.mark.parametrize(
+    "call, message",
+    [
+        (lambda m: m.rerank("query", []), "empty"),
+        (lambda m: m.rerank("query", "not a list"), "list of strings"),
+        (lambda m: m.compute_score([]), "at least one"),
+        (lambda m: m.compute_score([["q", "d", "extra"]]), "pair 0"),
+        (lambda m: m(query_input_ids=torch.tensor([101, 102]), doc_input_ids=torch.tensor([[101, 102]])), "2-D"),
+        (lambda m: m(query_input_ids=torch.ones(2, 3).long(), doc_input_ids=torch.ones(3, 3).long()), "2 queries"),
+        (lambda m: m(query_input_ids=torch.ones(1, 3).long()), "both"),
+        (lambda m: m(input_ids=torch.tensor([[101, 2000, 2001]])), "no \\[SEP\\]"),
+        (lambda m: m(input_ids=torch.tensor([[101, 2000, 102]])), "no document"),
+        (lambda m: m(input_ids=torch.tensor([[0, 101, 102, 7, 102]]), attention_mask=torch.tensor([[0, 1, 1, 1, 1]])), "right-padded"),
+        (lambda m: m(input_ids=torch.tensor([[101, 102, 7, 102]]), labels=torch.tensor([1.0])), "labels"),
+        (lambda m: m.score_embeddings(torch.zeros(1, 8, 32), None, torch.zeros(1, 5, 32), None), "expects"),
+    ],
+)
+def test_bad_input_gets_a_clear_error(tokenizer, call, message):
+    model = tiny_model(tokenizer=tokenizer)
+    with pytest.raises((ValueError, TypeError), match=message):
+        call(model)
+
+
+def test_query_longer_than_l1_is_truncated_like_the_tokenizer(tokenizer):
+    model = tiny_model()
+    long_query = "find the package that converts images between many formats quickly"
+    full_ids, full_mask = tokens(tokenizer, [long_query], 512)
+    assert full_ids.shape[1] > model.config.query_max_length
+    d_ids, d_mask = tokens(tokenizer, DOCUMENTS[:1], 24)
+    with torch.no_grad():
+        untruncated = model(query_input_ids=full_ids, query_attention_mask=full_mask, doc_input_ids=d_ids).logits
+    truncated = dual_scores(model, tokenizer, [long_query], DOCUMENTS[:1])
+    torch.testing.assert_close(untruncated.squeeze(-1), truncated)
+
+
+def test_missing_tokenizer_error_names_the_fix():
+    model = tiny_model()
+    with pytest.raises(ValueError, match="tokenizer"):
+        model.rerank("q", ["d"])
+
+
+# ---------------------------------------------------------------- real weights
+
+
+def test_from_encoder_loads_all_minilm_weights_and_trains_end_to_end(minilm_path):
+    model = LiteModel.from_encoder(str(minilm_path), query_max_length=16, doc_max_length=32)
+    checkpoint = load_file(minilm_path / "model.safetensors")
+    encoder_state = model.encoder.state_dict()
+    expected = {k: v for k, v in checkpoint.items() if not k.startswith("pooler.") and "position_ids" not in k}
+    assert set(expected) <= set(encoder_state) and len(expected) > 50
+    for key, value in expected.items():
+        torch.testing.assert_close(encoder_state[key], value, msg=key)
+    assert model.config.hidden_size == 384 and model.tokenizer is not None
+    model.train()
+    batch = model.tokenizer([QUERIES[0]], [DOCUMENTS[0]], return_tensors="pt")
+    model(**batch).logits.sum().backward()
+    assert model.encoder.embeddings.word_embeddings.weight.grad.abs().sum() > 0
+    assert model.encoder.encoder.layer[0].attention.self.query.weight.grad.abs().sum() > 0
+    assert model.lite_scorer.row_mlp.dense_in.weight.grad.abs().sum() > 0
+    assert model.lite_scorer.out.weight.grad.abs().sum() > 0
+    assert all(p.grad is not None for p in model.parameters()), "every parameter must get a gradient (DDP)"
+
+
+def test_distilbert_encoder_and_attn_implementation(tmp_path, tokenizer):
+    model = tiny_model(encoder=TINY_DISTILBERT, tokenizer=tokenizer)
+    model.save_pretrained(tmp_path)
+    sdpa = LiteModel.from_pretrained(tmp_path)
+    eager = LiteModel.from_pretrained(tmp_path, attn_implementation="eager")
+    assert eager.encoder.config._attn_implementation == "eager"
+    pairs = [[QUERIES[0], doc] for doc in DOCUMENTS]
+    assert eager.compute_score(pairs) == pytest.approx(sdpa.compute_score(pairs), abs=1e-5)
+    assert sdpa.compute_score(pairs) == pytest.approx(model.compute_score(pairs), abs=1e-6)
+
+
+# ---------------------------------------------------------------- Hub remote code, in a fresh process
+
+REMOTE_LOAD = r"""
+import json, sys, torch
+from transformers import AutoModel, AutoModelForSequenceClassification, pipeline
+from sentence_transformers import CrossEncoder
+path, query, docs = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
+auto = AutoModel.from_pretrained(path, trust_remote_code=True)
+seq = AutoModelForSequenceClassification.from_pretrained(path, trust_remote_code=True)
+cross = CrossEncoder(path, trust_remote_code=True, activation_fn=torch.nn.Identity())
+pipe = pipeline("text-classification", model=path, trust_remote_code=True, function_to_apply="none")
+print(json.dumps({
+    "module": type(auto).__module__,
+    "auto": auto.compute_score([[query, d] for d in docs]),
+    "seq": seq.rerank(query, docs),
+    "cross_predict": cross.predict([[query, d] for d in docs]).tolist(),
+    "cross_rank": [r["corpus_id"] for r in cross.rank(query, docs)],
+    "pipeline": [r["score"] for r in pipe([{"text": query, "text_pair": d} for d in docs])],
+}))
+"""
+
+
+def run_fresh(code, *args, cwd):
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
+    return subprocess.run(
+        [sys.executable, "-c", code, *args], cwd=cwd, env=env, capture_output=True, text=True,
+        stdin=subprocess.DEVNULL, timeout=300,
+    )  # fmt: skip
+
+
+def test_remote_code_round_trip_in_a_fresh_process(saved_tiny_model, tmp_path, tokenizer):
+    files = {p.name for p in saved_tiny_model.iterdir()}
+    assert {"model.safetensors", "config.json", "modeling_lite.py", "configuration_lite.py", "tokenizer.json"} <= files
+    local = LiteModel.from_pretrained(saved_tiny_model)
+    expected = local.compute_score([[QUERIES[0], d] for d in DOCUMENTS])
+    result = run_fresh(REMOTE_LOAD, str(saved_tiny_model), QUERIES[0], json.dumps(DOCUMENTS), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    got = json.loads(result.stdout.strip().splitlines()[-1])
+    assert got["module"].startswith("transformers_modules."), "must run the saved code, not this checkout"
+    assert got["auto"] == pytest.approx(expected, abs=1e-5)
+    assert got["cross_predict"] == pytest.approx(expected, abs=1e-5)
+    assert got["pipeline"] == pytest.approx(expected, abs=1e-5)
+    order = sorted(range(len(DOCUMENTS)), key=lambda i: -expected[i])
+    assert [r["index"] for r in got["seq"]] == order
+    assert got["cross_rank"] == order
+
+
+def test_loading_without_trust_remote_code_fails_clearly(saved_tiny_model, tmp_path):
+    code = "import sys; from transformers import AutoModel; AutoModel.from_pretrained(sys.argv[1])"
+    result = run_fresh(code, str(saved_tiny_model), cwd=tmp_path)
+    assert result.returncode != 0
+    assert "trust_remote_code=True" in result.stderr
