@@ -76,3 +76,35 @@ DOCUMENTS = [
     "raster graphics editor for photo retouching, image composition and image authoring",
     "the cat sat on the mat " * 12,  # longer than the tiny model's doc_max_length
 ]
+
+
+def write_jsonl(path, rows):
+    import json
+
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return path
+
+
+@pytest.fixture
+def beir_fixture(tmp_path) -> Path:
+    """A small BEIR folder + TREC run with every id mismatch eval_rerank.py must report."""
+    folder = tmp_path / "beir"
+    (folder / "qrels").mkdir(parents=True)
+    corpus = [{"_id": f"d{i}", "title": "", "text": text} for i, text in enumerate(DOCUMENTS * 2)]
+    corpus[4]["title"] = "Title"
+    write_jsonl(folder / "corpus.jsonl", corpus)
+    queries = [{"_id": f"q{i}", "text": text} for i, text in enumerate(QUERIES + ["orphan query"])]
+    write_jsonl(folder / "queries.jsonl", queries)
+    (folder / "qrels" / "dev.tsv").write_text(
+        "query-id\tcorpus-id\tscore\n"
+        "q0\td0\t2\nq0\td4\t1\n"  # graded
+        "q1\td1\t1\nq1\td7\t1\n"  # d7 relevant but not among the candidates
+        "q2\td2\t1\n"  # no candidates in the run
+        "q9\td3\t1\n"  # no query text
+    )
+    (folder / "run.trec").write_text(
+        "q0 Q0 d3 1 9.0 bm25\nq0 Q0 d0 2 8.0 bm25\nq0 Q0 d4 3 8.0 bm25\nq0 Q0 d1 4 7.5 bm25\n"
+        "q1 Q0 d1 2 5.0 bm25\nq1 Q0 d5 1 6.0 bm25\nq1 Q0 d99 3 4.0 bm25\nq1 Q0 d6 4 3.0 bm25\n"  # d99: not in corpus
+        "q3 Q0 d0 1 1.0 bm25\n"  # judged nowhere
+    )
+    return folder

@@ -1,0 +1,227 @@
+"""Readers for re-ranking data: BEIR folders, TREC runs, qrels and MS MARCO v2.1 rows.
+
+Every reader fails on bad input with a `DataError` that names the file, the line and the problem, before any model
+work starts.
+"""
+
+import csv
+import gzip
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+class DataError(ValueError):
+    """Bad input data; the message names the file, the line (when there is one) and the problem."""
+
+    def __init__(self, path, problem: str, line: int | None = None):
+        where = f"{path}:{line}" if line is not None else str(path)
+        super().__init__(f"{where}: {problem}")
+
+
+def open_text(path):
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(path, "file not found")
+    return gzip.open(path, "rt", encoding="utf-8") if path.suffix == ".gz" else path.open(encoding="utf-8")
+
+
+def read_jsonl(path, required=()):
+    """Yield (line number, dict) for each non-blank line; every `required` key must be present."""
+    with open_text(path) as lines:
+        for line_no, line in enumerate(lines, start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as error:
+                raise DataError(path, f"invalid JSON ({error.msg})", line_no) from None
+            if not isinstance(row, dict):
+                raise DataError(path, "expected a JSON object", line_no)
+            missing = [key for key in required if key not in row]
+            if missing:
+                raise DataError(path, f"missing field(s) {missing}", line_no)
+            yield line_no, row
+
+
+def find_file(folder: Path, stem: str) -> Path:
+    for candidate in (folder / stem, folder / f"{stem}.gz"):
+        if candidate.is_file():
+            return candidate
+    raise DataError(folder / stem, "file not found (also looked for .gz)")
+
+
+def read_beir_texts(path, with_title: bool) -> dict[str, str]:
+    """`corpus.jsonl` / `queries.jsonl` → {id: text}; a non-empty title is prepended to the text."""
+    texts = {}
+    for line_no, row in read_jsonl(path, required=("_id", "text")):
+        text = row["text"]
+        if with_title and row.get("title"):
+            text = f"{row['title']} {text}"
+        if not isinstance(text, str):
+            raise DataError(path, "field 'text' is not a string", line_no)
+        texts[str(row["_id"])] = text
+    if not texts:
+        raise DataError(path, "no rows")
+    return texts
+
+
+def read_qrels(path) -> dict[str, dict[str, int]]:
+    """BEIR `query-id corpus-id score` TSV (with header) or TREC `qid 0 docid rel` → {qid: {docid: grade}}."""
+    qrels: dict[str, dict[str, int]] = {}
+    with open_text(path) as lines:
+        for line_no, line in enumerate(lines, start=1):
+            fields = line.split()
+            if not fields or (line_no == 1 and fields[0] == "query-id"):
+                continue
+            if len(fields) == 3:
+                qid, docid, grade = fields
+            elif len(fields) == 4:
+                qid, _, docid, grade = fields
+            else:
+                raise DataError(path, f"expected 3 (BEIR) or 4 (TREC) columns, got {len(fields)}", line_no)
+            try:
+                qrels.setdefault(qid, {})[docid] = int(float(grade))
+            except ValueError:
+                raise DataError(path, f"relevance {grade!r} is not a number", line_no) from None
+    if not qrels:
+        raise DataError(path, "no judgments")
+    return qrels
+
+
+def read_trec_run(path) -> dict[str, list[tuple[str, float]]]:
+    """TREC run `qid Q0 docid rank score tag` → {qid: [(docid, score), ...]} in rank order."""
+    ranked: dict[str, list[tuple[int, str, float]]] = {}
+    with open_text(path) as lines:
+        for line_no, line in enumerate(lines, start=1):
+            fields = line.split()
+            if not fields:
+                continue
+            if len(fields) != 6:
+                raise DataError(path, f"expected 6 columns 'qid Q0 docid rank score tag', got {len(fields)}", line_no)
+            qid, _, docid, rank, score, _ = fields
+            try:
+                ranked.setdefault(qid, []).append((int(rank), docid, float(score)))
+            except ValueError:
+                raise DataError(path, f"rank {rank!r} or score {score!r} is not a number", line_no) from None
+    if not ranked:
+        raise DataError(path, "no candidates")
+    return {qid: [(docid, score) for _, docid, score in sorted(rows)] for qid, rows in ranked.items()}
+
+
+def write_trec_run(path, rankings: dict[str, list[tuple[str, float]]], tag: str):
+    """Write {qid: [(docid, score), ...] best first} as a TREC run file."""
+    with open(path, "w", encoding="utf-8") as out:
+        for qid, ranking in rankings.items():
+            for rank, (docid, score) in enumerate(ranking, start=1):
+                out.write(f"{qid} Q0 {docid} {rank} {score:.6f} {tag}\n")
+
+
+@dataclass
+class RerankSet:
+    """Queries, their first-stage candidates (in first-stage order) and relevance judgments."""
+
+    queries: dict[str, str]
+    documents: dict[str, str]
+    candidates: dict[str, list[str]]
+    first_stage_scores: dict[str, list[float]]
+    qrels: dict[str, dict[str, int]]
+    protocol: str
+    counts: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def depth(self) -> int:
+        return max((len(docs) for docs in self.candidates.values()), default=0)
+
+
+def load_beir_rerank_set(folder, run_path, split: str = "dev", max_queries: int | None = None) -> RerankSet:
+    """A BEIR folder plus a TREC run of candidates. Evaluated queries: those with a relevant judgment."""
+    folder = Path(folder)
+    qrels = read_qrels(find_file(folder / "qrels", f"{split}.tsv"))
+    run = read_trec_run(run_path)
+    queries = read_beir_texts(find_file(folder, "queries.jsonl"), with_title=False)
+    corpus = read_beir_texts(find_file(folder, "corpus.jsonl"), with_title=True)
+    counts = dict.fromkeys(
+        ("queries_without_candidates", "run_queries_without_judgments", "queries_without_text",
+         "candidates_missing_from_corpus"), 0,
+    )  # fmt: skip
+    counts["run_queries_without_judgments"] = sum(1 for qid in run if not any(g > 0 for g in qrels.get(qid, {}).values()))
+    selected, candidates, scores = {}, {}, {}
+    for qid, judged in qrels.items():
+        if not any(grade > 0 for grade in judged.values()):
+            continue
+        if qid not in queries:
+            counts["queries_without_text"] += 1
+            continue
+        if max_queries is not None and len(selected) >= max_queries:
+            break
+        ranking = run.get(qid, [])
+        if not ranking:
+            counts["queries_without_candidates"] += 1
+        kept = [(docid, score) for docid, score in ranking if docid in corpus]
+        counts["candidates_missing_from_corpus"] += len(ranking) - len(kept)
+        selected[qid] = queries[qid]
+        candidates[qid] = [docid for docid, _ in kept]
+        scores[qid] = [score for _, score in kept]
+    needed = {docid for docs in candidates.values() for docid in docs}
+    return RerankSet(
+        queries=selected,
+        documents={docid: corpus[docid] for docid in needed},
+        candidates=candidates,
+        first_stage_scores=scores,
+        qrels={qid: qrels[qid] for qid in selected},
+        protocol=f"rerank {Path(run_path).name} candidates of BEIR {folder.name} ({split})",
+        counts=counts,
+    )
+
+
+def msmarco_own_pool_set(rows, max_queries: int | None = None, source: str = "microsoft/ms_marco v2.1") -> RerankSet:
+    """MS MARCO v2.1 rows → each query re-ranks its own ~10 passages, `is_selected` as labels (the easy protocol)."""
+    queries, documents, candidates, scores, qrels = {}, {}, {}, {}, {}
+    skipped = 0
+    for row in rows:
+        passages = row["passages"]
+        if not any(passages["is_selected"]):
+            skipped += 1
+            continue
+        if max_queries is not None and len(queries) >= max_queries:
+            break
+        qid = str(row["query_id"])
+        docids = [f"{qid}-{i}" for i in range(len(passages["passage_text"]))]
+        queries[qid] = row["query"]
+        documents.update(zip(docids, passages["passage_text"]))
+        candidates[qid] = docids
+        scores[qid] = [-float(i) for i in range(len(docids))]  # the given order is the "first stage"
+        qrels[qid] = {docid: int(selected) for docid, selected in zip(docids, passages["is_selected"])}
+    return RerankSet(
+        queries=queries, documents=documents, candidates=candidates, first_stage_scores=scores, qrels=qrels,
+        protocol=f"{source} validation, own pool: each query re-ranks its own ~10 passages (easy protocol, not "
+        "comparable to full-corpus MS MARCO dev figures)",
+        counts={"queries_without_selected_passage": skipped},
+    )  # fmt: skip
+
+
+def load_rerank_set(spec: str, split: str | None = None, run: str | None = None, max_queries: int | None = None):
+    """`--data SPEC` of eval_rerank.py and train_accelerate.py's dev set:
+    - a BEIR folder (needs `run`, a TREC run file of candidates);
+    - `microsoft/ms_marco` (v2.1 from the Hub) or a local .jsonl/.parquet file in the v2.1 schema (own pool).
+    """
+    path = Path(spec)
+    if path.is_dir():
+        if run is None:
+            raise DataError(path, "a BEIR folder needs --run, a TREC run file of candidates")
+        return load_beir_rerank_set(path, run, split or "dev", max_queries)
+    if spec in ("microsoft/ms_marco", "ms_marco"):
+        import datasets
+
+        rows = datasets.load_dataset("microsoft/ms_marco", "v2.1", split=split or "validation", streaming=True)
+        return msmarco_own_pool_set(rows, max_queries)
+    if path.is_file():
+        if path.suffix == ".parquet":
+            import datasets
+
+            rows = datasets.Dataset.from_parquet(str(path))
+        else:
+            rows = (row for _, row in read_jsonl(path, required=("query", "query_id", "passages")))
+        return msmarco_own_pool_set(rows, max_queries, source=str(path))
+    raise DataError(path, "not a BEIR folder, an MS MARCO v2.1 file, or 'microsoft/ms_marco'")

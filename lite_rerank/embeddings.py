@@ -1,0 +1,94 @@
+"""Document token embeddings kept once per document and gathered back into scorer-ready padded batches."""
+
+import torch
+from transformers.utils.logging import tqdm
+
+
+class TokenEmbeddingStore:
+    """Document vectors without their padding: one flat (tokens, dim) tensor plus each document's length.
+
+    `get(ids)` rebuilds the padded (n, K, dim) batch and mask that `LiteModel.score_embeddings` takes, with one
+    vectorised gather (no Python loop over documents).
+    """
+
+    def __init__(self, doc_tokens: int, dim: int, dtype=torch.float16, device="cpu"):
+        self.doc_tokens, self.dim, self.dtype, self.device = doc_tokens, dim, dtype, torch.device(device)
+        self.row_of: dict[str, int] = {}
+        self._pending_vectors, self._pending_lengths = [], []
+        self.vectors = torch.empty(0, dim, dtype=dtype, device=self.device)
+        self.lengths = torch.empty(0, dtype=torch.long, device=self.device)
+        self.offsets = torch.zeros(1, dtype=torch.long, device=self.device)
+
+    def __len__(self):
+        return len(self.row_of)
+
+    def __contains__(self, doc_id):
+        return doc_id in self.row_of
+
+    @property
+    def nbytes(self) -> int:
+        self._flush()
+        return self.vectors.numel() * self.vectors.element_size() + self.lengths.numel() * 8
+
+    def add(self, ids, vectors: torch.Tensor, mask: torch.Tensor):
+        """Store `vectors` (n, K, dim) with `mask` (n, K); only the masked-in (real) token vectors are kept."""
+        if vectors.shape[1:] != (self.doc_tokens, self.dim):
+            raise ValueError(f"expected vectors of shape (n, {self.doc_tokens}, {self.dim}), got {tuple(vectors.shape)}")
+        if not bool((mask[:, 1:] <= mask[:, :-1]).all()):
+            raise ValueError("document masks must be contiguous from the first position")
+        for doc_id in ids:
+            if doc_id in self.row_of:
+                raise ValueError(f"document {doc_id!r} is already stored")
+            self.row_of[doc_id] = len(self.row_of)
+        self._pending_vectors.append(vectors[mask].to(self.device, self.dtype))
+        self._pending_lengths.append(mask.sum(dim=1).to(self.device))
+
+    def _flush(self):
+        if not self._pending_vectors:
+            return
+        self.vectors = torch.cat([self.vectors, *self._pending_vectors])
+        self.lengths = torch.cat([self.lengths, *self._pending_lengths])
+        self.offsets = torch.cat([torch.zeros(1, dtype=torch.long, device=self.device), self.lengths.cumsum(0)])
+        self._pending_vectors, self._pending_lengths = [], []
+
+    def get(self, ids, dtype=None):
+        """Padded (n, K, dim) vectors and (n, K) mask for `ids`, in that order."""
+        self._flush()
+        try:
+            rows = torch.tensor([self.row_of[doc_id] for doc_id in ids], dtype=torch.long, device=self.device)
+        except KeyError as error:
+            raise KeyError(f"document {error.args[0]!r} is not in the embedding store") from None
+        lengths = self.lengths[rows]
+        doc_of_token = torch.repeat_interleave(torch.arange(len(rows), device=self.device), lengths)
+        first_token = torch.cumsum(lengths, 0) - lengths
+        position = torch.arange(int(lengths.sum()), device=self.device) - first_token[doc_of_token]
+        source = self.offsets[rows][doc_of_token] + position
+        out = torch.zeros(len(rows), self.doc_tokens, self.dim, dtype=dtype or self.dtype, device=self.device)
+        out[doc_of_token, position] = self.vectors[source].to(out.dtype)
+        mask = torch.arange(self.doc_tokens, device=self.device) < lengths.unsqueeze(1)
+        return out, mask
+
+
+def batches_by_length(lengths, batch_size: int):
+    """Index batches of similar lengths (longest first), so dynamic padding wastes little compute."""
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    return [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
+
+
+@torch.inference_mode()
+def encode_texts(model, ids, texts, kind: str, batch_size: int = 64, store_dtype=None, progress=True):
+    """Encode `texts` with `model.encode_documents` (kind="documents") or `encode_queries` into a new store.
+
+    The store keeps the model's dtype unless `store_dtype` is given, so scores equal the model's forward pass.
+    """
+    max_length = model.config.doc_max_length if kind == "documents" else model.config.query_max_length
+    token_ids = model.tokenizer(list(texts), truncation=True, max_length=max_length)["input_ids"]
+    encode = model.encode_documents if kind == "documents" else model.encode_queries
+    doc_tokens = model.config.doc_scored_tokens if kind == "documents" else model.config.query_max_length
+    store = TokenEmbeddingStore(doc_tokens, model.config.embedding_dim, store_dtype or model.dtype, model.device)
+    batches = batches_by_length([len(sequence) for sequence in token_ids], batch_size)
+    for batch in tqdm(batches, desc=f"Encoding {kind}", disable=not progress):
+        padded = model.tokenizer.pad({"input_ids": [token_ids[i] for i in batch]}, return_tensors="pt")
+        vectors, mask = encode(padded["input_ids"].to(model.device), padded["attention_mask"].to(model.device))
+        store.add([ids[i] for i in batch], vectors, mask)
+    return store

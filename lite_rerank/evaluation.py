@@ -1,0 +1,76 @@
+"""Re-rank a `RerankSet` with a model and compute MRR@10 / nDCG@10 / Recall with the repo's `evaluate` module."""
+
+from pathlib import Path
+
+import evaluate
+import torch
+from transformers.utils.logging import tqdm
+
+from .data import RerankSet
+from .embeddings import encode_texts
+from .rerank_metrics import rank_order
+
+METRICS_SCRIPT = Path(__file__).with_name("rerank_metrics.py")
+
+
+def load_metrics():
+    return evaluate.load(str(METRICS_SCRIPT), keep_in_memory=True)
+
+
+def query_blocks(rerank_set: RerankSet, max_docs: int):
+    """Consecutive groups of queries whose candidates together hold at most `max_docs` distinct documents."""
+    block, docs = [], set()
+    for qid, candidates in rerank_set.candidates.items():
+        new = set(candidates) - docs
+        if block and len(docs) + len(new) > max_docs:
+            yield block, docs
+            block, docs, new = [], set(), set(candidates)
+        block.append(qid)
+        docs |= new
+    if block:
+        yield block, docs
+
+
+@torch.inference_mode()
+def score_rerank_set(model, rerank_set: RerankSet, batch_size: int = 64, max_docs_in_memory: int = 100_000,
+                     progress: bool = True) -> dict[str, list[float]]:  # fmt: skip
+    """{qid: scores of its candidates}. Each distinct document is encoded once (per block of queries whose documents
+    fit in memory together), then every query is scored against its cached candidates in one batched call."""
+    was_training = model.training
+    model.eval()
+    scores = {}
+    for qids, doc_ids in query_blocks(rerank_set, max_docs_in_memory):
+        doc_ids = sorted(doc_ids)
+        docs = encode_texts(model, doc_ids, [rerank_set.documents[d] for d in doc_ids], "documents", batch_size,
+                            progress=progress)  # fmt: skip
+        queries = encode_texts(model, qids, [rerank_set.queries[q] for q in qids], "queries", batch_size,
+                               progress=progress)  # fmt: skip
+        for qid in tqdm(qids, desc="Scoring queries", disable=not progress):
+            if not rerank_set.candidates[qid]:
+                scores[qid] = []
+                continue
+            query_vectors, query_mask = queries.get([qid])
+            doc_vectors, doc_mask = docs.get(rerank_set.candidates[qid])
+            scores[qid] = model.score_embeddings(query_vectors, query_mask, doc_vectors, doc_mask).float().tolist()
+    model.train(was_training)
+    return scores
+
+
+def compute_metrics(rerank_set: RerankSet, scores: dict[str, list[float]], k_values=(10,), metrics=None) -> dict:
+    """Metric means over the set's queries (each query's candidates scored by `scores`)."""
+    metrics = metrics or load_metrics()
+    qids = list(rerank_set.queries)
+    return metrics.compute(
+        predictions=[scores[qid] for qid in qids],
+        references=[[rerank_set.qrels[qid].get(d, 0) for d in rerank_set.candidates[qid]] for qid in qids],
+        judged_relevances=[list(rerank_set.qrels[qid].values()) for qid in qids],
+        k_values=list(k_values),
+    )
+
+
+def rankings(rerank_set: RerankSet, scores: dict[str, list[float]]) -> dict[str, list[tuple[str, float]]]:
+    """{qid: [(docid, score), ...] best first}, in the metrics' order (ties keep the first-stage order)."""
+    return {
+        qid: [(rerank_set.candidates[qid][i], scores[qid][i]) for i in rank_order(scores[qid])]
+        for qid in rerank_set.queries
+    }
