@@ -83,6 +83,10 @@ class LiteModel(PreTrainedModel):
     base_model_prefix = "lite"
     main_input_name = "input_ids"
     _supports_sdpa = True
+    # Length grouping inside a batch (speed only): a new group starts once a sequence is shorter than
+    # length_group_ratio × the group's longest and the group holds length_group_min_rows sequences.
+    length_group_min_rows = 8
+    length_group_ratio = 0.75
 
     def __init__(self, config: LiteConfig):
         super().__init__(config)
@@ -148,9 +152,25 @@ class LiteModel(PreTrainedModel):
             return input_ids, attention_mask[:, :max_length]
         return input_ids[:, :longest], attention_mask[:, :longest]
 
+    def _run_encoder(self, input_ids, attention_mask):
+        """Encoder hidden states (batch, seq, hidden); a batch of mixed lengths is encoded in groups of similar length,
+        each padded only to its own longest sequence (results are the same, the padding compute is not)."""
+        lengths = attention_mask.sum(dim=1)
+        groups = _length_groups(lengths.tolist(), self.length_group_min_rows, self.length_group_ratio)
+        if len(groups) == 1:
+            return self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        outputs = []
+        for rows in groups:
+            rows = torch.tensor(rows, device=input_ids.device)
+            longest = int(lengths[rows].max())
+            hidden = self.encoder(input_ids=input_ids[rows, :longest], attention_mask=attention_mask[rows, :longest])
+            outputs.append(F.pad(hidden.last_hidden_state, (0, 0, 0, input_ids.shape[1] - longest)))
+        order = torch.tensor([row for rows in groups for row in rows], device=input_ids.device)
+        return torch.cat(outputs)[torch.argsort(order)]  # back to the batch's order
+
     def _encode_tokens(self, input_ids, attention_mask, max_length: int, name: str):
         input_ids, attention_mask = self._fit_to_length(input_ids, attention_mask, max_length, name)
-        hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        hidden = self._run_encoder(input_ids, attention_mask)  # (batch, seq, hidden)
         if self.projection is not None:
             hidden = self.projection(hidden)  # (batch, seq, proj_dim)
         hidden = hidden * attention_mask.unsqueeze(-1).to(hidden.dtype)  # padded positions add nothing to S
@@ -389,6 +409,19 @@ class LiteModel(PreTrainedModel):
             )
         model.tokenizer = tokenizer
         return model
+
+
+def _length_groups(lengths: list[int], min_rows: int, ratio: float) -> list[list[int]]:
+    """Row indices, longest first, cut into groups whose sequences are at least `ratio` × the group's longest."""
+    order = sorted(range(len(lengths)), key=lambda row: -lengths[row])
+    groups = [[order[0]]]
+    for row in order[1:]:
+        group = groups[-1]
+        if len(group) >= min_rows and lengths[row] < ratio * lengths[group[0]]:
+            groups.append([row])
+        else:
+            group.append(row)
+    return groups
 
 
 def _is_text(value) -> bool:

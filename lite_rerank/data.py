@@ -133,6 +133,18 @@ class RerankSet:
     def depth(self) -> int:
         return max((len(docs) for docs in self.candidates.values()), default=0)
 
+    def subset(self, qids) -> "RerankSet":
+        """The same data restricted to `qids` (e.g. one process's shard of the dev queries)."""
+        qids = list(qids)
+        return RerankSet(
+            queries={q: self.queries[q] for q in qids},
+            documents={d: self.documents[d] for q in qids for d in self.candidates[q]},
+            candidates={q: self.candidates[q] for q in qids},
+            first_stage_scores={q: self.first_stage_scores[q] for q in qids},
+            qrels={q: self.qrels[q] for q in qids},
+            protocol=self.protocol,
+        )
+
 
 def load_beir_rerank_set(folder, run_path, split: str = "dev", max_queries: int | None = None) -> RerankSet:
     """A BEIR folder plus a TREC run of candidates. Evaluated queries: those with a relevant judgment."""

@@ -56,7 +56,8 @@ def score_rerank_set(model, rerank_set: RerankSet, batch_size: int = 64, max_doc
     return scores
 
 
-def compute_metrics(rerank_set: RerankSet, scores: dict[str, list[float]], k_values=(10,), metrics=None) -> dict:
+def compute_metrics(rerank_set: RerankSet, scores: dict[str, list[float]], k_values=(10,), metrics=None,
+                    return_per_query: bool = False) -> dict:  # fmt: skip
     """Metric means over the set's queries (each query's candidates scored by `scores`)."""
     metrics = metrics or load_metrics()
     qids = list(rerank_set.queries)
@@ -65,6 +66,7 @@ def compute_metrics(rerank_set: RerankSet, scores: dict[str, list[float]], k_val
         references=[[rerank_set.qrels[qid].get(d, 0) for d in rerank_set.candidates[qid]] for qid in qids],
         judged_relevances=[list(rerank_set.qrels[qid].values()) for qid in qids],
         k_values=list(k_values),
+        return_per_query=return_per_query,
     )
 
 

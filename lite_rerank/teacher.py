@@ -1,0 +1,67 @@
+"""The cross-encoder teacher of Margin-MSE / KL distillation, and a disk cache of its scores."""
+
+import json
+from pathlib import Path
+
+import torch
+from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+
+class CrossEncoderTeacher:
+    """A sequence-classification cross-encoder (default `cross-encoder/ms-marco-MiniLM-L-6-v2`) scoring pairs under
+    `no_grad`, in half precision on GPU."""
+
+    def __init__(self, name_or_path: str, device):
+        self.device = torch.device(device)
+        dtype = torch.float16 if self.device.type == "cuda" else torch.float32
+        self.tokenizer = AutoTokenizer.from_pretrained(name_or_path)
+        self.model = AutoModelForSequenceClassification.from_pretrained(name_or_path, dtype=dtype).to(self.device)
+        self.model.eval()
+        if self.model.config.num_labels != 1:
+            raise ValueError(f"teacher {name_or_path} has {self.model.config.num_labels} labels; a cross-encoder "
+                             "re-ranker with one relevance logit is needed")  # fmt: skip
+
+    @torch.no_grad()
+    def score(self, pair_inputs: dict) -> torch.Tensor:
+        """Tokenised (query, doc) pairs → float32 scores (n_pairs,)."""
+        pair_inputs = {key: value.to(self.device) for key, value in pair_inputs.items()}
+        with torch.autocast(self.device.type, enabled=self.device.type == "cuda"):
+            return self.model(**pair_inputs).logits.squeeze(-1).float()
+
+
+class TeacherScoreCache:
+    """Teacher scores by training-row index, appended to one JSONL file per process, so a resumed run or a second
+    epoch does not recompute them. `meta.json` records what the scores belong to; a mismatch is an error."""
+
+    def __init__(self, folder, meta: dict, process_index: int):
+        self.folder = Path(folder)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        meta_path = self.folder / "meta.json"
+        if meta_path.exists():
+            stored = json.loads(meta_path.read_text())
+            if stored != meta:
+                raise ValueError(f"{meta_path}: teacher cache was built for {stored}, not {meta}; use another "
+                                 "--teacher-cache folder")  # fmt: skip
+        elif process_index == 0:
+            meta_path.write_text(json.dumps(meta, indent=2))
+        self.scores: dict[int, list[float]] = {}
+        for part in sorted(self.folder.glob("scores.rank*.jsonl")):
+            for line in part.read_text().splitlines():
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError:
+                    continue  # a line cut short by a crash: those scores are simply recomputed
+                self.scores[record["row"]] = record["scores"]
+        self._out = (self.folder / f"scores.rank{process_index}.jsonl").open("a")
+
+    def lookup(self, rows: list[int]) -> torch.Tensor | None:
+        """Cached (n, 2) scores when every row is cached, else None."""
+        if all(row in self.scores for row in rows):
+            return torch.tensor([self.scores[row] for row in rows])
+        return None
+
+    def add(self, rows: list[int], scores: torch.Tensor):
+        for row, values in zip(rows, scores.tolist()):
+            self.scores[row] = values
+            self._out.write(json.dumps({"row": row, "scores": values}) + "\n")
+        self._out.flush()
