@@ -21,6 +21,7 @@ import torch
 from transformers import AutoModel
 
 from lite_rerank.data import load_rerank_set, write_trec_run
+from lite_rerank.doc_cache import build_document_cache
 from lite_rerank.evaluation import compute_metrics, load_metrics, rankings, score_rerank_set
 
 ROOT = Path(__file__).resolve().parent
@@ -47,6 +48,11 @@ def parse_args(argv=None):
     parser.add_argument("--doc-max-length", type=int, default=200, help="L2 of --zero-shot-encoder rows")
     parser.add_argument("--max-docs-in-memory", type=int, default=100_000,
                         help="documents encoded and held at once; larger candidate sets are processed in blocks")
+    parser.add_argument("--doc-cache", default=None, metavar="DIR",
+                        help="score from document-embedding caches DIR/<model name>, built on first use and reused "
+                             "by later runs (checked against the model's fingerprint)")
+    parser.add_argument("--cache-dtype", default="float16", choices=["float16", "bfloat16", "float32", "int8"],
+                        help="storage of a new --doc-cache (int8: per-vector scales)")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
     return parser.parse_args(argv)
 
@@ -72,6 +78,10 @@ def load_models(args):
         model = LiteModel.from_encoder(path, scorer="maxsim", query_max_length=args.query_max_length,
                                        doc_max_length=args.doc_max_length)  # fmt: skip
         yield f"{name} (zero-shot MaxSim)", model.to(device=args.device, dtype=dtype)
+
+
+def file_tag(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name)
 
 
 def markdown_table(results: dict, depth: int) -> str:
@@ -103,8 +113,13 @@ def main(argv=None):
     results = {"first-stage": summarize(rerank_set.first_stage_scores)}
     for name, model in load_models(args):
         print(f"scoring with {name}", file=sys.stderr)
+        doc_store = None
+        if args.doc_cache:
+            doc_store = build_document_cache(model, rerank_set.documents, Path(args.doc_cache) / file_tag(name),
+                                             args.cache_dtype, batch_size=args.batch_size,
+                                             progress=not args.no_progress)  # fmt: skip
         all_scores[name] = score_rerank_set(model, rerank_set, args.batch_size, args.max_docs_in_memory,
-                                            progress=not args.no_progress)  # fmt: skip
+                                            progress=not args.no_progress, doc_store=doc_store)  # fmt: skip
         results[name] = summarize(all_scores[name])
         del model
     print(markdown_table(results, depth))
@@ -119,7 +134,7 @@ def main(argv=None):
         }
         output.write_text(json.dumps(report, indent=2) + "\n")
         for name, scores in all_scores.items():
-            tag = re.sub(r"[^A-Za-z0-9._-]+", "_", name)
+            tag = file_tag(name)
             write_trec_run(output.with_name(f"{output.stem}.{tag}.trec"), rankings(rerank_set, scores), tag)
     return results
 

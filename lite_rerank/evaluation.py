@@ -33,16 +33,20 @@ def query_blocks(rerank_set: RerankSet, max_docs: int):
 
 @torch.inference_mode()
 def score_rerank_set(model, rerank_set: RerankSet, batch_size: int = 64, max_docs_in_memory: int = 100_000,
-                     progress: bool = True) -> dict[str, list[float]]:  # fmt: skip
+                     progress: bool = True, doc_store=None) -> dict[str, list[float]]:  # fmt: skip
     """{qid: scores of its candidates}. Each distinct document is encoded once (per block of queries whose documents
-    fit in memory together), then every query is scored against its cached candidates in one batched call."""
+    fit in memory together), then every query is scored against its cached candidates in one batched call.
+    With `doc_store` (e.g. a `DocumentCache` built by this model), document vectors come from there instead."""
     was_training = model.training
     model.eval()
     scores = {}
-    for qids, doc_ids in query_blocks(rerank_set, max_docs_in_memory):
-        doc_ids = sorted(doc_ids)
-        docs = encode_texts(model, doc_ids, [rerank_set.documents[d] for d in doc_ids], "documents", batch_size,
-                            progress=progress)  # fmt: skip
+    blocks = [(list(rerank_set.candidates), None)] if doc_store else query_blocks(rerank_set, max_docs_in_memory)
+    for qids, doc_ids in blocks:
+        docs = doc_store
+        if docs is None:
+            doc_ids = sorted(doc_ids)
+            docs = encode_texts(model, doc_ids, [rerank_set.documents[d] for d in doc_ids], "documents", batch_size,
+                                progress=progress)  # fmt: skip
         queries = encode_texts(model, qids, [rerank_set.queries[q] for q in qids], "queries", batch_size,
                                progress=progress)  # fmt: skip
         for qid in tqdm(qids, desc="Scoring queries", disable=not progress):
@@ -50,7 +54,7 @@ def score_rerank_set(model, rerank_set: RerankSet, batch_size: int = 64, max_doc
                 scores[qid] = []
                 continue
             query_vectors, query_mask = queries.get([qid])
-            doc_vectors, doc_mask = docs.get(rerank_set.candidates[qid])
+            doc_vectors, doc_mask = docs.get(rerank_set.candidates[qid], dtype=query_vectors.dtype)
             scores[qid] = model.score_embeddings(query_vectors, query_mask, doc_vectors, doc_mask).float().tolist()
     model.train(was_training)
     return scores

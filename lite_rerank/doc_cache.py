@@ -1,0 +1,165 @@
+"""A document-embedding cache on disk: a corpus encoded once with `encode_documents`, stored in safetensors chunks.
+
+Layout of a cache folder:
+    cache.json                  format, model fingerprint, dtype, and the list of complete chunks
+    chunk-00000.safetensors     vectors (+ int8 scales), lengths; the chunk's document ids in its header metadata
+
+Chunks are written under a temporary name and renamed when complete, and `cache.json` is rewritten atomically after
+each chunk, so an interrupted build keeps every finished chunk and a rerun encodes only the missing documents.
+Memory holds one chunk while building and at most `max_chunks_in_memory` while reading: a corpus larger than RAM
+works. No pickle anywhere.
+"""
+
+import hashlib
+import itertools
+import json
+import os
+from collections import OrderedDict
+from pathlib import Path
+
+import torch
+from transformers.utils.logging import tqdm
+
+from .embeddings import TokenEmbeddingStore, encode_texts
+
+FORMAT = "lite-doc-cache/1"
+DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32, "int8": torch.int8}
+
+
+def model_fingerprint(model) -> str:
+    """sha256 of the config and every weight: a cache is only ever read with the model that wrote it."""
+    digest = hashlib.sha256(model.config.to_json_string(use_diff=False).encode())
+    for name, tensor in sorted(model.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().float().cpu().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def _chunk_ids(path: Path) -> list[str]:
+    """Document ids of a chunk, read from its safetensors header only."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as handle:
+        return json.loads(handle.metadata()["ids"])
+
+
+def _write_json_atomically(path: Path, value):
+    partial = path.with_name(f".partial-{path.name}")
+    partial.write_text(json.dumps(value, indent=2) + "\n")
+    os.replace(partial, path)
+
+
+class DocumentCache:
+    """Read side: `get(ids)` → padded (n, K, dim) vectors and (n, K) mask, like `TokenEmbeddingStore.get`."""
+
+    def __init__(self, folder, device="cpu", max_chunks_in_memory: int = 4):
+        self.folder, self.device = Path(folder), torch.device(device)
+        manifest_path = self.folder / "cache.json"
+        if not manifest_path.is_file():
+            raise FileNotFoundError(f"{manifest_path}: not a document-embedding cache (no cache.json)")
+        self.manifest = json.loads(manifest_path.read_text())
+        if self.manifest.get("format") != FORMAT:
+            raise ValueError(f"{manifest_path}: unknown cache format {self.manifest.get('format')!r}")
+        self.doc_tokens, self.dim = self.manifest["doc_tokens"], self.manifest["dim"]
+        self.chunk_of: dict[str, int] = {}
+        for index, chunk in enumerate(self.manifest["chunks"]):
+            self.chunk_of.update(dict.fromkeys(_chunk_ids(self.folder / chunk["file"]), index))
+        self._loaded: OrderedDict[int, TokenEmbeddingStore] = OrderedDict()
+        self.max_chunks_in_memory = max_chunks_in_memory
+
+    def __len__(self):
+        return len(self.chunk_of)
+
+    def __contains__(self, doc_id):
+        return doc_id in self.chunk_of
+
+    @property
+    def bytes_per_document(self) -> float:
+        chunks = self.manifest["chunks"]
+        return sum(c["vector_bytes"] for c in chunks) / max(1, sum(c["num_docs"] for c in chunks))
+
+    def check_model(self, model):
+        if self.manifest["model_fingerprint"] != model_fingerprint(model):
+            raise ValueError(f"{self.folder}: this cache was built by another model (fingerprint differs)")
+
+    def _chunk(self, index: int) -> TokenEmbeddingStore:
+        if index not in self._loaded:
+            if len(self._loaded) >= self.max_chunks_in_memory:
+                self._loaded.popitem(last=False)
+            self._loaded[index] = TokenEmbeddingStore.load(self.folder / self.manifest["chunks"][index]["file"],
+                                                           self.device)  # fmt: skip
+        self._loaded.move_to_end(index)
+        return self._loaded[index]
+
+    def get(self, ids, dtype=torch.float32):
+        ids = list(ids)
+        missing = [doc_id for doc_id in ids if doc_id not in self.chunk_of]
+        if missing:
+            raise KeyError(f"{len(missing)} document(s) not in the cache {self.folder}, e.g. {missing[0]!r}")
+        by_chunk: dict[int, list[int]] = {}
+        for position, doc_id in enumerate(ids):
+            by_chunk.setdefault(self.chunk_of[doc_id], []).append(position)
+        if len(by_chunk) == 1:
+            return self._chunk(next(iter(by_chunk))).get(ids, dtype)
+        out = torch.zeros(len(ids), self.doc_tokens, self.dim, dtype=dtype, device=self.device)
+        mask = torch.zeros(len(ids), self.doc_tokens, dtype=torch.bool, device=self.device)
+        for index, positions in by_chunk.items():
+            vectors, chunk_mask = self._chunk(index).get([ids[p] for p in positions], dtype)
+            where = torch.tensor(positions, device=self.device)
+            out[where], mask[where] = vectors, chunk_mask
+        return out, mask
+
+
+def build_document_cache(model, documents, folder, dtype: str = "float16", chunk_docs: int = 8192,
+                         batch_size: int = 64, progress: bool = True) -> DocumentCache:  # fmt: skip
+    """Encode `documents` ({id: text} or an iterable of (id, text)) into `folder`; documents already cached there
+    (by the same model) are skipped, so an interrupted build resumes."""
+    if dtype not in DTYPES:
+        raise ValueError(f"cache dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    manifest_path = folder / "cache.json"
+    fingerprint = model_fingerprint(model)
+    if manifest_path.exists():
+        manifest = json.loads(manifest_path.read_text())
+        if manifest["model_fingerprint"] != fingerprint or manifest["dtype"] != dtype:
+            raise ValueError(f"{folder}: cache built by another model or with dtype {manifest['dtype']}; "
+                             "use another folder")  # fmt: skip
+    else:
+        manifest = {"format": FORMAT, "model": model.name_or_path, "model_fingerprint": fingerprint, "dtype": dtype,
+                    "doc_tokens": model.config.doc_scored_tokens, "dim": model.config.embedding_dim, "chunks": []}  # fmt: skip
+    cached = {doc_id for chunk in manifest["chunks"] for doc_id in _chunk_ids(folder / chunk["file"])}
+    items = documents.items() if isinstance(documents, dict) else documents
+    pending = ((doc_id, text) for doc_id, text in items if doc_id not in cached)
+    total = len(documents) - len(cached) if isinstance(documents, dict) else None
+    bar = tqdm(total=total, desc="Caching documents", unit="doc", disable=not progress)
+    was_training = model.training
+    model.eval()
+    while batch := list(itertools.islice(pending, chunk_docs)):
+        ids, texts = zip(*batch)
+        store = encode_texts(model, list(ids), texts, "documents", batch_size, DTYPES[dtype], progress=False)
+        name = f"chunk-{len(manifest['chunks']):05d}.safetensors"
+        partial = folder / f".partial-{name}"
+        store.save(partial)
+        os.replace(partial, folder / name)
+        manifest["chunks"].append({"file": name, "num_docs": len(ids), "vector_bytes": store.nbytes})
+        _write_json_atomically(manifest_path, manifest)
+        bar.update(len(ids))
+    bar.close()
+    model.train(was_training)
+    if not manifest_path.exists():
+        _write_json_atomically(manifest_path, manifest)
+    return DocumentCache(folder, model.device)
+
+
+@torch.inference_mode()
+def rerank_with_cache(model, query: str, doc_ids, cache, top_n: int | None = None):
+    """`model.rerank` for documents already in `cache`: only the query is encoded. `[{"id", "score"}]`, best first."""
+    doc_ids = list(doc_ids)
+    if not doc_ids:
+        raise ValueError("rerank_with_cache: the document list is empty")
+    query_vectors, query_mask = model.encode_queries([query])
+    doc_vectors, doc_mask = cache.get(doc_ids, dtype=query_vectors.dtype)
+    scores = model.score_embeddings(query_vectors, query_mask, doc_vectors.to(model.device), doc_mask.to(model.device))
+    order = torch.argsort(-scores.float(), stable=True)[:top_n].tolist()
+    return [{"id": doc_ids[i], "score": float(scores[i])} for i in order]

@@ -1,0 +1,89 @@
+import json
+
+import pytest
+import torch
+from conftest import DOCUMENTS, QUERIES, tiny_model
+
+import eval_rerank
+from lite_rerank.doc_cache import DocumentCache, build_document_cache, rerank_with_cache
+from lite_rerank.embeddings import TokenEmbeddingStore
+
+CORPUS = {f"d{i}": f"{doc} {i}" for i, doc in enumerate(DOCUMENTS * 5)}
+
+
+@pytest.fixture
+def model(tokenizer):
+    return tiny_model(tokenizer=tokenizer, projection_dim=16)
+
+
+def direct(model, ids):
+    with torch.no_grad():
+        return model.encode_documents([CORPUS[i] for i in ids])
+
+
+@pytest.mark.parametrize("dtype, tolerance", [("float32", 1e-6), ("float16", 2e-3), ("int8", 2e-2)])
+def test_cache_returns_what_encode_documents_returns(tmp_path, model, dtype, tolerance):
+    cache = build_document_cache(model, CORPUS, tmp_path / "cache", dtype=dtype, chunk_docs=7, progress=False)
+    assert len(cache) == 20 and len(cache.manifest["chunks"]) == 3
+    ids = ["d19", "d0", "d8", "d3"]  # spread over three chunks, in any order
+    vectors, mask = cache.get(ids)
+    expected, expected_mask = direct(model, ids)
+    assert torch.equal(mask, expected_mask)
+    torch.testing.assert_close(vectors, expected, atol=tolerance, rtol=0)
+    per_vector = {"float32": 16 * 4, "float16": 16 * 2, "int8": 16 + 2}[dtype]
+    mean_tokens = direct(model, list(CORPUS))[1].sum().item() / len(CORPUS)  # only real tokens are stored
+    assert cache.bytes_per_document == pytest.approx(mean_tokens * per_vector)
+
+
+def test_reading_a_cache_holds_a_bounded_number_of_chunks(tmp_path, model):
+    build_document_cache(model, CORPUS, tmp_path / "cache", chunk_docs=4, progress=False)
+    cache = DocumentCache(tmp_path / "cache", max_chunks_in_memory=1)
+    vectors, _ = cache.get(["d0", "d19", "d5"])
+    assert len(cache._loaded) == 1 and vectors.shape == (3, 24, 16)
+    with pytest.raises(KeyError, match="not in the cache"):
+        cache.get(["d0", "nope"])
+
+
+def test_interrupted_build_resumes_and_a_foreign_model_is_refused(tmp_path, model, tokenizer):
+    first_half = dict(list(CORPUS.items())[:10])
+    build_document_cache(model, first_half, tmp_path / "cache", chunk_docs=8, progress=False)
+    (tmp_path / "cache" / ".partial-chunk-00002.safetensors").write_bytes(b"cut short")
+    cache = build_document_cache(model, CORPUS, tmp_path / "cache", chunk_docs=8, progress=False)
+    assert [c["num_docs"] for c in cache.manifest["chunks"]] == [8, 2, 8, 2]  # only the 10 new documents encoded
+    torch.testing.assert_close(cache.get(["d15"])[0], direct(model, ["d15"])[0], atol=2e-3, rtol=0)
+    other = tiny_model(seed=1, tokenizer=tokenizer, projection_dim=16)
+    with pytest.raises(ValueError, match="another model"):
+        build_document_cache(other, CORPUS, tmp_path / "cache", progress=False)
+    with pytest.raises(ValueError, match="another model"):
+        cache.check_model(other)
+    assert json.loads((tmp_path / "cache" / "cache.json").read_text())["format"] == "lite-doc-cache/1"
+
+
+def test_rerank_with_cache_equals_rerank(tmp_path, model):
+    cache = build_document_cache(model, CORPUS, tmp_path / "cache", dtype="float32", progress=False)
+    ids = ["d0", "d1", "d2", "d3"]
+    cached = rerank_with_cache(model, QUERIES[1], ids, cache)
+    direct_ranking = model.rerank(QUERIES[1], [CORPUS[i] for i in ids])
+    assert [r["id"] for r in cached] == [ids[r["index"]] for r in direct_ranking]
+    assert [r["score"] for r in cached] == pytest.approx([r["score"] for r in direct_ranking], abs=1e-5)
+
+
+def test_store_files_hold_no_pickle(tmp_path):
+    store = TokenEmbeddingStore(4, 3, torch.int8)
+    store.add(["a", "b"], torch.randn(2, 4, 3), torch.tensor([[1, 1, 0, 0], [1, 1, 1, 1]]).bool())
+    store.save(tmp_path / "s.safetensors")
+    loaded = TokenEmbeddingStore.load(tmp_path / "s.safetensors")
+    assert loaded.quantized and list(loaded.row_of) == ["a", "b"]
+    torch.testing.assert_close(loaded.get(["b", "a"])[0], store.get(["b", "a"])[0])
+    assert b"pickle" not in (tmp_path / "s.safetensors").read_bytes()[:200]
+
+
+def test_eval_rerank_scores_from_the_cache_like_without(tmp_path, beir_fixture, tokenizer):
+    tiny_model(tokenizer=tokenizer).save_pretrained(tmp_path / "model")
+    base = ["--model", f"m={tmp_path / 'model'}", "--data", str(beir_fixture), "--run", str(beir_fixture / "run.trec"),
+            "--no-progress"]  # fmt: skip
+    plain = eval_rerank.main(base)
+    cached = eval_rerank.main(base + ["--doc-cache", str(tmp_path / "caches"), "--cache-dtype", "float32"])
+    again = eval_rerank.main(base + ["--doc-cache", str(tmp_path / "caches"), "--cache-dtype", "float32"])
+    assert cached["m"] == plain["m"] == again["m"]
+    assert (tmp_path / "caches" / "m" / "cache.json").exists()
