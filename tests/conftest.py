@@ -87,8 +87,11 @@ def write_jsonl(path, rows):
 
 @pytest.fixture
 def beir_fixture(tmp_path) -> Path:
+    return write_beir_fixture(tmp_path / "beir")
+
+
+def write_beir_fixture(folder: Path) -> Path:
     """A small BEIR folder + TREC run with every id mismatch eval_rerank.py must report."""
-    folder = tmp_path / "beir"
     (folder / "qrels").mkdir(parents=True)
     corpus = [{"_id": f"d{i}", "title": "", "text": text} for i, text in enumerate(DOCUMENTS * 2)]
     corpus[4]["title"] = "Title"

@@ -1,0 +1,163 @@
+import json
+import re
+from unittest.mock import patch
+
+import pytest
+import yaml
+from conftest import DOCUMENTS, QUERIES, tiny_model, write_beir_fixture
+from huggingface_hub import HfApi
+
+import eval_rerank
+import push_to_hub
+from lite_rerank import publishing
+from modeling_lite import LiteModel
+from test_modeling_lite import run_fresh
+
+STAGED_FILES = {"README.md", "config.json", "configuration_lite.py", "modeling_lite.py", "handler.py",
+                "model.safetensors", "tokenizer.json", "tokenizer_config.json"}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory, tokenizer):
+    folder = tmp_path_factory.mktemp("runs") / "lite" / "best"
+    tiny_model(tokenizer=tokenizer).save_pretrained(folder)
+    (folder / "training_summary.json").write_text(json.dumps({"step": 7, "args": {
+        "encoder": "sentence-transformers/all-MiniLM-L6-v2", "train_data": "/somewhere/debian-rerank/triplets.jsonl",
+        "loss": "ce", "batch_size": 64, "lr": 2.8e-5, "scorer_lr": 1e-3, "mixed_precision": "bf16"}}))  # fmt: skip
+    # things a run folder may hold that must never reach the Hub
+    (folder / "optimizer.pt").write_bytes(b"state")
+    (folder / ".hf_token").write_text("hf_secret")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def results_file(model_dir, beir_fixture_module):
+    output = model_dir.parent.parent / "results.json"
+    eval_rerank.main(["--model", f"lite={model_dir}", "--data", str(beir_fixture_module),
+                      "--run", str(beir_fixture_module / "run.trec"), "--output", str(output), "--no-progress"])  # fmt: skip
+    return output
+
+
+@pytest.fixture(scope="module")
+def beir_fixture_module(tmp_path_factory):
+    return write_beir_fixture(tmp_path_factory.mktemp("data") / "beir")
+
+
+@pytest.fixture(scope="module")
+def staged(model_dir, results_file, tmp_path_factory):
+    stage = tmp_path_factory.mktemp("stage") / "hub"
+    push_to_hub.main(["--model-dir", str(model_dir), "--repo-id", "me/lite-tiny", "--results", str(results_file),
+                      "--dry-run", "--stage-dir", str(stage)])  # fmt: skip
+    return stage
+
+
+def front_matter(stage):
+    return yaml.safe_load(re.match(r"---\n(.*?)\n---\n", (stage / "README.md").read_text(), re.S).group(1))
+
+
+FOUR_WAYS = r"""
+import json, sys, importlib.util, torch
+from transformers import AutoModel, AutoModelForSequenceClassification
+from sentence_transformers import CrossEncoder
+path, query, docs = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
+spec = importlib.util.spec_from_file_location("handler", f"{path}/handler.py")
+handler_module = importlib.util.module_from_spec(spec); spec.loader.exec_module(handler_module)
+handler = handler_module.EndpointHandler(path)
+orders = {
+    "auto": [r["index"] for r in AutoModel.from_pretrained(path, trust_remote_code=True).rerank(query, docs)],
+    "seq": [r["index"] for r in AutoModelForSequenceClassification.from_pretrained(path, trust_remote_code=True).rerank(query, docs)],
+    "cross": [r["corpus_id"] for r in CrossEncoder(path, trust_remote_code=True).rank(query, docs)],
+    "handler": [r["index"] for r in handler({"inputs": {"query": query, "texts": docs}})],
+}
+print(json.dumps(orders))
+"""
+
+
+def test_stage_holds_exactly_the_hub_files(staged):
+    assert {p.name for p in staged.iterdir()} == STAGED_FILES
+    config = json.loads((staged / "config.json").read_text())
+    assert set(config["auto_map"]) == {"AutoConfig", "AutoModel", "AutoModelForSequenceClassification"}
+    assert json.loads((staged / "tokenizer_config.json").read_text())["model_max_length"] == 512
+
+
+def test_stage_loads_four_ways_in_a_fresh_process_and_all_rank_alike(staged, model_dir, tmp_path):
+    result = run_fresh(FOUR_WAYS, str(staged), QUERIES[0], json.dumps(DOCUMENTS), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    orders = json.loads(result.stdout.strip().splitlines()[-1])
+    expected = [r["index"] for r in LiteModel.from_pretrained(model_dir).rerank(QUERIES[0], DOCUMENTS)]
+    assert orders == {"auto": expected, "seq": expected, "cross": expected, "handler": expected}
+
+
+def test_card_front_matter_matches_results_and_model(staged, model_dir, results_file):
+    meta = front_matter(staged)
+    assert meta["library_name"] == "transformers" and meta["pipeline_tag"] == "text-ranking"
+    assert {"reranker", "late-interaction", "lite", "custom_code"} <= set(meta["tags"])
+    assert meta["base_model"] == "sentence-transformers/all-MiniLM-L6-v2" and meta["license"] == "apache-2.0"
+    assert "datasets" not in meta  # a local training file is not a Hub dataset
+    results = json.loads(results_file.read_text())["models"]["lite"]
+    metrics = {m["name"]: m["value"] for m in meta["model-index"][0]["results"][0]["metrics"]}
+    assert metrics == {"MRR@10": round(results["mrr@10"], 4), "nDCG@10": round(results["ndcg@10"], 4)}
+    model = LiteModel.from_pretrained(model_dir)
+    for example in meta["widget"]:
+        scores = model.compute_score([[example["source_sentence"], p] for p in example["sentences"]])
+        assert [o["score"] for o in example["output"]] == pytest.approx([round(s, 4) for s in scores], abs=1e-4)
+    body = (staged / "README.md").read_text()
+    assert "arXiv:2406.17968" in body and "| lite |" in body and "/somewhere" not in body
+    assert "debian-rerank/triplets.jsonl" in body
+
+
+@pytest.mark.parametrize("private, revision", [(True, "dev"), (False, None)])
+def test_upload_calls(model_dir, results_file, tmp_path, monkeypatch, private, revision):
+    monkeypatch.setenv("HF_TOKEN", "hf_test_token")
+    uploaded = {}
+
+    def fake_upload(self, **kwargs):
+        uploaded.update(kwargs, files={p.name for p in (tmp_path / "stage").iterdir()})
+        return "https://huggingface.co/me/lite-tiny/commit/abc"
+
+    args = ["--model-dir", str(model_dir), "--repo-id", "me/lite-tiny", "--results", str(results_file),
+            "--stage-dir", str(tmp_path / "stage"), "--commit-message", "first upload"]  # fmt: skip
+    args += (["--private"] if private else []) + (["--revision", revision] if revision else [])
+    with patch.object(HfApi, "create_repo") as create_repo, patch.object(HfApi, "create_branch") as create_branch, \
+            patch.object(HfApi, "upload_folder", fake_upload):  # fmt: skip
+        push_to_hub.main(args)
+    create_repo.assert_called_once_with("me/lite-tiny", private=private, exist_ok=True, repo_type="model")
+    if revision:
+        create_branch.assert_called_once_with("me/lite-tiny", branch=revision, exist_ok=True)
+    else:
+        create_branch.assert_not_called()
+    assert uploaded["repo_id"] == "me/lite-tiny" and uploaded["revision"] == revision
+    assert uploaded["commit_message"] == "first upload" and uploaded["files"] == STAGED_FILES
+
+
+def test_missing_token_results_or_weights_stop_before_any_upload(model_dir, results_file, tmp_path, monkeypatch):
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    monkeypatch.setattr(push_to_hub, "get_token", lambda: None)
+    base = ["--repo-id", "me/lite-tiny", "--stage-dir", str(tmp_path / "stage")]
+    with patch.object(HfApi, "create_repo") as create_repo, patch.object(HfApi, "upload_folder") as upload:
+        with pytest.raises(SystemExit, match="no Hugging Face token"):
+            push_to_hub.main(base + ["--model-dir", str(model_dir)])
+        with pytest.raises(SystemExit, match="not found"):
+            push_to_hub.main(base + ["--model-dir", str(model_dir), "--results", str(tmp_path / "absent.json")])
+        (tmp_path / "empty").mkdir()
+        with pytest.raises(SystemExit, match="no model.safetensors"):
+            push_to_hub.main(base + ["--model-dir", str(tmp_path / "empty")])
+    create_repo.assert_not_called()
+    upload.assert_not_called()
+
+
+def test_a_broken_stage_is_never_uploaded(model_dir, tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_TOKEN", "hf_test_token")
+    real_stage = publishing.stage_model
+
+    def broken_stage(*args, **kwargs):
+        folder = real_stage(*args, **kwargs)
+        (folder / "configuration_lite.py").write_text("raise ImportError('broken')\n")
+        return folder
+
+    monkeypatch.setattr(push_to_hub, "stage_model", broken_stage)
+    with patch.object(HfApi, "create_repo") as create_repo, patch.object(HfApi, "upload_folder") as upload:
+        with pytest.raises(SystemExit, match="stage validation failed"):
+            push_to_hub.main(["--model-dir", str(model_dir), "--repo-id", "me/x", "--stage-dir", str(tmp_path / "s")])
+    create_repo.assert_not_called()
+    upload.assert_not_called()
