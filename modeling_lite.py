@@ -37,10 +37,15 @@ class LiteMLP(nn.Module):
         self.dense_out = nn.Linear(hidden_size, size)
         self.norm_out = nn.LayerNorm(size)
         self.act = ACT2FN[activation]
+        self.relu = activation == "relu"
+
+    def activate(self, x: torch.Tensor) -> torch.Tensor:
+        # Without autograd, ReLU can overwrite its input: one large temporary fewer per layer.
+        return x.relu_() if self.relu and not torch.is_grad_enabled() else self.act(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.norm_in(self.act(self.dense_in(x)))
-        return self.norm_out(self.act(self.dense_out(x)))
+        x = self.norm_in(self.activate(self.dense_in(x)))
+        return self.norm_out(self.activate(self.dense_out(x)))
 
 
 class LiteSeparableScorer(nn.Module):
@@ -56,15 +61,18 @@ class LiteSeparableScorer(nn.Module):
     def forward(self, similarity: torch.Tensor) -> torch.Tensor:
         # similarity: (batch, q_len, d_len)
         rows = self.row_mlp(similarity)  # (batch, q_len, d_len)
-        cols = self.col_mlp(rows.transpose(1, 2))  # (batch, d_len, q_len)
-        return self.out(cols.flatten(1)).squeeze(-1)  # (batch,)
+        cols = self.col_mlp(rows.transpose(1, 2)).flatten(1)  # (batch, d_len · q_len)
+        if torch.is_grad_enabled():
+            return self.out(cols).squeeze(-1)  # (batch,)
+        # Inference: the final sum in float32, so bf16/fp16 scorers do not create ties between candidates.
+        return F.linear(cols.float(), self.out.weight.float(), self.out.bias.float()).squeeze(-1)
 
 
 def maxsim(similarity: torch.Tensor, doc_mask: torch.Tensor) -> torch.Tensor:
     """ColBERT's Σ_i max_j S_ij over real document tokens; padded query rows are all-zero and add nothing."""
     # similarity: (batch, q_len, d_len); doc_mask: (batch or 1, d_len)
     masked = similarity.masked_fill(~doc_mask.unsqueeze(1), float("-inf"))
-    return masked.max(dim=-1).values.sum(dim=-1)  # (batch,)
+    return masked.max(dim=-1).values.float().sum(dim=-1)  # (batch,), summed in float32
 
 
 class LiteModel(PreTrainedModel):
@@ -87,6 +95,8 @@ class LiteModel(PreTrainedModel):
     # length_group_ratio × the group's longest and the group holds length_group_min_rows sequences.
     length_group_min_rows = 8
     length_group_ratio = 0.75
+    # Candidates scored per block at inference (speed only).
+    inference_block = 64
 
     def __init__(self, config: LiteConfig):
         super().__init__(config)
@@ -232,9 +242,24 @@ class LiteModel(PreTrainedModel):
         if q_batch != d_batch and 1 not in (q_batch, d_batch):
             raise ValueError(f"{q_batch} queries cannot be scored against {d_batch} documents (equal sizes, or one of them 1).")
         doc_embeddings = doc_embeddings.to(query_embeddings.dtype)
+        doc_mask = doc_mask.to(doc_embeddings.device)
+        if torch.is_grad_enabled() or max(q_batch, d_batch) <= self.inference_block:
+            return self._score(query_embeddings, doc_embeddings, doc_mask)
+        # Inference on many candidates: blocks keep the scorer's (block·L1 × hidden) activations cache-sized.
+        blocks = []
+        for start in range(0, max(q_batch, d_batch), self.inference_block):
+            part = slice(start, start + self.inference_block)
+            blocks.append(self._score(
+                query_embeddings if q_batch == 1 else query_embeddings[part],
+                doc_embeddings if d_batch == 1 else doc_embeddings[part],
+                doc_mask if doc_mask.shape[0] == 1 else doc_mask[part],
+            ))  # fmt: skip
+        return torch.cat(blocks)
+
+    def _score(self, query_embeddings, doc_embeddings, doc_mask):
         similarity = torch.matmul(query_embeddings, doc_embeddings.transpose(1, 2))  # (batch, q_len, d_len)
         if self.lite_scorer is None:
-            return maxsim(similarity, doc_mask.to(similarity.device))
+            return maxsim(similarity, doc_mask)
         return self.lite_scorer(similarity)
 
     def split_pairs(self, input_ids, attention_mask=None):

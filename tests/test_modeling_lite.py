@@ -293,3 +293,24 @@ def test_loading_without_trust_remote_code_fails_clearly(saved_tiny_model, tmp_p
     result = run_fresh(code, str(saved_tiny_model), cwd=tmp_path)
     assert result.returncode != 0
     assert "trust_remote_code=True" in result.stderr
+
+
+@pytest.mark.parametrize("scorer", ["lite", "maxsim"])
+def test_inference_path_in_blocks_equals_the_training_path(tokenizer, scorer):
+    model = tiny_model(scorer=scorer, tokenizer=tokenizer)
+    with torch.no_grad():
+        queries, query_mask = model.encode_queries([QUERIES[0]])
+        docs, doc_mask = model.encode_documents(DOCUMENTS * 5)
+    with torch.enable_grad():  # the autograd path: one block, out-of-place activations
+        reference = model.score_embeddings(queries, query_mask, docs, doc_mask)
+    model.inference_block = 3
+    with torch.no_grad():
+        blocked = model.score_embeddings(queries, query_mask, docs, doc_mask)
+        pairwise = model.score_embeddings(queries.expand(20, -1, -1), query_mask.expand(20, -1), docs, doc_mask)
+    torch.testing.assert_close(blocked, reference.detach(), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(pairwise, reference.detach(), rtol=1e-5, atol=1e-5)
+    model.to(torch.bfloat16)
+    with torch.no_grad():
+        low = model.score_embeddings(queries.bfloat16(), query_mask, docs.bfloat16(), doc_mask)
+    assert low.dtype == torch.float32  # summed in float32: no ties manufactured by bf16 rounding
+    torch.testing.assert_close(low, reference.detach(), rtol=0.05, atol=0.05)
