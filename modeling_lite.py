@@ -258,17 +258,8 @@ class LiteModel(PreTrainedModel):
         if q_batch != d_batch and 1 not in (q_batch, d_batch):
             raise ValueError(f"{q_batch} queries cannot be scored against {d_batch} documents (equal sizes, or one of them 1).")
         doc_embeddings = doc_embeddings.to(query_embeddings.dtype)
-        doc_mask = doc_mask.to(doc_embeddings.device)
-        if torch.is_grad_enabled() or max(q_batch, d_batch) <= self.inference_block:
-            return self.score_similarity(self.similarity(query_embeddings, doc_embeddings), doc_mask)
-        # Inference on many candidates: blocks keep the scorer's (block·L1 × hidden) activations cache-sized.
-        blocks = []
-        for start in range(0, max(q_batch, d_batch), self.inference_block):
-            part = slice(start, start + self.inference_block)
-            similarity = self.similarity(query_embeddings if q_batch == 1 else query_embeddings[part],
-                                         doc_embeddings if d_batch == 1 else doc_embeddings[part])  # fmt: skip
-            blocks.append(self.score_similarity(similarity, doc_mask if doc_mask.shape[0] == 1 else doc_mask[part]))
-        return torch.cat(blocks)
+        similarity = self.similarity(query_embeddings, doc_embeddings)
+        return self.score_similarity(similarity, doc_mask.to(similarity.device))
 
     @staticmethod
     def similarity(query_embeddings, doc_embeddings):
@@ -280,10 +271,21 @@ class LiteModel(PreTrainedModel):
         return torch.matmul(query_embeddings, doc_embeddings.transpose(1, 2))
 
     def score_similarity(self, similarity, doc_mask):
-        """The scorer on S (batch, L1, K) with zeros at padded positions; `doc_mask` (batch, K) matters to MaxSim."""
-        if self.lite_scorer is None:
-            return maxsim(similarity, doc_mask)
-        return self.lite_scorer(similarity)
+        """The scorer on S (batch, L1, K), zeros at padded positions; `doc_mask` (batch or 1, K) matters to MaxSim.
+
+        At inference, candidates go through the scorer in blocks that keep its (block·L1 × hidden) activations
+        cache-sized; training scores the whole batch at once.
+        """
+        if torch.is_grad_enabled() or similarity.shape[0] <= self.inference_block:
+            return self._scorer(similarity, doc_mask)
+        blocks = []
+        for start in range(0, similarity.shape[0], self.inference_block):
+            part = slice(start, start + self.inference_block)
+            blocks.append(self._scorer(similarity[part], doc_mask if doc_mask.shape[0] == 1 else doc_mask[part]))
+        return torch.cat(blocks)
+
+    def _scorer(self, similarity, doc_mask):
+        return maxsim(similarity, doc_mask) if self.lite_scorer is None else self.lite_scorer(similarity)
 
     def split_pairs(self, input_ids, attention_mask=None):
         """`[CLS] query [SEP] doc [SEP]` → query ids `[CLS] query [SEP]` and document ids `[CLS] doc [SEP]` (+ masks)."""

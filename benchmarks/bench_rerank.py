@@ -53,7 +53,11 @@ def parse_args(argv=None):
     parser.add_argument("--ce-pairs", type=int, default=64, help="pairs the cross-encoder is timed on")
     parser.add_argument("--storage-docs", type=int, default=200, help="documents encoded per variant for bytes/doc")
     parser.add_argument("--output", default=None, help="also write the rows as JSON")
-    return parser.parse_args(argv)
+    parser.add_argument("--smoke", action="store_true", help="tiny encoders and sizes: checks the script, not speed")
+    args = parser.parse_args(argv)
+    if args.smoke:
+        args.candidates, args.repeats, args.ce_pairs, args.storage_docs = [8], 1, 4, 8
+    return args
 
 
 def pick_dtype(name: str, device: str) -> torch.dtype:
@@ -100,9 +104,13 @@ def scorer_flops(config: LiteConfig) -> float:
     return flops
 
 
-def build(overrides, tokenizer, device, dtype) -> LiteModel:
+SMOKE_ENCODER = {"dim": 64, "hidden_dim": 128, "n_layers": 2, "n_heads": 2}  # DistilBERT fields
+
+
+def build(overrides, tokenizer, device, dtype, smoke=False) -> LiteModel:
     torch.manual_seed(0)
-    model = LiteModel(LiteConfig(**overrides)).to(device=device, dtype=dtype).eval()
+    encoder = {"encoder_config": {"model_type": "distilbert", **SMOKE_ENCODER}} if smoke else {}
+    model = LiteModel(LiteConfig(**encoder, **overrides)).to(device=device, dtype=dtype).eval()
     model.tokenizer = tokenizer
     return model
 
@@ -132,7 +140,7 @@ def main(argv=None):
     rows.append({"kind": "ceiling", "name": "matmul 2048³", "gflops": matmul})
 
     # Scorer only: cached candidates already in memory.
-    models = {name: build(overrides, tokenizer, device, dtype) for name, overrides in VARIANTS.items()}
+    models = {name: build(overrides, tokenizer, device, dtype, args.smoke) for name, overrides in VARIANTS.items()}
     for name, model in models.items():
         config = model.config
         query = F.normalize(torch.randn(1, config.query_max_length, config.embedding_dim, device=device), dim=-1)
@@ -148,21 +156,21 @@ def main(argv=None):
     lite = models["LITE (768-d × 200 tokens)"]
     passages = load_passages(max(args.candidates))
     ids = [f"d{i}" for i in range(len(passages))]
-    store = encode_texts(lite, ids, passages, "documents", batch_size=64, store_dtype=torch.float16, progress=False)
+    # The cache keeps 2-byte vectors: the compute dtype when it has 2 bytes (bf16 / fp16), else fp16.
+    cache_dtype = dtype if dtype != torch.float32 else torch.float16
+    store = encode_texts(lite, ids, passages, "documents", batch_size=64, store_dtype=cache_dtype, progress=False)
 
     def lite_cached(n):
-        query_vectors, query_mask = lite.encode_queries([QUERY])
-        docs, docs_mask = store.get(ids[:n], dtype=dtype)
-        return lite.score_embeddings(query_vectors, query_mask, docs, docs_mask)
+        query_vectors, _ = lite.encode_queries([QUERY])
+        return lite.score_similarity(*store.similarity(query_vectors, ids[:n]))
 
     def lite_uncached(n):
-        query_vectors, query_mask = lite.encode_queries([QUERY])
+        query_vectors, _ = lite.encode_queries([QUERY])
         docs = encode_texts(lite, ids[:n], passages[:n], "documents", batch_size=64, progress=False)
-        vectors, mask = docs.get(ids[:n])
-        return lite.score_embeddings(query_vectors, query_mask, vectors, mask)
+        return lite.score_similarity(*docs.similarity(query_vectors, ids[:n]))
 
-    cross_encoder = AutoModelForSequenceClassification.from_config(
-        AutoConfig.for_model("distilbert", num_labels=1)).to(device=device, dtype=dtype).eval()  # fmt: skip
+    ce_config = AutoConfig.for_model("distilbert", num_labels=1, **(SMOKE_ENCODER if args.smoke else {}))
+    cross_encoder = AutoModelForSequenceClassification.from_config(ce_config).to(device=device, dtype=dtype).eval()
     sample = passages[: args.ce_pairs]
 
     def cross_encode():

@@ -50,7 +50,7 @@ def _write_json_atomically(path: Path, value):
 
 
 class DocumentCache:
-    """Read side: `get(ids)` → padded (n, K, dim) vectors and (n, K) mask, like `TokenEmbeddingStore.get`."""
+    """Read side of a cache folder: `get` and `similarity` like `TokenEmbeddingStore`, over lazily loaded chunks."""
 
     def __init__(self, folder, device="cpu", max_chunks_in_memory: int = 4):
         self.folder, self.device = Path(folder), torch.device(device)
@@ -91,23 +91,36 @@ class DocumentCache:
         self._loaded.move_to_end(index)
         return self._loaded[index]
 
-    def get(self, ids, dtype=torch.float32):
-        ids = list(ids)
+    def _by_chunk(self, ids) -> dict[int, list[int]]:
         missing = [doc_id for doc_id in ids if doc_id not in self.chunk_of]
         if missing:
             raise KeyError(f"{len(missing)} document(s) not in the cache {self.folder}, e.g. {missing[0]!r}")
         by_chunk: dict[int, list[int]] = {}
         for position, doc_id in enumerate(ids):
             by_chunk.setdefault(self.chunk_of[doc_id], []).append(position)
-        if len(by_chunk) == 1:
-            return self._chunk(next(iter(by_chunk))).get(ids, dtype)
-        out = torch.zeros(len(ids), self.doc_tokens, self.dim, dtype=dtype, device=self.device)
-        mask = torch.zeros(len(ids), self.doc_tokens, dtype=torch.bool, device=self.device)
-        for index, positions in by_chunk.items():
-            vectors, chunk_mask = self._chunk(index).get([ids[p] for p in positions], dtype)
+        return by_chunk
+
+    def _gather(self, ids, read):
+        """Call `read(chunk_store, chunk_ids)` per chunk and put the (tensor, mask) parts back in `ids` order."""
+        ids = list(ids)
+        parts = [(positions, *read(self._chunk(index), [ids[p] for p in positions]))
+                 for index, positions in self._by_chunk(ids).items()]  # fmt: skip
+        if len(parts) == 1:
+            return parts[0][1], parts[0][2]
+        values = torch.empty(len(ids), *parts[0][1].shape[1:], dtype=parts[0][1].dtype, device=self.device)
+        mask = torch.empty(len(ids), self.doc_tokens, dtype=torch.bool, device=self.device)
+        for positions, part_values, part_mask in parts:
             where = torch.tensor(positions, device=self.device)
-            out[where], mask[where] = vectors, chunk_mask
-        return out, mask
+            values[where], mask[where] = part_values, part_mask
+        return values, mask
+
+    def get(self, ids, dtype=torch.float32):
+        """Padded (n, K, dim) vectors and (n, K) mask, like `TokenEmbeddingStore.get`."""
+        return self._gather(ids, lambda store, part: store.get(part, dtype))
+
+    def similarity(self, query_vectors, ids):
+        """S (n, L1, K) and (n, K) mask, like `TokenEmbeddingStore.similarity`."""
+        return self._gather(ids, lambda store, part: store.similarity(query_vectors, part))
 
 
 def build_document_cache(model, documents, folder, dtype: str = "float16", chunk_docs: int = 8192,
@@ -158,8 +171,8 @@ def rerank_with_cache(model, query: str, doc_ids, cache, top_n: int | None = Non
     doc_ids = list(doc_ids)
     if not doc_ids:
         raise ValueError("rerank_with_cache: the document list is empty")
-    query_vectors, query_mask = model.encode_queries([query])
-    doc_vectors, doc_mask = cache.get(doc_ids, dtype=query_vectors.dtype)
-    scores = model.score_embeddings(query_vectors, query_mask, doc_vectors.to(model.device), doc_mask.to(model.device))
+    query_vectors, _ = model.encode_queries([query])
+    similarity, doc_mask = cache.similarity(query_vectors, doc_ids)
+    scores = model.score_similarity(similarity.to(model.device), doc_mask.to(model.device))
     order = torch.argsort(-scores.float(), stable=True)[:top_n].tolist()
     return [{"id": doc_ids[i], "score": float(scores[i])} for i in order]

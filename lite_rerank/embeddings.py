@@ -70,26 +70,46 @@ class TokenEmbeddingStore:
         self.offsets = torch.cat([torch.zeros(1, dtype=torch.long, device=self.device), self.lengths.cumsum(0)])
         self._pending = []
 
-    def get(self, ids, dtype=None):
-        """Padded (n, K, dim) vectors and (n, K) mask for `ids`, in that order (int8 is dequantised)."""
+    def _locate(self, ids):
+        """For `ids`: lengths (n,), and for every stored token its document, its position and its storage row."""
         self._flush()
         try:
             rows = torch.tensor([self.row_of[doc_id] for doc_id in ids], dtype=torch.long, device=self.device)
         except KeyError as error:
             raise KeyError(f"document {error.args[0]!r} is not in the embedding store") from None
-        dtype = dtype or (torch.float32 if self.quantized else self.dtype)
         lengths = self.lengths[rows]
         doc_of_token = torch.repeat_interleave(torch.arange(len(rows), device=self.device), lengths)
         first_token = torch.cumsum(lengths, 0) - lengths
         position = torch.arange(int(lengths.sum()), device=self.device) - first_token[doc_of_token]
-        source = self.offsets[rows][doc_of_token] + position
+        return lengths, doc_of_token, position, self.offsets[rows][doc_of_token] + position
+
+    def _tokens(self, source, dtype):
         values = self.vectors[source].to(dtype)
-        if self.quantized:
-            values *= self.scales[source].to(dtype).unsqueeze(-1)
-        out = torch.zeros(len(rows), self.doc_tokens, self.dim, dtype=dtype, device=self.device)
-        out[doc_of_token, position] = values
-        mask = torch.arange(self.doc_tokens, device=self.device) < lengths.unsqueeze(1)
-        return out, mask
+        return values * self.scales[source].to(dtype).unsqueeze(-1) if self.quantized else values
+
+    def _mask(self, lengths):
+        return torch.arange(self.doc_tokens, device=self.device) < lengths.unsqueeze(1)
+
+    def get(self, ids, dtype=None):
+        """Padded (n, K, dim) vectors and (n, K) mask for `ids`, in that order (int8 is dequantised)."""
+        dtype = dtype or (torch.float32 if self.quantized else self.dtype)
+        lengths, doc_of_token, position, source = self._locate(ids)
+        out = torch.zeros(len(lengths), self.doc_tokens, self.dim, dtype=dtype, device=self.device)
+        out[doc_of_token, position] = self._tokens(source, dtype)
+        return out, self._mask(lengths)
+
+    def similarity(self, query_vectors, ids):
+        """S (n, L1, K) of one query (1, L1, dim) against the stored documents `ids`, and their (n, K) mask.
+
+        Equal to `LiteModel.similarity(query, get(ids))` without building the padded documents: one GEMM over the
+        stored tokens only, scattered into S (n·K·L1 values instead of n·K·dim).
+        """
+        lengths, doc_of_token, position, source = self._locate(ids)
+        query = query_vectors[0].to(self.device)  # (L1, dim)
+        flat = self._tokens(source, query.dtype) @ query.T  # (tokens, L1)
+        similarity = torch.zeros(len(lengths), self.doc_tokens, query.shape[0], dtype=flat.dtype, device=self.device)
+        similarity[doc_of_token, position] = flat
+        return similarity.transpose(1, 2).contiguous(), self._mask(lengths)
 
     def save(self, path, metadata: dict | None = None):
         """One safetensors file: vectors, lengths (and scales); the ids and shape in its metadata. No pickle."""

@@ -53,9 +53,9 @@ def score_rerank_set(model, rerank_set: RerankSet, batch_size: int = 64, max_doc
             if not rerank_set.candidates[qid]:
                 scores[qid] = []
                 continue
-            query_vectors, query_mask = queries.get([qid])
-            doc_vectors, doc_mask = docs.get(rerank_set.candidates[qid], dtype=query_vectors.dtype)
-            scores[qid] = model.score_embeddings(query_vectors, query_mask, doc_vectors, doc_mask).float().tolist()
+            query_vectors, _ = queries.get([qid])  # padded query rows are zero: the mask is not needed
+            similarity, doc_mask = docs.similarity(query_vectors, rerank_set.candidates[qid])
+            scores[qid] = model.score_similarity(similarity, doc_mask).float().tolist()
     model.train(was_training)
     return scores
 

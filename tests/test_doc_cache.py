@@ -87,3 +87,18 @@ def test_eval_rerank_scores_from_the_cache_like_without(tmp_path, beir_fixture, 
     again = eval_rerank.main(base + ["--doc-cache", str(tmp_path / "caches"), "--cache-dtype", "float32"])
     assert cached["m"] == plain["m"] == again["m"]
     assert (tmp_path / "caches" / "m" / "cache.json").exists()
+
+
+@pytest.mark.parametrize("dtype", ["float32", "int8"])
+def test_similarity_from_stored_tokens_equals_padding_then_matmul(tmp_path, model, dtype):
+    cache = build_document_cache(model, CORPUS, tmp_path / "cache", dtype=dtype, chunk_docs=6, progress=False)
+    with torch.no_grad():
+        query, _ = model.encode_queries([QUERIES[2]])
+    ids = ["d17", "d2", "d9", "d0", "d13"]  # several chunks
+    similarity, mask = cache.similarity(query, ids)
+    vectors, expected_mask = cache.get(ids)
+    torch.testing.assert_close(similarity, model.similarity(query, vectors), atol=1e-6, rtol=1e-5)
+    assert torch.equal(mask, expected_mask) and similarity.shape == (5, 8, 24)
+    store = cache._chunk(0)
+    one = store.similarity(query, ["d3", "d1"])[0]
+    torch.testing.assert_close(one, model.similarity(query, store.get(["d3", "d1"])[0]), atol=1e-6, rtol=1e-5)
