@@ -240,6 +240,8 @@ class LiteModel(PreTrainedModel):
         """Scores (batch,) from `encode_queries` / `encode_documents` outputs.
 
         A batch of 1 on either side broadcasts: one query against many cached documents costs one matmul.
+        `query_mask` is accepted for symmetry: padded query vectors are zero and add nothing to S.
+        `doc_mask` may be None when every document position is real.
         """
         for name, tensor in (("query_embeddings", query_embeddings), ("doc_embeddings", doc_embeddings)):
             if not isinstance(tensor, torch.Tensor) or tensor.dim() != 3:
@@ -259,6 +261,8 @@ class LiteModel(PreTrainedModel):
             raise ValueError(f"{q_batch} queries cannot be scored against {d_batch} documents (equal sizes, or one of them 1).")
         doc_embeddings = doc_embeddings.to(query_embeddings.dtype)
         similarity = self.similarity(query_embeddings, doc_embeddings)
+        if doc_mask is None:
+            doc_mask = torch.ones(doc_embeddings.shape[:2], dtype=torch.bool, device=similarity.device)
         return self.score_similarity(similarity, doc_mask.to(similarity.device))
 
     @staticmethod
