@@ -140,6 +140,13 @@ class TrainingProgress:
         vars(self).update(state)
 
 
+def ignore_stop_signals(worker_id: int):
+    """DataLoader workers outlive a SIGTERM / Ctrl-C sent to the whole process group (schedulers, terminals): the
+    main process stops them after it has saved its checkpoint."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 class StopRequest:
     """SIGTERM / Ctrl-C set a flag; the loop checks it after each optimizer step and saves before exiting."""
 
@@ -235,7 +242,7 @@ def training_function(args) -> TrainingProgress:
                                teacher.tokenizer if teacher else None)  # fmt: skip
     train_loader = DataLoader(
         IndexedTriplets(train_data), batch_size=args.batch_size // (processes * args.grad_accum), shuffle=True,
-        drop_last=True, collate_fn=collator, num_workers=args.num_workers,
+        drop_last=True, collate_fn=collator, num_workers=args.num_workers, worker_init_fn=ignore_stop_signals,
         generator=torch.Generator().manual_seed(args.seed),  # keeps the loader off the global RNG (exact resume)
     )  # fmt: skip
     steps_per_epoch = len(train_loader) // (processes * args.grad_accum)

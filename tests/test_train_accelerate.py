@@ -108,16 +108,17 @@ def test_resume_is_exact(tmp_path, tiny_encoder_dir, train_file):
     assert sorted(p.name for p in (resumed / "checkpoints").glob("step-*")) == ["step-00000005", "step-00000010"]
 
 
-def test_sigterm_saves_a_checkpoint_and_the_run_resumes(tmp_path, tiny_encoder_dir, train_file):
+def test_sigterm_to_the_process_group_saves_a_checkpoint_and_the_run_resumes(tmp_path, tiny_encoder_dir, train_file):
     output = tmp_path / "run"
     args = tiny_run(tiny_encoder_dir, train_file, output, "--loss", "ce", "--batch-size", "4", "--max-steps", "100000",
                     "--save-every", "100000")  # fmt: skip
-    process = launch(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    args[args.index("--num-workers") + 1] = "1"  # a DataLoader worker gets the signal too, as under a scheduler
+    process = launch(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
     log = output / "metrics.jsonl"
     deadline = time.time() + 120
     while time.time() < deadline and (not log.exists() or len(log.read_text().splitlines()) < 3):
         time.sleep(0.2)
-    process.send_signal(signal.SIGTERM)
+    os.killpg(process.pid, signal.SIGTERM)
     _, err = process.communicate(timeout=120)
     assert process.returncode == 128 + signal.SIGTERM, err[-3000:]
     saved = sorted((output / "checkpoints").glob("step-*"))
