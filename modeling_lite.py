@@ -43,25 +43,42 @@ class LiteMLP(nn.Module):
         if torch.is_grad_enabled():
             x = self.norm_in(self.act(self.dense_in(x)))
             return self.norm_out(self.act(self.dense_out(x)))
-        # Inference: the same maths without the two largest temporaries (the hidden activation is rectified in
-        # place, and its LayerNorm is folded into dense_out).
-        hidden = self.dense_in(x)
-        hidden = hidden.relu_() if self.relu else self.act(hidden)
-        return self.norm_out(self.act(self.normalized_dense_out(hidden)))
+        return self.infer(x, features_first=False)
 
-    def normalized_dense_out(self, hidden: torch.Tensor) -> torch.Tensor:
-        """dense_out(norm_in(hidden)) computed as (hidden @ (W·γ)ᵀ − μ·Σ(W·γ)) / σ + (W·β + b): LayerNorm's centring
-        and scaling move to the output, which is hidden_size / size times smaller than the hidden activation."""
+    def infer(self, x: torch.Tensor, features_first: bool) -> torch.Tensor:
+        """Inference: the same maths in fewer passes over the large hidden activation, with the features on the last
+        axis of x (..., size) or on the first axis of a 2-D x (size, N). The hidden activation is rectified in place
+        and norm_in is folded into dense_out: (h @ (W·γ)ᵀ − μ·Σ(W·γ)) / σ + (W·β + b), so LayerNorm's centring and
+        scaling touch only the output, hidden_size / size times smaller."""
+        axis = 0 if features_first else -1
+        if features_first:
+            hidden = torch.addmm(self.dense_in.bias.unsqueeze(1), self.dense_in.weight, x)  # (hidden, N)
+        else:
+            hidden = self.dense_in(x)  # (..., hidden)
+        hidden = hidden.relu_() if self.relu else self.act(hidden)
         weight = self.dense_out.weight * self.norm_in.weight  # (size, hidden)
         shift = self.dense_out.weight @ self.norm_in.bias + self.dense_out.bias  # (size,)
-        # Row statistics from sum and norm: vectorised reductions (torch.var_mean is far slower on CPU in bf16).
-        width = hidden.shape[-1]
-        mean = hidden.sum(dim=-1, keepdim=True).float() / width
-        mean_square = torch.linalg.vector_norm(hidden, dim=-1, keepdim=True).float().square() / width
-        rstd = torch.rsqrt((mean_square - mean.square()).clamp_min(0) + self.norm_in.eps)
-        out = F.linear(hidden, weight)  # (..., size)
-        centred = out.sub_((mean * weight.sum(dim=1).float()).to(out.dtype))
-        return centred.mul_(rstd.to(out.dtype)).add_(shift)
+        weight_sums = weight.sum(dim=1).float()
+        if features_first:
+            shift, weight_sums = shift.unsqueeze(1), weight_sums.unsqueeze(1)
+        # Statistics from sum and norm: vectorised reductions (torch.var_mean is far slower on CPU in bf16).
+        mean, rstd = _mean_rstd(hidden, axis, self.norm_in.eps)
+        out = weight @ hidden if features_first else F.linear(hidden, weight)  # (size, N) or (..., size)
+        out = out.sub_((mean * weight_sums).to(out.dtype)).mul_(rstd.to(out.dtype)).add_(shift)
+        out = self.act(out)
+        if not features_first:
+            return self.norm_out(out)
+        mean, rstd = _mean_rstd(out, 0, self.norm_out.eps)
+        out = out.sub_(mean.to(out.dtype)).mul_(rstd.to(out.dtype))
+        return out.mul_(self.norm_out.weight.unsqueeze(1)).add_(self.norm_out.bias.unsqueeze(1))
+
+
+def _mean_rstd(x: torch.Tensor, axis: int, eps: float):
+    """float32 mean and 1/std of x along `axis` (kept as a size-1 axis), from its sum and its norm."""
+    width = x.shape[axis]
+    mean = x.sum(dim=axis, keepdim=True).float() / width
+    mean_square = torch.linalg.vector_norm(x, dim=axis, keepdim=True).float().square() / width
+    return mean, torch.rsqrt((mean_square - mean.square()).clamp_min(0) + eps)
 
 
 class LiteSeparableScorer(nn.Module):
@@ -76,12 +93,18 @@ class LiteSeparableScorer(nn.Module):
 
     def forward(self, similarity: torch.Tensor) -> torch.Tensor:
         # similarity: (batch, q_len, d_len)
-        rows = self.row_mlp(similarity)  # (batch, q_len, d_len)
-        cols = self.col_mlp(rows.transpose(1, 2)).flatten(1)  # (batch, d_len · q_len)
         if torch.is_grad_enabled():
-            return self.out(cols).squeeze(-1)  # (batch,)
-        # Inference: the final sum in float32, so bf16/fp16 scorers do not create ties between candidates.
-        return F.linear(cols.float(), self.out.weight.float(), self.out.bias.float()).squeeze(-1)
+            rows = self.row_mlp(similarity)  # (batch, q_len, d_len)
+            cols = self.col_mlp(rows.transpose(1, 2))  # (batch, d_len, q_len)
+            return self.out(cols.flatten(1)).squeeze(-1)  # (batch,)
+        # Inference, query-major: the row MLP on (q_len · batch, d_len), then the column MLP with its features first on
+        # (q_len, batch · d_len). The document axis stays innermost throughout: no transposing copies.
+        batch, q_len, d_len = similarity.shape
+        rows = self.row_mlp.infer(similarity.transpose(0, 1).reshape(q_len * batch, d_len), features_first=False)
+        cols = self.col_mlp.infer(rows.view(q_len, batch * d_len), features_first=True).view(q_len, batch, d_len)
+        # The final sum in float32, so bf16/fp16 scorers do not create ties. `out` reads the (d_len, q_len) flattening.
+        weight = self.out.weight.view(d_len, q_len).T.float()  # (q_len, d_len)
+        return (cols.float() * weight.unsqueeze(1)).sum(dim=(0, 2)) + self.out.bias.float()
 
 
 def maxsim(similarity: torch.Tensor, doc_mask: torch.Tensor) -> torch.Tensor:
@@ -267,11 +290,11 @@ class LiteModel(PreTrainedModel):
 
     @staticmethod
     def similarity(query_embeddings, doc_embeddings):
-        """S = Q·Dᵀ, (batch, L1, K). One query against many documents is a single (n·K × dim) @ (dim × L1) GEMM."""
+        """S = Q·Dᵀ, (batch, L1, K). One query against many documents is a single (L1 × dim) @ (dim × n·K) GEMM."""
         if query_embeddings.shape[0] == 1 and doc_embeddings.shape[0] > 1:
             docs, tokens, dim = doc_embeddings.shape
-            flat = doc_embeddings.reshape(docs * tokens, dim) @ query_embeddings[0].T  # (n·K, L1)
-            return flat.view(docs, tokens, -1).transpose(1, 2).contiguous()
+            query_major = query_embeddings[0] @ doc_embeddings.reshape(docs * tokens, dim).T  # (L1, n·K)
+            return query_major.view(-1, docs, tokens).transpose(0, 1)  # (n, L1, K), a view: K stays innermost
         return torch.matmul(query_embeddings, doc_embeddings.transpose(1, 2))
 
     def score_similarity(self, similarity, doc_mask):

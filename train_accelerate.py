@@ -21,6 +21,7 @@ OUTPUT_DIR/metrics.jsonl (loss, lr, pairs/s, dev metrics).
 import argparse
 import json
 import os
+import shutil
 import signal
 import sys
 import time
@@ -207,7 +208,12 @@ def training_function(args) -> TrainingProgress:
     main = accelerator.is_main_process
     output_dir = Path(args.output_dir)
     checkpoint_dir = output_dir / "checkpoints"
-    resume_from = None if args.overwrite_output_dir else latest_checkpoint(checkpoint_dir)
+    if args.overwrite_output_dir and main:  # a fresh start must not mix with, or later resume from, an old run
+        for stale in (checkpoint_dir, output_dir / "best"):
+            shutil.rmtree(stale, ignore_errors=True)
+        (output_dir / "metrics.jsonl").unlink(missing_ok=True)
+    accelerator.wait_for_everyone()
+    resume_from = latest_checkpoint(checkpoint_dir)
     if args.resume and resume_from is None:
         raise SystemExit(f"--resume: no complete checkpoint under {checkpoint_dir}")
     set_seed(args.seed)
@@ -273,14 +279,17 @@ def training_function(args) -> TrainingProgress:
     log_path = output_dir / "metrics.jsonl"
     if main:
         output_dir.mkdir(parents=True, exist_ok=True)
-    stop = StopRequest()
-    bar = tqdm(total=max_steps, initial=progress.step, disable=not main, desc="Training", dynamic_ncols=True)
-    running_loss, running_steps, interval_start = 0.0, 0, time.perf_counter()
 
     def log(record):
         if main:
             with log_path.open("a") as out:
                 out.write(json.dumps({"step": progress.step, **record}) + "\n")
+
+    if resume_from is not None:
+        log({"event": "resumed", "checkpoint": resume_from.name})  # steps after this line may repeat earlier ones
+    stop = StopRequest()
+    bar = tqdm(total=max_steps, initial=progress.step, disable=not main, desc="Training", dynamic_ncols=True)
+    running_loss, running_steps, interval_start = 0.0, 0, time.perf_counter()
 
     def checkpoint():
         save_checkpoint(accelerator, checkpoint_dir, progress.step, args.keep_checkpoints)

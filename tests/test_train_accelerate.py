@@ -99,6 +99,8 @@ def test_resume_is_exact(tmp_path, tiny_encoder_dir, train_file):
     (resumed / "checkpoints" / ".partial-step-00000099").mkdir()  # a save cut short: must be ignored
     second = launch(tiny_run(tiny_encoder_dir, train_file, resumed, *common))
     assert "resumed from" in second.stdout + second.stderr
+    events = [json.loads(line) for line in (resumed / "metrics.jsonl").read_text().splitlines()]
+    assert {"step": 5, "event": "resumed", "checkpoint": "step-00000005"} in events
     a, b = load_file(straight / "best" / "model.safetensors"), load_file(resumed / "best" / "model.safetensors")
     assert a.keys() == b.keys()
     for key in a:
@@ -178,3 +180,13 @@ def test_config_file_sets_flags_and_rejects_unknown_keys(tmp_path, capsys):
 def test_shipped_configs_parse(config):
     args = train_accelerate.parse_args(["--config", str(config)])
     assert args.batch_size > 0 and args.encoder
+
+
+def test_overwrite_output_dir_starts_clean(tmp_path, tiny_encoder_dir, train_file):
+    output = tmp_path / "run"
+    common = ["--loss", "ce", "--batch-size", "4"]
+    launch(tiny_run(tiny_encoder_dir, train_file, output, *common, "--max-steps", "10", "--stop-after", "3"))
+    launch(tiny_run(tiny_encoder_dir, train_file, output, *common, "--max-steps", "2", "--overwrite-output-dir"))
+    assert sorted(p.name for p in (output / "checkpoints").glob("step-*")) == ["step-00000002"]
+    steps = [json.loads(line)["step"] for line in (output / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [1, 2]
