@@ -43,42 +43,47 @@ class LiteMLP(nn.Module):
         if torch.is_grad_enabled():
             x = self.norm_in(self.act(self.dense_in(x)))
             return self.norm_out(self.act(self.dense_out(x)))
-        return self.infer(x, features_first=False)
+        return self.infer(x)
 
-    def infer(self, x: torch.Tensor, features_first: bool) -> torch.Tensor:
-        """Inference: the same maths in fewer passes over the large hidden activation, with the features on the last
-        axis of x (..., size) or on the first axis of a 2-D x (size, N). The hidden activation is rectified in place
-        and norm_in is folded into dense_out: (h @ (W·γ)ᵀ − μ·Σ(W·γ)) / σ + (W·β + b), so LayerNorm's centring and
-        scaling touch only the output, hidden_size / size times smaller."""
-        axis = 0 if features_first else -1
-        if features_first:
-            hidden = torch.addmm(self.dense_in.bias.unsqueeze(1), self.dense_in.weight, x)  # (hidden, N)
-        else:
-            hidden = self.dense_in(x)  # (..., hidden)
+    def infer(self, x: torch.Tensor, transposed_output: bool = False) -> torch.Tensor:
+        """Inference: forward's maths in fewer passes over the large hidden activation. It is rectified in place and
+        norm_in is folded into dense_out, (h @ (W·γ)ᵀ − μ·Σ(W·γ)) / σ + (W·β + b), so LayerNorm's centring and
+        scaling touch only the output (hidden_size / size times smaller). With `transposed_output`, x is 2-D
+        (rows, size) and the result is (size, rows): for a small `size`, that layout keeps the elementwise work on
+        long contiguous rows."""
+        hidden = self.dense_in(x)
         hidden = hidden.relu_() if self.relu else self.act(hidden)
+        mean, rstd = _mean_rstd(hidden, -1, self.norm_in.eps)  # (..., 1), float32
         weight = self.dense_out.weight * self.norm_in.weight  # (size, hidden)
         shift = self.dense_out.weight @ self.norm_in.bias + self.dense_out.bias  # (size,)
         weight_sums = weight.sum(dim=1).float()
-        if features_first:
-            shift, weight_sums = shift.unsqueeze(1), weight_sums.unsqueeze(1)
-        # Statistics from sum and norm: vectorised reductions (torch.var_mean is far slower on CPU in bf16).
-        mean, rstd = _mean_rstd(hidden, axis, self.norm_in.eps)
-        out = weight @ hidden if features_first else F.linear(hidden, weight)  # (size, N) or (..., size)
-        out = out.sub_((mean * weight_sums).to(out.dtype)).mul_(rstd.to(out.dtype)).add_(shift)
-        out = self.act(out)
-        if not features_first:
+        if transposed_output:
+            out = weight @ hidden.T  # (size, rows)
+            mean, rstd, weight_sums, shift = mean.T, rstd.T, weight_sums.unsqueeze(1), shift.unsqueeze(1)
+        else:
+            out = F.linear(hidden, weight)  # (..., size)
+        out = out.sub_((weight_sums * mean).to(out.dtype)).mul_(rstd.to(out.dtype)).add_(shift)
+        out = out.relu_() if self.relu else self.act(out)
+        if not transposed_output:
             return self.norm_out(out)
-        mean, rstd = _mean_rstd(out, 0, self.norm_out.eps)
+        mean, rstd = _mean_rstd(out, 0, self.norm_out.eps)  # (1, rows)
         out = out.sub_(mean.to(out.dtype)).mul_(rstd.to(out.dtype))
         return out.mul_(self.norm_out.weight.unsqueeze(1)).add_(self.norm_out.bias.unsqueeze(1))
 
 
 def _mean_rstd(x: torch.Tensor, axis: int, eps: float):
-    """float32 mean and 1/std of x along `axis` (kept as a size-1 axis), from its sum and its norm."""
+    """float32 mean and 1/std of x along `axis` (kept as a size-1 axis). Sums and norms along the last axis, and
+    ones-vector products along the first: on CPU both are far faster than torch.var_mean in bf16."""
     width = x.shape[axis]
-    mean = x.sum(dim=axis, keepdim=True).float() / width
-    mean_square = torch.linalg.vector_norm(x, dim=axis, keepdim=True).float().square() / width
-    return mean, torch.rsqrt((mean_square - mean.square()).clamp_min(0) + eps)
+    if axis == 0:
+        ones = x.new_ones(1, width)
+        total, total_square = ones @ x, ones @ (x * x)
+    else:
+        total = x.sum(dim=axis, keepdim=True)
+        total_square = torch.linalg.vector_norm(x, dim=axis, keepdim=True).float().square()
+    mean = total.float() / width
+    variance = (total_square.float() / width - mean.square()).clamp_min(0)
+    return mean, torch.rsqrt(variance + eps)
 
 
 class LiteSeparableScorer(nn.Module):
@@ -93,18 +98,16 @@ class LiteSeparableScorer(nn.Module):
 
     def forward(self, similarity: torch.Tensor) -> torch.Tensor:
         # similarity: (batch, q_len, d_len)
+        rows = self.row_mlp(similarity)  # (batch, q_len, d_len)
         if torch.is_grad_enabled():
-            rows = self.row_mlp(similarity)  # (batch, q_len, d_len)
             cols = self.col_mlp(rows.transpose(1, 2))  # (batch, d_len, q_len)
             return self.out(cols.flatten(1)).squeeze(-1)  # (batch,)
-        # Inference, query-major: the row MLP on (q_len · batch, d_len), then the column MLP with its features first on
-        # (q_len, batch · d_len). The document axis stays innermost throughout: no transposing copies.
-        batch, q_len, d_len = similarity.shape
-        rows = self.row_mlp.infer(similarity.transpose(0, 1).reshape(q_len * batch, d_len), features_first=False)
-        cols = self.col_mlp.infer(rows.view(q_len, batch * d_len), features_first=True).view(q_len, batch, d_len)
-        # The final sum in float32, so bf16/fp16 scorers do not create ties. `out` reads the (d_len, q_len) flattening.
-        weight = self.out.weight.view(d_len, q_len).T.float()  # (q_len, d_len)
-        return (cols.float() * weight.unsqueeze(1)).sum(dim=(0, 2)) + self.out.bias.float()
+        # Inference: the column MLP writes its output query-major, (q_len, batch · d_len), where the elementwise work
+        # runs on long rows; the final sum is in float32 so that bf16/fp16 scorers do not create ties.
+        batch, q_len, d_len = rows.shape
+        cols = self.col_mlp.infer(rows.transpose(1, 2).reshape(batch * d_len, q_len), transposed_output=True)
+        weight = self.out.weight.view(d_len, q_len).T.float()  # `out` reads the (d_len, q_len) flattening
+        return (cols.view(q_len, batch, d_len).float() * weight.unsqueeze(1)).sum(dim=(0, 2)) + self.out.bias.float()
 
 
 def maxsim(similarity: torch.Tensor, doc_mask: torch.Tensor) -> torch.Tensor:
@@ -290,11 +293,11 @@ class LiteModel(PreTrainedModel):
 
     @staticmethod
     def similarity(query_embeddings, doc_embeddings):
-        """S = Q·Dᵀ, (batch, L1, K). One query against many documents is a single (L1 × dim) @ (dim × n·K) GEMM."""
+        """S = Q·Dᵀ, (batch, L1, K). One query against many documents is a single (n·K × dim) @ (dim × L1) GEMM."""
         if query_embeddings.shape[0] == 1 and doc_embeddings.shape[0] > 1:
             docs, tokens, dim = doc_embeddings.shape
-            query_major = query_embeddings[0] @ doc_embeddings.reshape(docs * tokens, dim).T  # (L1, n·K)
-            return query_major.view(-1, docs, tokens).transpose(0, 1)  # (n, L1, K), a view: K stays innermost
+            flat = doc_embeddings.reshape(docs * tokens, dim) @ query_embeddings[0].T  # (n·K, L1)
+            return flat.view(docs, tokens, -1).transpose(1, 2).contiguous()
         return torch.matmul(query_embeddings, doc_embeddings.transpose(1, 2))
 
     def score_similarity(self, similarity, doc_mask):

@@ -33,7 +33,6 @@ from accelerate import Accelerator, DataLoaderConfiguration, skip_first_batches
 from accelerate.utils import set_seed
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
-from transformers import get_linear_schedule_with_warmup
 
 from lite_rerank.checkpoints import latest_checkpoint, replace_folder, save_checkpoint
 from lite_rerank.data import RerankSet, load_rerank_set
@@ -85,6 +84,9 @@ def build_parser() -> argparse.ArgumentParser:
     optim.add_argument("--lr", type=float, default=2.8e-5, help="AdamW learning rate of the encoder")
     optim.add_argument("--scorer-lr", type=float, default=None,
                        help="learning rate of the scorer / Small-LITE layers (default: --lr)")
+    optim.add_argument("--freeze-encoder-steps", type=int, default=0,
+                       help="train only the scorer for the first N steps, then everything (the fresh scorer learns on "
+                            "the pretrained features before it steers the encoder: LP-FT, Kumar et al. 2022)")
     optim.add_argument("--weight-decay", type=float, default=0.01)
     optim.add_argument("--warmup-steps", type=int, default=None, help="linear warm-up (default: 10%% of max steps)")
     optim.add_argument("--max-steps", type=int, default=None, help="optimizer steps (default: --num-epochs epochs)")
@@ -125,6 +127,20 @@ def parse_args(argv=None) -> argparse.Namespace:
     if args.save_every is None:
         args.save_every = args.eval_every
     return args
+
+
+def linear_schedule(warmup: int, total: int, delay: int = 0):
+    """LR multiplier: 0 for `delay` steps, then linear warm-up over `warmup` and linear decay to 0 at delay + total."""
+
+    def multiplier(step: int) -> float:
+        step -= delay
+        if step < 0:
+            return 0.0
+        if step < warmup:
+            return step / max(1, warmup)
+        return max(0.0, (total - step) / max(1, total - warmup))
+
+    return multiplier
 
 
 class TrainingProgress:
@@ -263,7 +279,12 @@ def training_function(args) -> TrainingProgress:
     ]
     optimizer = torch.optim.AdamW([g for g in groups if g["params"]], weight_decay=args.weight_decay)
     # A prepared scheduler steps once per process per optimizer step: size it accordingly.
-    scheduler = get_linear_schedule_with_warmup(optimizer, warmup_steps * processes, max_steps * processes)
+    schedule = linear_schedule(warmup_steps * processes, max_steps * processes)
+    encoder_schedule = linear_schedule(warmup_steps * processes, (max_steps - args.freeze_encoder_steps) * processes,
+                                       delay=args.freeze_encoder_steps * processes)  # fmt: skip
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, [encoder_schedule, schedule] if len(optimizer.param_groups) == 2 else [encoder_schedule]
+    )
     model, optimizer, train_loader, scheduler = accelerator.prepare(model, optimizer, train_loader, scheduler)
     query_loader = None
     if dev_set is not None:
@@ -382,8 +403,9 @@ def training_function(args) -> TrainingProgress:
                    {"step": progress.step, "num_processes": processes, "args": vars(args)})  # fmt: skip
     accelerator.wait_for_everyone()
     if finished:
-        accelerator.print(f"done: step {progress.step}; best dev MRR@10 {progress.best_mrr:.4f} at step "
-                          f"{progress.best_step}; model in {output_dir / 'best'}")  # fmt: skip
+        selection = (f"best dev MRR@10 {progress.best_mrr:.4f} at step {progress.best_step}" if dev_set is not None
+                     else "no dev set: the last model")  # fmt: skip
+        accelerator.print(f"done: step {progress.step}; {selection}; model in {output_dir / 'best'}")
     accelerator.end_training()
     return progress
 

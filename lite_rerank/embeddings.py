@@ -106,11 +106,10 @@ class TokenEmbeddingStore:
         """
         lengths, doc_of_token, position, source = self._locate(ids)
         query = query_vectors[0].to(self.device)  # (L1, dim)
-        flat = query @ self._tokens(source, query.dtype).T  # (L1, tokens)
-        similarity = torch.zeros(query.shape[0], len(lengths) * self.doc_tokens, dtype=flat.dtype, device=self.device)
-        similarity.index_copy_(1, doc_of_token * self.doc_tokens + position, flat)
-        # (n, L1, K) as a view of the query-major buffer, the layout LiteModel's scorer reads fastest
-        return similarity.view(-1, len(lengths), self.doc_tokens).transpose(0, 1), self._mask(lengths)
+        flat = self._tokens(source, query.dtype) @ query.T  # (tokens, L1)
+        similarity = torch.zeros(len(lengths), self.doc_tokens, query.shape[0], dtype=flat.dtype, device=self.device)
+        similarity[doc_of_token, position] = flat
+        return similarity.transpose(1, 2).contiguous(), self._mask(lengths)
 
     def save(self, path, metadata: dict | None = None):
         """One safetensors file: vectors, lengths (and scales); the ids and shape in its metadata. No pickle."""
