@@ -190,3 +190,20 @@ def test_overwrite_output_dir_starts_clean(tmp_path, tiny_encoder_dir, train_fil
     assert sorted(p.name for p in (output / "checkpoints").glob("step-*")) == ["step-00000002"]
     steps = [json.loads(line)["step"] for line in (output / "metrics.jsonl").read_text().splitlines()]
     assert steps == [1, 2]
+
+
+def test_freeze_encoder_steps_train_only_the_scorer_first(tmp_path, tiny_encoder_dir, train_file):
+    output = tmp_path / "run"
+    launch(tiny_run(tiny_encoder_dir, train_file, output, "--loss", "ce", "--batch-size", "4", "--max-steps", "2",
+                    "--freeze-encoder-steps", "2", "--lr", "1e-2", "--scorer-lr", "1e-2"))  # fmt: skip
+    trained = load_file(output / "best" / "model.safetensors")
+    initial = load_file(tiny_encoder_dir / "model.safetensors")
+    for key, value in initial.items():
+        if not key.startswith("pooler."):
+            assert torch.equal(trained[f"encoder.{key}"], value), key
+    from modeling_lite import LiteModel
+
+    torch.manual_seed(42)
+    fresh = LiteModel.from_encoder(str(tiny_encoder_dir), query_max_length=8, doc_max_length=24, row_hidden_size=48,
+                                   col_hidden_size=16)  # fmt: skip
+    assert not torch.equal(trained["lite_scorer.out.weight"], fresh.state_dict()["lite_scorer.out.weight"])
