@@ -306,7 +306,8 @@ def training_function(args) -> TrainingProgress:
             with log_path.open("a") as out:
                 out.write(json.dumps({"step": progress.step, **record}) + "\n")
 
-    if resume_from is not None:
+    already_done = progress.step >= max_steps or progress.stopped_early
+    if resume_from is not None and not already_done:
         log({"event": "resumed", "checkpoint": resume_from.name})  # steps after this line may repeat earlier ones
     stop = StopRequest()
     bar = tqdm(total=max_steps, initial=progress.step, disable=not main, desc="Training", dynamic_ncols=True)
@@ -328,7 +329,7 @@ def training_function(args) -> TrainingProgress:
         return scores.to(accelerator.device)
 
     model.train()
-    finished = progress.step >= max_steps or progress.stopped_early
+    finished = already_done
     paused, first_step = False, progress.step
     while not (finished or paused):
         train_loader.set_epoch(progress.epoch)
@@ -398,7 +399,8 @@ def training_function(args) -> TrainingProgress:
     bar.close()
     if paused and not finished:
         accelerator.print(f"paused at step {progress.step} of {max_steps} (--stop-after); rerun to continue")
-    elif dev_set is None:  # nothing to select on: the last model is the one to keep
+    elif dev_set is None and not (already_done and (output_dir / "best").is_dir()):
+        # nothing to select on: the last model is the one to keep (a rerun of a finished run keeps what it saved)
         save_model(accelerator, model, output_dir / "best",
                    {"step": progress.step, "num_processes": processes, "args": vars(args)})  # fmt: skip
     accelerator.wait_for_everyone()

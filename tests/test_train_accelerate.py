@@ -108,6 +108,13 @@ def test_resume_is_exact(tmp_path, tiny_encoder_dir, train_file):
     checkpointed = load_file(resumed / "checkpoints" / "step-00000010" / "model.safetensors")
     assert torch.equal(checkpointed["lite_scorer.out.weight"], b["lite_scorer.out.weight"])
     assert sorted(p.name for p in (resumed / "checkpoints").glob("step-*")) == ["step-00000005", "step-00000010"]
+    # Rerunning a finished run trains nothing, logs nothing and leaves best/ as it was.
+    best_written = (resumed / "best" / "model.safetensors").stat().st_mtime_ns
+    log_before = (resumed / "metrics.jsonl").read_text()
+    third = launch(tiny_run(tiny_encoder_dir, train_file, resumed, *common))
+    assert "done: step 10" in third.stdout + third.stderr
+    assert (resumed / "metrics.jsonl").read_text() == log_before
+    assert (resumed / "best" / "model.safetensors").stat().st_mtime_ns == best_written
 
 
 def test_sigterm_to_the_process_group_saves_a_checkpoint_and_the_run_resumes(tmp_path, tiny_encoder_dir, train_file):
