@@ -30,8 +30,8 @@ from modeling_lite import LiteSeparableScorer, maxsim  # noqa: E402
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "debian-rerank"
 
 
-def encode(model, texts, kind):
-    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+def encode(model, texts, kind, bf16=True):
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
         ids = [str(i) for i in range(len(texts))]
         return encode_texts(model, ids, texts, kind, 64)
 
@@ -58,24 +58,27 @@ def heldout(sims, scorer):
     return {"accuracy": (pos > neg).float().mean().item(), "ce": loss}
 
 
-def main():
+def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", required=True)
     parser.add_argument("--data", default=str(DATA))
     parser.add_argument("--heldout", type=int, default=2000, help="training triplets kept out of scorer training")
     parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--max-queries", type=int, default=None, help="first N dev queries (smoke runs)")
+    parser.add_argument("--max-triplets", type=int, default=None, help="first N training triplets (smoke runs)")
+    parser.add_argument("--no-bf16", dest="bf16", action="store_false", help="encode in float32")
     parser.add_argument("--output", required=True)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     torch.manual_seed(0)
     model = AutoModel.from_pretrained(args.model, trust_remote_code=True).eval()
     metrics = load_metrics()
     report = {}
 
     # Dev candidates: one encoding, S per query kept in memory.
-    dev = load_rerank_set(args.data, "dev", f"{args.data}/runs/bm25.dev.trec")
+    dev = load_rerank_set(args.data, "dev", f"{args.data}/runs/bm25.dev.trec", args.max_queries)
     doc_ids = sorted({d for c in dev.candidates.values() for d in c})
-    docs = encode(model, [dev.documents[d] for d in doc_ids], "documents")
-    queries = encode(model, [dev.queries[q] for q in dev.candidates], "queries")
+    docs = encode(model, [dev.documents[d] for d in doc_ids], "documents", args.bf16)
+    queries = encode(model, [dev.queries[q] for q in dev.candidates], "queries", args.bf16)
     doc_row = {d: i for i, d in enumerate(doc_ids)}
     dev_sims = {}
     for i, qid in enumerate(dev.candidates):
@@ -94,10 +97,10 @@ def main():
     print(json.dumps(report, indent=2), flush=True)
 
     # Training triplets: unique texts encoded once; a held-out slice for judging scorer training.
-    triplets = load_local_triplets(f"{args.data}/triplets.train.jsonl.gz")
+    triplets = load_local_triplets(f"{args.data}/triplets.train.jsonl.gz", args.max_triplets)
     q_texts, d_texts = sorted(set(triplets["query"])), sorted(set(triplets["positive"]) | set(triplets["negative"]))
     q_row, d_row = {t: i for i, t in enumerate(q_texts)}, {t: i for i, t in enumerate(d_texts)}
-    train_q, train_d = encode(model, q_texts, "queries"), encode(model, d_texts, "documents")
+    train_q, train_d = encode(model, q_texts, "queries", args.bf16), encode(model, d_texts, "documents", args.bf16)
     rows = [(q_row[q], d_row[p], d_row[n]) for q, p, n in zip(triplets["query"], triplets["positive"], triplets["negative"])]
     order = torch.randperm(len(rows)).tolist()
     held, train = [rows[i] for i in order[: args.heldout]], [rows[i] for i in order[args.heldout :]]
@@ -140,6 +143,7 @@ def main():
                            "dev mrr@10": dev_mrr(dev, dev_sims, model.score_similarity, metrics)}  # fmt: skip
             print(key, report[key], flush=True)
     Path(args.output).write_text(json.dumps(report, indent=2) + "\n")
+    return report
 
 
 if __name__ == "__main__":
