@@ -27,6 +27,9 @@ from lite_rerank.evaluation import compute_metrics, load_metrics  # noqa: E402
 from lite_rerank.triplets import load_local_triplets  # noqa: E402
 from modeling_lite import LiteSeparableScorer, maxsim  # noqa: E402
 
+# name: (start from, lr, dropout on S while training)
+VARIANTS = {"trained scorer continued": ("trained", 2e-4, 0.0), "fresh scorer": ("fresh", 1e-3, 0.0),
+            "fresh scorer, S dropout 0.2": ("fresh", 1e-3, 0.2)}
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "debian-rerank"
 
 
@@ -64,6 +67,8 @@ def main(argv=None):
     parser.add_argument("--data", default=str(DATA))
     parser.add_argument("--heldout", type=int, default=2000, help="training triplets kept out of scorer training")
     parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--variants", nargs="+", choices=sorted(VARIANTS), default=["trained scorer continued", "fresh scorer"],
+                        help="scorer trainings to run on the frozen encoder")
     parser.add_argument("--max-queries", type=int, default=None, help="first N dev queries (smoke runs)")
     parser.add_argument("--max-triplets", type=int, default=None, help="first N training triplets (smoke runs)")
     parser.add_argument("--no-bf16", dest="bf16", action="store_false", help="encode in float32")
@@ -111,9 +116,10 @@ def main(argv=None):
     print(json.dumps(report, indent=2), flush=True)
 
     base_state = {k: v.clone() for k, v in model.lite_scorer.state_dict().items()}
-    for variant, lr in (("trained scorer continued", 2e-4), ("fresh scorer", 1e-3)):
+    for variant in args.variants:
+        init, lr, dropout = VARIANTS[variant]
         scorer = LiteSeparableScorer(model.config)
-        if variant == "fresh scorer":
+        if init == "fresh":
             scorer.apply(model._init_weights)  # the model's own initialisation, as from_encoder gives it
         else:
             scorer.load_state_dict(base_state)
@@ -129,6 +135,7 @@ def main(argv=None):
                 batch = shuffled[start : start + 64]
                 q = [r[0] for r in batch]
                 s, _ = pair_similarity(train_q, train_d, q + q, [r[1] for r in batch] + [r[2] for r in batch])
+                s = torch.nn.functional.dropout(s, dropout)  # regularisation probe: drop single similarities
                 with torch.autocast("cpu", dtype=torch.bfloat16):
                     scores = scorer(s).float().view(2, -1).T  # (batch, 2): [positive, negative]
                 loss = torch.nn.functional.cross_entropy(scores, torch.zeros(len(batch), dtype=torch.long))

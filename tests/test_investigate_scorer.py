@@ -15,7 +15,7 @@ SAMPLE = ROOT / "data" / "debian-sample"
 def test_probes_run_and_the_unchanged_scorer_matches_eval_rerank(tmp_path, saved_tiny_model):
     report = investigate_scorer.main([
         "--model", str(saved_tiny_model), "--data", str(SAMPLE), "--max-queries", "12", "--max-triplets", "160",
-        "--heldout", "32", "--epochs", "1", "--no-bf16", "--output", str(tmp_path / "report.json"),
+        "--heldout", "32", "--epochs", "1", "--no-bf16", "--variants", *investigate_scorer.VARIANTS, "--output", str(tmp_path / "report.json"),
     ])  # fmt: skip
     # The scorer as trained, on the script's cached similarities, equals eval_rerank on the same queries.
     reference = eval_rerank.main(["--model", f"m={saved_tiny_model}", "--data", str(SAMPLE), "--split", "dev",
@@ -24,7 +24,7 @@ def test_probes_run_and_the_unchanged_scorer_matches_eval_rerank(tmp_path, saved
     assert report["dev: LITE scorer"] == pytest.approx(reference["m"]["mrr@10"], abs=1e-6)
     assert {"dev: MaxSim on the LITE-trained encoder", "dev: LITE on the first 96 passage tokens"} <= report.keys()
     trained = [key for key in report if "on the frozen encoder" in key]
-    assert len(trained) == 2  # continued and fresh scorer, one epoch each
+    assert len(trained) == len(investigate_scorer.VARIANTS)  # one epoch each
     for key in trained:
         assert 0.0 <= report[key]["heldout"]["accuracy"] <= 1.0 and 0.0 <= report[key]["dev mrr@10"] <= 1.0
     for key in ("heldout: LITE scorer", "heldout: MaxSim on the LITE-trained encoder"):
