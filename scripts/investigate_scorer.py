@@ -24,12 +24,14 @@ from transformers import AutoModel  # noqa: E402
 from lite_rerank.data import load_rerank_set  # noqa: E402
 from lite_rerank.embeddings import encode_texts  # noqa: E402
 from lite_rerank.evaluation import compute_metrics, load_metrics  # noqa: E402
+from lite_rerank.losses import ContrastiveCrossEntropyLoss  # noqa: E402
 from lite_rerank.triplets import load_local_triplets  # noqa: E402
-from modeling_lite import LiteSeparableScorer, maxsim  # noqa: E402
+from modeling_lite import LiteModel, LiteSeparableScorer, maxsim  # noqa: E402
 
 # name: (start from, lr, dropout on S while training)
 VARIANTS = {"trained scorer continued": ("trained", 2e-4, 0.0), "fresh scorer": ("fresh", 1e-3, 0.0),
             "fresh scorer, S dropout 0.2": ("fresh", 1e-3, 0.2)}
+ce_loss = ContrastiveCrossEntropyLoss()  # train_accelerate.py --loss ce: softmax over [positive, negative]
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "debian-rerank"
 
 
@@ -43,7 +45,7 @@ def pair_similarity(queries, docs, query_rows, doc_rows):
     """S (n, L1, L2) of query_rows[i] against doc_rows[i], float32, and the (n, L2) document mask."""
     q, _ = queries.get([str(i) for i in query_rows], dtype=torch.float32)
     d, mask = docs.get([str(i) for i in doc_rows], dtype=torch.float32)
-    return torch.bmm(q, d.transpose(1, 2)), mask
+    return LiteModel.similarity(q, d), mask
 
 
 def dev_mrr(rerank_set, dev_sims, scorer, metrics):
@@ -56,8 +58,7 @@ def heldout(sims, scorer):
     """Pairwise accuracy (positive above negative) and CE loss on held-out triplets."""
     with torch.inference_mode():
         pos, neg = torch.cat([scorer(s, m) for s, m in sims[0]]), torch.cat([scorer(s, m) for s, m in sims[1]])
-    logits = torch.stack([pos, neg], 1).float()
-    loss = torch.nn.functional.cross_entropy(logits, torch.zeros(len(pos), dtype=torch.long)).item()
+    loss = ce_loss(torch.stack([pos, neg], 1)).item()
     return {"accuracy": (pos > neg).float().mean().item(), "ce": loss}
 
 
@@ -138,7 +139,7 @@ def main(argv=None):
                 s = torch.nn.functional.dropout(s, dropout)  # regularisation probe: drop single similarities
                 with torch.autocast("cpu", dtype=torch.bfloat16):
                     scores = scorer(s).float().view(2, -1).T  # (batch, 2): [positive, negative]
-                loss = torch.nn.functional.cross_entropy(scores, torch.zeros(len(batch), dtype=torch.long))
+                loss = ce_loss(scores)
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(scorer.parameters(), 1.0)
                 optimizer.step()
