@@ -6,8 +6,9 @@ Everything is computed from one encoding of the dev candidates and the training 
 encoder (bf16 autocast), so each probe costs a scorer pass, not an encoder pass:
 1. the trained encoder scored by MaxSim (no parameters) vs by its own LITE scorer, on the same embeddings;
 2. LITE on S cut to the first T passage tokens (are the scorer's rarely filled late positions noise?);
-3. more scorer training on the frozen encoder: the trained scorer continued, and a fresh scorer, for --epochs more
-   epochs; judged on held-out *training* triplets (pairwise accuracy), dev MRR@10 reported alongside.
+3. more scorer training on the frozen encoder: the trained scorer continued, and fresh scorers (other learning
+   rates, without LayerNorm, as a correction on top of MaxSim, on sorted rows), for --epochs epochs; judged on
+   held-out *training* triplets (pairwise accuracy), dev MRR@10 reported alongside.
 """
 
 import argparse
@@ -16,10 +17,12 @@ import sys
 from pathlib import Path
 
 import torch
+from torch import nn
 from tqdm.auto import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from transformers import AutoModel  # noqa: E402
+from transformers.activations import ACT2FN  # noqa: E402
 
 from lite_rerank.data import load_rerank_set  # noqa: E402
 from lite_rerank.embeddings import encode_texts  # noqa: E402
@@ -28,11 +31,77 @@ from lite_rerank.losses import ContrastiveCrossEntropyLoss  # noqa: E402
 from lite_rerank.triplets import load_local_triplets  # noqa: E402
 from modeling_lite import LiteModel, LiteSeparableScorer, maxsim  # noqa: E402
 
-# name: (start from, lr, dropout on S while training)
-VARIANTS = {"trained scorer continued": ("trained", 2e-4, 0.0), "fresh scorer": ("fresh", 1e-3, 0.0),
-            "fresh scorer, S dropout 0.2": ("fresh", 1e-3, 0.2)}
+# name: (start from, lr, dropout on S while training, form). Forms: "lite" is the model's scorer; the others probe
+# the issue's axes (normalisation, init) and one structural question (are position-specific weights the problem?).
+VARIANTS = {
+    "trained scorer continued": ("trained", 2e-4, 0.0, "lite"),
+    "fresh scorer": ("fresh", 1e-3, 0.0, "lite"),
+    "fresh scorer, S dropout 0.2": ("fresh", 1e-3, 0.2, "lite"),
+    "fresh scorer, lr 3e-4": ("fresh", 3e-4, 0.0, "lite"),
+    "fresh scorer, lr 3e-3": ("fresh", 3e-3, 0.0, "lite"),
+    "fresh scorer without LayerNorm": ("fresh", 1e-3, 0.0, "no layernorm"),
+    "fresh scorer on MaxSim (zero-init correction)": ("fresh", 1e-3, 0.0, "maxsim residual"),
+    "fresh scorer on rows sorted by similarity": ("fresh", 1e-3, 0.0, "sorted rows"),
+}
 ce_loss = ContrastiveCrossEntropyLoss()  # train_accelerate.py --loss ce: softmax over [positive, negative]
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "debian-rerank"
+
+
+class NoLayerNormScorer(nn.Module):
+    """LITE's separable scorer without its LayerNorms: row MLP, column MLP (Linear → act → Linear → act), Linear."""
+
+    def __init__(self, config):
+        super().__init__()
+        q_len, d_len, act = config.query_max_length, config.doc_scored_tokens, ACT2FN[config.activation]
+        self.row_mlp = nn.Sequential(nn.Linear(d_len, config.row_hidden_size), act,
+                                     nn.Linear(config.row_hidden_size, d_len), act)  # fmt: skip
+        self.col_mlp = nn.Sequential(nn.Linear(q_len, config.col_hidden_size), act,
+                                     nn.Linear(config.col_hidden_size, q_len), act)  # fmt: skip
+        self.out = nn.Linear(q_len * d_len, 1)
+
+    def forward(self, similarity):  # (batch, q_len, d_len)
+        cols = self.col_mlp(self.row_mlp(similarity).transpose(1, 2))  # (batch, d_len, q_len)
+        return self.out(cols.flatten(1)).squeeze(-1)
+
+
+class MaxSimResidual(nn.Module):
+    """MaxSim plus a LITE scorer whose output layer starts at zero: training starts from MaxSim and learns a correction."""
+
+    def __init__(self, scorer):
+        super().__init__()
+        self.scorer = scorer
+        nn.init.zeros_(scorer.out.weight)
+        nn.init.zeros_(scorer.out.bias)
+
+    def forward(self, similarity):
+        doc_mask = similarity.abs().amax(dim=1) > 0  # padded passage positions are all-zero columns of S
+        return maxsim(similarity, doc_mask) + self.scorer(similarity)
+
+
+class SortedRows(nn.Module):
+    """The LITE scorer on S with each row sorted (descending): the row MLP sees how strongly a query token matches,
+    not where in the passage; MaxSim is the first column, so the scorer can represent it exactly."""
+
+    def __init__(self, scorer):
+        super().__init__()
+        self.scorer = scorer
+
+    def forward(self, similarity):
+        return self.scorer(similarity.sort(dim=-1, descending=True).values)
+
+
+def make_scorer(model, start, form, trained_state):
+    if form == "no layernorm":
+        scorer = NoLayerNormScorer(model.config)
+    else:
+        scorer = LiteSeparableScorer(model.config)
+    if start == "fresh":
+        scorer.apply(model._init_weights)  # the model's own initialisation, as from_encoder gives it
+    else:
+        scorer.load_state_dict(trained_state)
+    if form == "maxsim residual":
+        return MaxSimResidual(scorer)
+    return SortedRows(scorer) if form == "sorted rows" else scorer
 
 
 def encode(model, texts, kind, bf16=True):
@@ -66,6 +135,8 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", required=True)
     parser.add_argument("--data", default=str(DATA))
+    parser.add_argument("--triplets", default=None,
+                        help="training triplets for the scorer probes (default: the data folder's triplets.train.jsonl.gz)")
     parser.add_argument("--heldout", type=int, default=2000, help="training triplets kept out of scorer training")
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--variants", nargs="+", choices=sorted(VARIANTS), default=["trained scorer continued", "fresh scorer"],
@@ -75,6 +146,10 @@ def main(argv=None):
     parser.add_argument("--no-bf16", dest="bf16", action="store_false", help="encode in float32")
     parser.add_argument("--output", required=True)
     args = parser.parse_args(argv)
+
+    def save(report):  # after every probe, so that an interrupted run keeps what it measured
+        Path(args.output).write_text(json.dumps(report, indent=2) + "\n")
+
     torch.manual_seed(0)
     model = AutoModel.from_pretrained(args.model, trust_remote_code=True).eval()
     metrics = load_metrics()
@@ -101,9 +176,10 @@ def main(argv=None):
 
         report[f"dev: LITE on the first {cut} passage tokens"] = dev_mrr(dev, dev_sims, cut_scorer, metrics)
     print(json.dumps(report, indent=2), flush=True)
+    save(report)
 
     # Training triplets: unique texts encoded once; a held-out slice for judging scorer training.
-    triplets = load_local_triplets(f"{args.data}/triplets.train.jsonl.gz", args.max_triplets)
+    triplets = load_local_triplets(args.triplets or f"{args.data}/triplets.train.jsonl.gz", args.max_triplets)
     q_texts, d_texts = sorted(set(triplets["query"])), sorted(set(triplets["positive"]) | set(triplets["negative"]))
     q_row, d_row = {t: i for i, t in enumerate(q_texts)}, {t: i for i, t in enumerate(d_texts)}
     train_q, train_d = encode(model, q_texts, "queries", args.bf16), encode(model, d_texts, "documents", args.bf16)
@@ -115,15 +191,13 @@ def main(argv=None):
     report["heldout: LITE scorer"] = heldout(held_sims, lite)
     report["heldout: MaxSim on the LITE-trained encoder"] = heldout(held_sims, maxsim)
     print(json.dumps(report, indent=2), flush=True)
+    save(report)
 
     base_state = {k: v.clone() for k, v in model.lite_scorer.state_dict().items()}
     for variant in args.variants:
-        init, lr, dropout = VARIANTS[variant]
-        scorer = LiteSeparableScorer(model.config)
-        if init == "fresh":
-            scorer.apply(model._init_weights)  # the model's own initialisation, as from_encoder gives it
-        else:
-            scorer.load_state_dict(base_state)
+        start, lr, dropout, form = VARIANTS[variant]
+        torch.manual_seed(0)  # every variant sees the same initialisation and batch order
+        scorer = make_scorer(model, start, form, base_state)
         model.lite_scorer = scorer
         optimizer = torch.optim.AdamW(scorer.parameters(), lr=lr, weight_decay=0.01)
         steps = args.epochs * (len(train) // 64)
@@ -150,7 +224,7 @@ def main(argv=None):
             report[key] = {"heldout": heldout(held_sims, model.score_similarity),
                            "dev mrr@10": dev_mrr(dev, dev_sims, model.score_similarity, metrics)}  # fmt: skip
             print(key, report[key], flush=True)
-    Path(args.output).write_text(json.dumps(report, indent=2) + "\n")
+            save(report)
     return report
 
 

@@ -1,0 +1,112 @@
+"""scripts/mine_bm25_negatives.py on a generated BEIR folder, against a naive-loop BM25 (Lucene's variant, k1 1.5,
+b 0.75, a repeated query word counted each time)."""
+
+import gzip
+import json
+import math
+import random
+import re
+import sys
+from collections import Counter
+
+import pytest
+from conftest import ROOT
+
+sys.path.insert(0, str(ROOT / "scripts"))
+import mine_bm25_negatives  # noqa: E402
+
+# Made-up words: none is an English stop word, so tokenising is lower-casing and splitting on words.
+VOCAB = ["alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel", "india", "juliett", "kilo", "lima",
+         "mike", "november", "oscar", "papa", "quebec", "romeo", "sierra", "tango", "uniform", "victor", "whiskey",
+         "xray", "yankee", "zulu"]  # fmt: skip
+DEPTH = 5
+
+
+def naive_bm25_top(query: str, corpus: dict[str, str], depth: int, k1=1.5, b=0.75) -> list[str]:
+    docs = {d: Counter(re.findall(r"\w\w+", text.lower())) for d, text in corpus.items()}
+    avgdl = sum(sum(tf.values()) for tf in docs.values()) / len(docs)
+    scores = {}
+    for d, tf in docs.items():
+        length, score = sum(tf.values()), 0.0
+        for term in re.findall(r"\w\w+", query.lower()):
+            df = sum(term in other for other in docs.values())
+            idf = math.log(1 + (len(docs) - df + 0.5) / (df + 0.5))
+            score += idf * tf[term] / (tf[term] + k1 * (1 - b + b * length / avgdl))
+        scores[d] = score
+    ranked = sorted(scores, key=scores.get, reverse=True)
+    assert scores[ranked[depth - 1]] > scores[ranked[depth]] > 0, "the generated data must have an unambiguous top-k"
+    return [(d, scores[d]) for d in ranked[:depth]]
+
+
+def write_gz(path, rows):
+    with gzip.open(path, "wt", encoding="utf-8") as out:
+        out.writelines(json.dumps(row) + "\n" for row in rows)
+
+
+@pytest.fixture
+def beir(tmp_path):
+    rng = random.Random(3)
+    corpus = {f"d{i}": " ".join(rng.choices(VOCAB, k=rng.randint(8, 20))) for i in range(60)}
+    # Each query: three words of its own passage (so that passage is a strong candidate) plus one random word.
+    queries = {f"q{i}": " ".join(rng.sample(corpus[f"d{i}"].split(), 3) + [rng.choice(VOCAB)]) for i in range(24)}
+    data = tmp_path / "data"
+    (data / "qrels").mkdir(parents=True)
+    (data / "runs").mkdir()
+    write_gz(data / "corpus.jsonl.gz", [{"_id": d, "title": "", "text": t} for d, t in corpus.items()])
+    write_gz(data / "queries.jsonl.gz", [{"_id": q, "text": t} for q, t in queries.items()])
+    train, dev = [f"q{i}" for i in range(16)], [f"q{i}" for i in range(16, 24)]
+    (data / "qrels" / "train.tsv").write_text("query-id\tcorpus-id\tscore\n" + "".join(f"{q}\td{q[1:]}\t1\n" for q in train))
+    with open(data / "runs" / "bm25.dev.trec", "w") as run:
+        for q in dev:
+            ranked = naive_bm25_top(queries[q], corpus, DEPTH)
+            run.writelines(f"{q} Q0 {d} {r} {score:.4f} bm25\n" for r, (d, score) in enumerate(ranked, 1))
+    triplets = [{"query": queries[q], "positive": corpus[f"d{q[1:]}"], "negative": corpus["d59"]} for q in train]
+    write_gz(data / "triplets.train.jsonl.gz", triplets)
+    return data, corpus, queries, train, triplets
+
+
+def read_gz(path):
+    with gzip.open(path, "rt", encoding="utf-8") as lines:
+        return [json.loads(line) for line in lines]
+
+
+def test_negatives_come_from_the_naive_bm25_top_k_and_keep_the_triplets_order(beir, tmp_path):
+    data, corpus, queries, train, triplets = beir
+    mine_bm25_negatives.main(["--data", str(data), "--depth", str(DEPTH), "--output-dir", str(tmp_path / "out")])
+    lines = (tmp_path / "out" / "bm25.train.trec").read_text().splitlines()
+    expected = [(q, d, f"{score:.4f}") for q in train for d, score in naive_bm25_top(queries[q], corpus, DEPTH)]
+    assert [(f[0], f[2], f[4]) for f in map(str.split, lines)] == expected
+    run = mine_bm25_negatives.read_run(tmp_path / "out" / "bm25.train.trec")
+    mined = read_gz(tmp_path / "out" / "triplets.train.jsonl.gz")
+    assert [(t["query"], t["positive"]) for t in mined] == [(t["query"], t["positive"]) for t in triplets]
+    for q, triplet in zip(train, mined):
+        allowed = {corpus[d] for d in run[q] if d != f"d{q[1:]}"}
+        assert triplet["negative"] in allowed
+    assert len({t["negative"] for t in mined}) > 1
+
+
+def test_same_seed_same_file_and_other_seed_other_draws(beir, tmp_path):
+    data = beir[0]
+    paths = {}
+    for name, seed in (("a", 1), ("b", 1), ("c", 2)):
+        mine_bm25_negatives.main(["--data", str(data), "--depth", str(DEPTH), "--seed", str(seed),
+                                  "--output-dir", str(tmp_path / name)])  # fmt: skip
+        paths[name] = (tmp_path / name / "triplets.train.jsonl.gz").read_bytes()
+    assert paths["a"] == paths["b"] and paths["a"] != paths["c"]
+
+
+def test_refuses_when_the_dev_run_is_not_reproduced(beir, tmp_path):
+    data = beir[0]
+    lines = (data / "runs" / "bm25.dev.trec").read_text().splitlines()
+    lines[0], lines[1] = lines[1], lines[0]  # q16's first two candidates swapped
+    (data / "runs" / "bm25.dev.trec").write_text("\n".join(lines) + "\n")
+    with pytest.raises(SystemExit, match="query q16"):
+        mine_bm25_negatives.main(["--data", str(data), "--depth", str(DEPTH), "--output-dir", str(tmp_path / "out")])
+    assert not (tmp_path / "out" / "triplets.train.jsonl.gz").exists()
+
+
+def test_a_triplet_whose_query_is_not_a_training_query_is_named_with_its_line(beir, tmp_path):
+    data, corpus, queries, train, triplets = beir
+    write_gz(data / "triplets.train.jsonl.gz", [*triplets[:2], {**triplets[2], "query": "unknown synopsis"}])
+    with pytest.raises(SystemExit, match=r"triplets.train.jsonl.gz:3: query is not a training query"):
+        mine_bm25_negatives.main(["--data", str(data), "--depth", str(DEPTH), "--output-dir", str(tmp_path / "out")])
