@@ -206,8 +206,8 @@ def main(argv=None):
         for epoch in range(args.epochs):
             scorer.train()
             shuffled = [train[i] for i in torch.randperm(len(train)).tolist()]
-            for start in tqdm(range(0, len(shuffled) - 63, 64), desc=f"{variant}, epoch {epoch + 1}"):
-                batch = shuffled[start : start + 64]
+            for offset in tqdm(range(0, len(shuffled) - 63, 64), desc=f"{variant}, epoch {epoch + 1}"):
+                batch = shuffled[offset : offset + 64]
                 q = [r[0] for r in batch]
                 s, _ = pair_similarity(train_q, train_d, q + q, [r[1] for r in batch] + [r[2] for r in batch])
                 s = torch.nn.functional.dropout(s, dropout)  # regularisation probe: drop single similarities

@@ -15,33 +15,24 @@ import argparse
 import gzip
 import json
 import random
+import sys
 from pathlib import Path
 
 import bm25s
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from lite_rerank.data import read_beir_texts, read_jsonl, read_qrels, read_trec_run, write_trec_run  # noqa: E402
+
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "debian-rerank"
-
-
-def read_jsonl_gz(path):
-    with gzip.open(path, "rt", encoding="utf-8") as lines:
-        return [json.loads(line) for line in lines]
-
-
-def read_run(path) -> dict[str, list[str]]:
-    ranked = {}
-    for line in Path(path).read_text().splitlines():
-        qid, _, doc_id, *_ = line.split()
-        ranked.setdefault(qid, []).append(doc_id)
-    return ranked
 
 
 class BM25Index:
     """bm25s over the corpus, tokenised as the dataset's dev run was: lower-cased words, English stop words out."""
 
-    def __init__(self, corpus: list[dict]):
-        self.doc_ids = [doc["_id"] for doc in corpus]
+    def __init__(self, corpus: dict[str, str]):
+        self.doc_ids = list(corpus)
         self.retriever = bm25s.BM25()
-        tokens = bm25s.tokenize([doc["text"] for doc in corpus], stopwords="en", show_progress=False)
+        tokens = bm25s.tokenize(list(corpus.values()), stopwords="en", show_progress=False)
         self.retriever.index(tokens, show_progress=False)
 
     def search(self, texts: list[str], depth: int) -> list[list[tuple[str, float]]]:
@@ -50,10 +41,11 @@ class BM25Index:
         return [[(self.doc_ids[r], float(s)) for r, s in zip(row, score)] for row, score in zip(rows, scores)]
 
 
-def check_reproduces(index: BM25Index, queries: dict[str, str], reference: dict[str, list[str]], depth: int):
+def check_reproduces(index: BM25Index, queries: dict[str, str], reference: dict[str, list[tuple[str, float]]], depth: int):
     qids = list(reference)
     for qid, hits in zip(qids, index.search([queries[q] for q in qids], depth)):
-        if [doc_id for doc_id, _ in hits][: len(reference[qid])] != reference[qid]:
+        expected = [doc_id for doc_id, _ in reference[qid]]
+        if [doc_id for doc_id, _ in hits][: len(expected)] != expected:
             raise SystemExit(f"BM25 does not reproduce the reference run for query {qid}: the index or tokenisation "
                              "differs from the one that made the dev candidates; refusing to mine negatives with it.")
 
@@ -68,35 +60,30 @@ def main(argv=None):
     data, out = Path(args.data), Path(args.output_dir)
     out.mkdir(parents=True, exist_ok=True)
 
-    corpus = read_jsonl_gz(data / "corpus.jsonl.gz")
-    text_of = {doc["_id"]: doc["text"] for doc in corpus}
-    queries = {q["_id"]: q["text"] for q in read_jsonl_gz(data / "queries.jsonl.gz")}
+    corpus = read_beir_texts(data / "corpus.jsonl.gz", with_title=False)
+    queries = read_beir_texts(data / "queries.jsonl.gz", with_title=False)
     index = BM25Index(corpus)
-    check_reproduces(index, queries, read_run(data / "runs" / "bm25.dev.trec"), args.depth)
+    check_reproduces(index, queries, read_trec_run(data / "runs" / "bm25.dev.trec"), args.depth)
 
-    relevant = {}
-    for number, line in enumerate((data / "qrels" / "train.tsv").read_text().splitlines()[1:], start=2):
-        fields = line.split("\t")
-        if len(fields) != 3:
-            raise SystemExit(f"{data / 'qrels' / 'train.tsv'}:{number}: expected query-id, corpus-id, score")
-        relevant[fields[0]] = fields[1]
+    relevant = {qid: next(d for d, grade in judged.items() if grade > 0)
+                for qid, judged in read_qrels(data / "qrels" / "train.tsv").items()}  # fmt: skip
     qid_of = {queries[qid]: qid for qid in relevant}
-    triplets = read_jsonl_gz(data / "triplets.train.jsonl.gz")
-    missing = [n for n, t in enumerate(triplets, start=1) if t["query"] not in qid_of]
+    triplets_path = data / "triplets.train.jsonl.gz"
+    numbered = list(read_jsonl(triplets_path, required=("query", "positive", "negative")))
+    missing = [line_no for line_no, t in numbered if t["query"] not in qid_of]
     if missing:
-        raise SystemExit(f"{data / 'triplets.train.jsonl.gz'}:{missing[0]}: query is not a training query of "
+        raise SystemExit(f"{triplets_path}:{missing[0]}: query is not a training query of "
                          f"qrels/train.tsv ({len(missing)} such lines)")
+    triplets = [t for _, t in numbered]
     qids = [qid_of[t["query"]] for t in triplets]
     hits = index.search([t["query"] for t in triplets], args.depth)
 
     rng = random.Random(args.seed)
-    with open(out / "bm25.train.trec", "w") as run:
-        for qid, ranked in zip(qids, hits):
-            run.writelines(f"{qid} Q0 {d} {rank} {score:.4f} bm25\n" for rank, (d, score) in enumerate(ranked, 1))
+    write_trec_run(out / "bm25.train.trec", dict(zip(qids, hits)), tag="bm25")
     with open(out / "triplets.train.jsonl.gz", "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as gz:
         for qid, triplet, ranked in zip(qids, triplets, hits):
             negatives = [d for d, _ in ranked if d != relevant[qid]]
-            mined = dict(triplet, negative=text_of[rng.choice(negatives)])
+            mined = dict(triplet, negative=corpus[rng.choice(negatives)])
             gz.write((json.dumps(mined, ensure_ascii=False) + "\n").encode())
     print(f"{out}: {len(triplets)} triplets with BM25 top-{args.depth} negatives (dev run reproduced exactly)")
 

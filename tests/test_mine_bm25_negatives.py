@@ -14,6 +14,7 @@ from conftest import ROOT
 
 sys.path.insert(0, str(ROOT / "scripts"))
 import mine_bm25_negatives  # noqa: E402
+from lite_rerank.data import read_trec_run  # noqa: E402
 
 # Made-up words: none is an English stop word, so tokenising is lower-casing and splitting on words.
 VOCAB = ["alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel", "india", "juliett", "kilo", "lima",
@@ -74,9 +75,10 @@ def test_negatives_come_from_the_naive_bm25_top_k_and_keep_the_triplets_order(be
     data, corpus, queries, train, triplets = beir
     mine_bm25_negatives.main(["--data", str(data), "--depth", str(DEPTH), "--output-dir", str(tmp_path / "out")])
     lines = (tmp_path / "out" / "bm25.train.trec").read_text().splitlines()
-    expected = [(q, d, f"{score:.4f}") for q in train for d, score in naive_bm25_top(queries[q], corpus, DEPTH)]
-    assert [(f[0], f[2], f[4]) for f in map(str.split, lines)] == expected
-    run = mine_bm25_negatives.read_run(tmp_path / "out" / "bm25.train.trec")
+    expected = [(q, d, score) for q in train for d, score in naive_bm25_top(queries[q], corpus, DEPTH)]
+    assert [(f[0], f[2]) for f in map(str.split, lines)] == [(q, d) for q, d, _ in expected]
+    assert [float(f[4]) for f in map(str.split, lines)] == pytest.approx([score for *_, score in expected], abs=1e-5)
+    run = {q: [d for d, _ in ranked] for q, ranked in read_trec_run(tmp_path / "out" / "bm25.train.trec").items()}
     mined = read_gz(tmp_path / "out" / "triplets.train.jsonl.gz")
     assert [(t["query"], t["positive"]) for t in mined] == [(t["query"], t["positive"]) for t in triplets]
     for q, triplet in zip(train, mined):
@@ -97,8 +99,9 @@ def test_same_seed_same_file_and_other_seed_other_draws(beir, tmp_path):
 
 def test_refuses_when_the_dev_run_is_not_reproduced(beir, tmp_path):
     data = beir[0]
-    lines = (data / "runs" / "bm25.dev.trec").read_text().splitlines()
-    lines[0], lines[1] = lines[1], lines[0]  # q16's first two candidates swapped
+    lines = [line.split() for line in (data / "runs" / "bm25.dev.trec").read_text().splitlines()]
+    lines[0][2], lines[1][2] = lines[1][2], lines[0][2]  # q16's first two candidates swapped
+    lines = [" ".join(fields) for fields in lines]
     (data / "runs" / "bm25.dev.trec").write_text("\n".join(lines) + "\n")
     with pytest.raises(SystemExit, match="query q16"):
         mine_bm25_negatives.main(["--data", str(data), "--depth", str(DEPTH), "--output-dir", str(tmp_path / "out")])
