@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 from transformers import AutoModel
 
+from lite_rerank.cross_encoder import CrossEncoderScorer, is_cross_encoder
 from lite_rerank.data import load_rerank_set, write_trec_run
 from lite_rerank.doc_cache import build_document_cache
 from lite_rerank.evaluation import compute_metrics, load_metrics, rankings, score_rerank_set
@@ -31,7 +32,8 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", action="append", default=[], metavar="[NAME=]PATH_OR_ID",
-                        help="a saved LITE model (folder or Hub id); repeat to compare models on the same candidates")
+                        help="a saved LITE model or cross-encoder (folder or Hub id); repeat to compare models on the "
+                             "same candidates")
     parser.add_argument("--zero-shot-encoder", action="append", default=[], metavar="[NAME=]PATH_OR_ID",
                         help="an untrained encoder scored with MaxSim (zero-shot baseline row)")
     parser.add_argument("--data", required=True,
@@ -70,7 +72,10 @@ def load_models(args):
     dtype = DTYPES.get(args.dtype) or (torch.float16 if args.device.startswith("cuda") else torch.float32)
     for spec in args.model:
         name, path = named(spec)
-        yield name, AutoModel.from_pretrained(path, trust_remote_code=True, dtype=dtype).to(args.device)
+        if is_cross_encoder(path):
+            yield name, CrossEncoderScorer.from_pretrained(path, args.device, dtype)
+        else:
+            yield name, AutoModel.from_pretrained(path, trust_remote_code=True, dtype=dtype).to(args.device)
     for spec in args.zero_shot_encoder:
         from modeling_lite import LiteModel
 
@@ -114,7 +119,7 @@ def main(argv=None):
     for name, model in load_models(args):
         print(f"scoring with {name}", file=sys.stderr)
         doc_store = None
-        if args.doc_cache:
+        if args.doc_cache and not isinstance(model, CrossEncoderScorer):
             doc_store = build_document_cache(model, rerank_set.documents, Path(args.doc_cache) / file_tag(name),
                                              args.cache_dtype, batch_size=args.batch_size,
                                              progress=not args.no_progress)  # fmt: skip

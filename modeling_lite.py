@@ -123,7 +123,8 @@ class LiteModel(PreTrainedModel):
     Calling conventions (same scores):
       - dual: `forward(query_input_ids, query_attention_mask, doc_input_ids, doc_attention_mask)`; with
         `doc_input_ids` of shape (batch, n, seq) each query is encoded once and scored against its n documents,
-        giving `logits` (batch, n) (training on positives and negatives);
+        giving `logits` (batch, n) (training on positives and negatives); `in_batch_negatives=N` also scores each
+        query against N documents of the other queries in the batch (-1: all), giving `logits` (batch, n + N);
       - pair (cross-encoder): `forward(input_ids, attention_mask)` on `[CLS] query [SEP] doc [SEP]`.
     Late-interaction API: `encode_queries`, `encode_documents`, `score_embeddings`.
     Text API: `compute_score(pairs)`, `rerank(query, documents)`.
@@ -349,6 +350,7 @@ class LiteModel(PreTrainedModel):
         query_attention_mask: torch.Tensor | None = None,
         doc_input_ids: torch.Tensor | None = None,
         doc_attention_mask: torch.Tensor | None = None,
+        in_batch_negatives: int | None = None,
         return_dict: bool | None = None,
         **kwargs,
     ) -> SequenceClassifierOutput | tuple:
@@ -376,11 +378,18 @@ class LiteModel(PreTrainedModel):
                 f"{doc_input_ids.shape[0]} documents."
             )
         docs, doc_mask = self.encode_documents(doc_input_ids, doc_attention_mask)
-        if docs_per_query > 1:
-            queries = queries.repeat_interleave(docs_per_query, dim=0)
-            query_mask = query_mask.repeat_interleave(docs_per_query, dim=0)
+        batch = queries.shape[0]
+        if in_batch_negatives:  # each document is encoded once and scored by its own query and by others
+            own = torch.arange(batch * docs_per_query, device=docs.device).view(batch, docs_per_query)
+            others = _in_batch_candidates(batch, docs_per_query, in_batch_negatives, docs.device)
+            candidates = torch.cat([own, others], dim=1).flatten()
+            docs, doc_mask = docs[candidates], doc_mask[candidates]
+        per_query = docs.shape[0] // batch
+        if per_query > 1:
+            queries = queries.repeat_interleave(per_query, dim=0)
+            query_mask = query_mask.repeat_interleave(per_query, dim=0)
         scores = self.score_embeddings(queries, query_mask, docs, doc_mask)
-        logits = scores.view(-1, docs_per_query)  # (batch, 1), or (batch, docs_per_query)
+        logits = scores.view(batch, -1)  # (batch, 1), or (batch, docs_per_query [+ in-batch negatives])
         output = SequenceClassifierOutput(logits=logits)
         return output if return_dict is not False else output.to_tuple()
 
@@ -502,6 +511,20 @@ def _length_groups(lengths: list[int], min_rows: int, ratio: float) -> list[list
         else:
             group.append(row)
     return groups
+
+
+def _in_batch_candidates(batch: int, docs_per_query: int, count: int, device) -> torch.Tensor:
+    """(batch, count) indices into the batch's documents (query-major, `docs_per_query` each): for query i, the
+    documents of queries i+1, i+2, … (cyclically), never its own; count -1 takes all of them."""
+    available = (batch - 1) * docs_per_query
+    if count == -1 or count > available:
+        if count != -1:
+            raise ValueError(f"in_batch_negatives={count}, but a batch of {batch} queries holds only {available} "
+                             "documents of other queries.")
+        count = available
+    j = torch.arange(count, device=device)
+    queries = torch.arange(batch, device=device).unsqueeze(1)
+    return ((queries + 1 + j // docs_per_query) % batch) * docs_per_query + j % docs_per_query
 
 
 def _is_text(value) -> bool:

@@ -1,4 +1,5 @@
-"""Train LITE (or the MaxSim baseline) with Accelerate: Margin-MSE distillation on MS MARCO by default.
+"""Train LITE, the MaxSim baseline or a cross-encoder teacher with Accelerate: Margin-MSE distillation on MS MARCO by
+default.
 
     # the paper's recipe on two GPUs with fp16: DistilBERT, MS MARCO v2.1, Margin-MSE from the MiniLM cross-encoder
     accelerate launch --config_file configs/accelerate/2xT4_fp16.yaml train_accelerate.py \
@@ -6,20 +7,26 @@
     # the MaxSim baseline: same everything else
     accelerate launch --config_file configs/accelerate/2xT4_fp16.yaml train_accelerate.py \
         --config configs/msmarco_distilbert.yaml --scorer maxsim --output-dir runs/maxsim-msmarco
-    # CPU, offline: the Debian set (labels only: no teacher exists offline)
-    python train_accelerate.py --config configs/debian_minilm.yaml
+    # a new domain: a cross-encoder teacher on listwise rows (query, positive, negatives), then LITE distilled from it
+    python train_accelerate.py --scorer cross-encoder --encoder ENCODER --train-data listwise.jsonl.gz --loss ce \
+        --hard-negatives 3 --output-dir runs/teacher
+    python scripts/teacher_scores.py --teacher runs/teacher/best --train-data listwise.jsonl.gz --output scored.jsonl.gz
+    python train_accelerate.py --encoder ENCODER --train-data scored.jsonl.gz --loss kl --hard-negatives 7 ...
     # two CPU processes (accelerate's --cpu starts only one)
     ACCELERATE_USE_CPU=true accelerate launch --multi_gpu --num_processes 2 train_accelerate.py --config ...
 
 Resuming: run the same command again (or add --resume); training restarts from the newest complete checkpoint with
-optimizer, scheduler, loss scaler, RNG and data position. SIGTERM / Ctrl-C save a checkpoint before exiting.
+optimizer, scheduler, loss scaler, RNG and data position. SIGTERM / Ctrl-C save a checkpoint before exiting. A run
+folder remembers its settings (run_config.json): resuming it with other settings is refused.
 
-Output: OUTPUT_DIR/best (Hugging Face format, AutoModel + trust_remote_code), OUTPUT_DIR/checkpoints,
+Output: OUTPUT_DIR/best (Hugging Face format: AutoModel + trust_remote_code for LITE / MaxSim,
+AutoModelForSequenceClassification or sentence-transformers CrossEncoder for a cross-encoder), OUTPUT_DIR/checkpoints,
 OUTPUT_DIR/metrics.jsonl (loss, lr, pairs/s, dev metrics).
 """
 
 import argparse
 import json
+import math
 import os
 import shutil
 import signal
@@ -34,15 +41,21 @@ from accelerate.utils import set_seed
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from lite_rerank.checkpoints import latest_checkpoint, replace_folder, save_checkpoint
-from lite_rerank.data import RerankSet, load_rerank_set
+from lite_rerank.checkpoints import latest_checkpoint, recover_folder, replace_folder, save_checkpoint
+from lite_rerank.cross_encoder import CrossEncoderScorer, cross_encoder_logits, new_cross_encoder
+from lite_rerank.data import DataError, load_rerank_set
 from lite_rerank.evaluation import compute_metrics, load_metrics, score_rerank_set
 from lite_rerank.losses import LOSSES
 from lite_rerank.teacher import CrossEncoderTeacher, TeacherScoreCache
 from lite_rerank.triplets import IndexedTriplets, TripletCollator, load_train_dataset
+from lite_rerank.utils import write_text_atomically
 from modeling_lite import LiteModel
 
 DEV_METRICS = ("mrr@10", "ndcg@10", "recall@10")
+# Flags that may change between the sessions of one run; every other flag defines the run (run_config.json).
+RUN_CONTROL_FLAGS = {"config", "resume", "stop_after", "overwrite_output_dir", "output_dir", "num_workers",
+                     "log_every", "eval_batch_size", "save_every", "keep_checkpoints", "teacher_cache"}  # fmt: skip
+RUN_FILES = ("checkpoints", "best", "metrics.jsonl", "run_config.json")  # what a run writes into OUTPUT_DIR
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -50,9 +63,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--config", help="YAML or JSON file whose keys set any of the flags below (flags win)")
     model = parser.add_argument_group("model")
     model.add_argument("--encoder", default="distilbert-base-uncased", help="pretrained encoder (Hub id or folder)")
-    model.add_argument("--scorer", default="lite", choices=["lite", "maxsim"], help="LITE or the MaxSim baseline")
+    model.add_argument("--scorer", default="lite", choices=["lite", "maxsim", "cross-encoder"],
+                       help="LITE, the MaxSim baseline, or a plain cross-encoder (AutoModelForSequenceClassification "
+                            "on [CLS] query [SEP] passage [SEP], e.g. a teacher)")
     model.add_argument("--query-max-length", type=int, default=30, help="L1: query tokens")
-    model.add_argument("--doc-max-length", type=int, default=200, help="L2: document tokens")
+    model.add_argument("--doc-max-length", type=int, default=200,
+                       help="L2: document tokens (a cross-encoder reads pairs of L1 + L2 tokens)")
     model.add_argument("--row-hidden-size", type=int, default=2400, help="hidden size of LITE's row MLP")
     model.add_argument("--col-hidden-size", type=int, default=360, help="hidden size of LITE's column MLP")
     model.add_argument("--projection-dim", type=int, default=None, help="Small-LITE: project token vectors d → d'")
@@ -62,11 +78,17 @@ def build_parser() -> argparse.ArgumentParser:
     data = parser.add_argument_group("data")
     data.add_argument("--train-data", default="microsoft/ms_marco",
                       help="'microsoft/ms_marco' (v2.1), 'sentence-transformers/msmarco' (margin-mse) or a local "
-                           ".jsonl[.gz]/.csv/.parquet with query, positive, negative[, teacher_positive/negative]")
+                           ".jsonl[.gz]/.csv/.parquet with query, positive, negative[, teacher_positive/negative] or "
+                           "listwise query, positive, negatives[, teacher_positive, teacher_negatives]")
     data.add_argument("--max-train-rows", type=int, default=None, help="use only the first N source rows")
+    data.add_argument("--hard-negatives", type=int, default=1,
+                      help="negatives per query: the first K of each listwise row's 'negatives' (1 for triplets)")
+    data.add_argument("--in-batch-negatives", type=int, default=0,
+                      help="LITE / MaxSim with --loss ce: also score each query against N passages of the other "
+                           "queries in its batch (a partial grid; -1: all of them)")
     data.add_argument("--dev-data", default=None,
-                      help="dev set for early stopping: BEIR folder (with --dev-run), 'microsoft/ms_marco' or a local "
-                           "v2.1 file (own pool); none → no early stopping, best/ is the last model")
+                      help="dev set for checkpoint selection and early stopping: BEIR folder (with --dev-run), "
+                           "'microsoft/ms_marco' or a local v2.1 file (own pool); none → best/ is the last model")
     data.add_argument("--dev-split", default=None, help="dev split (BEIR qrels name / MS MARCO split)")
     data.add_argument("--dev-run", default=None, help="TREC run of dev candidates (BEIR dev data)")
     data.add_argument("--dev-queries", type=int, default=None, help="evaluate only the first N dev queries")
@@ -79,11 +101,11 @@ def build_parser() -> argparse.ArgumentParser:
     loss.add_argument("--teacher-cache", default=None,
                       help="folder caching teacher scores across runs/epochs (default OUTPUT_DIR/teacher-cache)")
     optim = parser.add_argument_group("optimisation")
-    optim.add_argument("--batch-size", type=int, default=64, help="global batch: triplets per optimizer step")
+    optim.add_argument("--batch-size", type=int, default=64, help="global batch: queries per optimizer step")
     optim.add_argument("--grad-accum", type=int, default=1, help="gradient accumulation steps")
     optim.add_argument("--lr", type=float, default=2.8e-5, help="AdamW learning rate of the encoder")
     optim.add_argument("--scorer-lr", type=float, default=None,
-                       help="learning rate of the scorer / Small-LITE layers (default: --lr)")
+                       help="learning rate of the scorer / Small-LITE layers / cross-encoder head (default: --lr)")
     optim.add_argument("--freeze-encoder-steps", type=int, default=0,
                        help="train only the scorer for the first N steps, then everything (the fresh scorer learns on "
                             "the pretrained features before it steers the encoder: LP-FT, Kumar et al. 2022)")
@@ -91,7 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
     optim.add_argument("--warmup-steps", type=int, default=None, help="linear warm-up (default: 10%% of max steps)")
     optim.add_argument("--max-steps", type=int, default=None, help="optimizer steps (default: --num-epochs epochs)")
     optim.add_argument("--num-epochs", type=int, default=1)
-    optim.add_argument("--max-grad-norm", type=float, default=1.0)
+    optim.add_argument("--max-grad-norm", type=float, default=1.0, help="gradient-norm clipping (0: none)")
     optim.add_argument("--mixed-precision", default="fp16", choices=["no", "fp16", "bf16"],
                        help="fp16 needs a GPU (with loss scaling); bf16 also runs on CPU")
     optim.add_argument("--seed", type=int, default=42)
@@ -108,8 +130,18 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--stop-after", type=int, default=None,
                      help="end this run after N optimizer steps, checkpointed (fits a time-limited session; rerun "
                           "to continue)")
-    run.add_argument("--overwrite-output-dir", action="store_true", help="start fresh even if checkpoints exist")
+    run.add_argument("--overwrite-output-dir", action="store_true",
+                     help="start a new run in OUTPUT_DIR: its previous checkpoints, best/ and metrics are deleted "
+                          "(once every input has been checked)")
     return parser
+
+
+POSITIVE = ("batch_size", "grad_accum", "lr", "num_epochs", "eval_every", "save_every", "keep_checkpoints",
+            "log_every", "eval_batch_size", "query_max_length", "doc_max_length", "row_hidden_size",
+            "col_hidden_size", "hard_negatives")  # fmt: skip
+POSITIVE_OR_NONE = ("max_steps", "scorer_lr", "stop_after", "dev_queries", "max_train_rows", "projection_dim",
+                    "doc_stored_tokens")  # fmt: skip
+NON_NEGATIVE = ("weight_decay", "warmup_steps", "freeze_encoder_steps", "patience", "max_grad_norm", "num_workers")
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -126,6 +158,26 @@ def parse_args(argv=None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.save_every is None:
         args.save_every = args.eval_every
+
+    def flag(name):
+        return "--" + name.replace("_", "-")
+
+    for name in POSITIVE + POSITIVE_OR_NONE:
+        value = getattr(args, name)
+        if value is not None and not value > 0:
+            parser.error(f"{flag(name)} must be greater than 0, got {value}")
+    for name in NON_NEGATIVE:
+        value = getattr(args, name)
+        if value is not None and value < 0:
+            parser.error(f"{flag(name)} must be 0 or more, got {value}")
+    if args.in_batch_negatives < -1:
+        parser.error(f"--in-batch-negatives must be -1 (all), 0 (none) or a count, got {args.in_batch_negatives}")
+    if args.in_batch_negatives and (args.loss != "ce" or args.scorer == "cross-encoder"):
+        parser.error("--in-batch-negatives needs --loss ce (in-batch passages have no teacher scores) and a late-"
+                     "interaction student (--scorer lite or maxsim: each passage is encoded once and scored by "
+                     "every query)")  # fmt: skip
+    if Path(args.output_dir).exists() and not Path(args.output_dir).is_dir():
+        parser.error(f"--output-dir {args.output_dir} is a file, not a folder")
     return args
 
 
@@ -157,101 +209,61 @@ class TrainingProgress:
         vars(self).update(state)
 
 
-def ignore_stop_signals(worker_id: int):
-    """DataLoader workers outlive a SIGTERM / Ctrl-C sent to the whole process group (schedulers, terminals): the
-    main process stops them after it has saved its checkpoint."""
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+# ---------------------------------------------------------------------------------------------- builders
 
 
-class StopRequest:
-    """SIGTERM / Ctrl-C set a flag; the loop checks it after each optimizer step and saves before exiting."""
-
-    def __init__(self):
-        self.signal = None
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, self.handle)
-
-    def handle(self, signum, frame):
-        self.signal = signum
-
-    def agreed(self, accelerator) -> bool:
-        """True on every process as soon as any process got a signal (they must all save together)."""
-        flag = torch.tensor(float(self.signal is not None), device=accelerator.device)
-        return bool(accelerator.reduce(flag, reduction="sum").item() > 0)
+def run_settings(args) -> dict:
+    """The flags that define a run, as stored in OUTPUT_DIR/run_config.json."""
+    return json.loads(json.dumps({k: v for k, v in vars(args).items() if k not in RUN_CONTROL_FLAGS}, default=str))
 
 
-def evaluate_dev(accelerator, model, dev_set: RerankSet, query_loader, batch_size, metrics) -> dict:
-    """Dev metrics, each process scoring its own shard of the queries; values gathered with gather_for_metrics."""
-    unwrapped = accelerator.unwrap_model(model)
-    qids = list(dev_set.queries)
-    per_query = []
-    for indices in query_loader:
-        shard = dev_set.subset([qids[i] for i in indices.tolist()])
-        with accelerator.autocast():
-            scores = score_rerank_set(unwrapped, shard, batch_size, progress=False)
-        values = compute_metrics(shard, scores, (10,), metrics, return_per_query=True)["per_query"]
-        local = torch.tensor([[v[name] for name in DEV_METRICS] for v in values], device=accelerator.device)
-        per_query.append(accelerator.gather_for_metrics(local))
-    means = torch.cat(per_query).mean(dim=0).tolist()
-    return dict(zip(DEV_METRICS, means))
-
-
-def save_model(accelerator, model, folder, info: dict):
-    """`save_pretrained` (+ tokenizer + a training summary) into `folder`, swapped in atomically."""
-    if not accelerator.is_main_process:
-        return
-
-    def write(tmp):
-        accelerator.unwrap_model(model).save_pretrained(tmp, save_function=accelerator.save)
-        (tmp / "training_summary.json").write_text(json.dumps(info, indent=2, default=str) + "\n")
-
-    replace_folder(write, folder)
-
-
-def training_function(args) -> TrainingProgress:
-    use_cpu = os.environ.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true", "yes") or not torch.cuda.is_available()
-    mixed_precision = args.mixed_precision
-    if mixed_precision == "fp16" and use_cpu:
-        mixed_precision = "no"  # fp16 kernels on CPU are orders of magnitude slower; say so rather than stall
-    accelerator = Accelerator(
-        mixed_precision=mixed_precision,
-        gradient_accumulation_steps=args.grad_accum,
-        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),
-    )
-    if mixed_precision != args.mixed_precision:
-        accelerator.print("note: fp16 needs a GPU; training in float32 (use --mixed-precision bf16 on CPU)")
-    main = accelerator.is_main_process
+def prepare_output_dir(args, accelerator) -> Path | None:
+    """Start, continue or replace the run in OUTPUT_DIR; returns the checkpoint to resume from. Called only once every
+    input has been checked: nothing in OUTPUT_DIR is touched before."""
     output_dir = Path(args.output_dir)
-    checkpoint_dir = output_dir / "checkpoints"
-    if args.overwrite_output_dir and main:  # a fresh start must not mix with, or later resume from, an old run
-        for stale in (checkpoint_dir, output_dir / "best"):
-            shutil.rmtree(stale, ignore_errors=True)
-        (output_dir / "metrics.jsonl").unlink(missing_ok=True)
+    config_path = output_dir / "run_config.json"
+    settings = run_settings(args)
+    if accelerator.is_main_process:
+        if args.overwrite_output_dir:  # a fresh start must not mix with, or later resume from, an old run
+            for name in RUN_FILES:
+                path = output_dir / name
+                shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
+        recover_folder(output_dir / "best")
     accelerator.wait_for_everyone()
-    resume_from = latest_checkpoint(checkpoint_dir)
+    resume_from = latest_checkpoint(output_dir / "checkpoints")
     if args.resume and resume_from is None:
-        raise SystemExit(f"--resume: no complete checkpoint under {checkpoint_dir}")
-    set_seed(args.seed)
+        raise SystemExit(f"--resume: no complete checkpoint under {output_dir / 'checkpoints'}")
+    previous_run = [name for name in RUN_FILES if (output_dir / name).exists()]
+    if config_path.is_file():
+        stored = json.loads(config_path.read_text())
+        changed = sorted(key for key in stored.keys() | settings.keys() if stored.get(key) != settings.get(key))
+        if changed:
+            details = "; ".join(f"--{k.replace('_', '-')} {stored.get(k)!r} → {settings.get(k)!r}" for k in changed)
+            raise SystemExit(f"{output_dir} holds a run with other settings ({details}). Rerun with that run's "
+                             "settings to continue it, choose another --output-dir, or pass --overwrite-output-dir "
+                             "to replace it (its checkpoints, best/ and metrics are deleted).")  # fmt: skip
+    elif previous_run and resume_from is None:
+        raise SystemExit(f"{output_dir} holds {previous_run} from an earlier run that cannot be continued; choose "
+                         "another --output-dir or pass --overwrite-output-dir to replace it.")  # fmt: skip
+    if accelerator.is_main_process:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        write_text_atomically(config_path, json.dumps(settings, indent=2) + "\n")
+    return resume_from
 
-    processes = accelerator.num_processes
-    if args.batch_size % (processes * args.grad_accum):
-        raise SystemExit(f"--batch-size {args.batch_size} is not divisible by {processes} processes × "
-                         f"--grad-accum {args.grad_accum}")  # fmt: skip
+
+def load_data(args, accelerator):
+    """The training rows and the dev set, each fully validated (errors name file and line)."""
     with accelerator.main_process_first():
-        train_data = load_train_dataset(args.train_data, args.max_train_rows, args.seed, log=accelerator.print)
-        dev_set = (load_rerank_set(args.dev_data, args.dev_split, args.dev_run, args.dev_queries)
-                   if args.dev_data else None)  # fmt: skip
-        metrics = load_metrics() if dev_set is not None else None
-    loss_fn = LOSSES[args.loss]()
-    teacher = teacher_cache = None
-    if loss_fn.needs_teacher and "teacher_positive" not in train_data.column_names:
-        teacher = CrossEncoderTeacher(args.teacher, accelerator.device)
-        cache_dir = args.teacher_cache or output_dir / "teacher-cache"
-        meta = {"teacher": args.teacher, "train_data": args.train_data, "max_train_rows": args.max_train_rows,
-                "fingerprint": train_data._fingerprint}  # fmt: skip
-        teacher_cache = TeacherScoreCache(cache_dir, meta, accelerator.process_index)
+        train_data = load_train_dataset(args.train_data, args.max_train_rows, args.seed, log=accelerator.print,
+                                        min_negatives=args.hard_negatives)  # fmt: skip
+        dev_set = load_rerank_set(args.dev_data, args.dev_split, args.dev_run, args.dev_queries) if args.dev_data else None
+    return train_data, dev_set
 
+
+def build_model(args):
+    """The student and its tokenizer: LITE / MaxSim on a pretrained encoder, or a plain cross-encoder."""
+    if args.scorer == "cross-encoder":
+        return new_cross_encoder(args.encoder, args.query_max_length + args.doc_max_length)
     model = LiteModel.from_encoder(
         args.encoder, scorer=args.scorer, query_max_length=args.query_max_length,
         doc_max_length=args.doc_max_length, row_hidden_size=args.row_hidden_size,
@@ -260,133 +272,289 @@ def training_function(args) -> TrainingProgress:
     )  # fmt: skip
     if model.tokenizer is None:
         raise SystemExit(f"--encoder {args.encoder} has no tokenizer files")
-    collator = TripletCollator(model.tokenizer, args.query_max_length, args.doc_max_length,
-                               teacher.tokenizer if teacher else None)  # fmt: skip
-    train_loader = DataLoader(
+    return model, model.tokenizer
+
+
+def get_dataloader(args, train_data, tokenizer, teacher_tokenizer, processes: int) -> DataLoader:
+    """Shuffled training batches of `--batch-size / (processes × grad-accum)` rows, tokenised in the workers."""
+    collator = TripletCollator(
+        tokenizer, args.query_max_length, args.doc_max_length, teacher_tokenizer,
+        teacher_max_length=getattr(teacher_tokenizer, "model_max_length", 512), hard_negatives=args.hard_negatives,
+        pairs=args.scorer == "cross-encoder",
+    )  # fmt: skip
+    return DataLoader(
         IndexedTriplets(train_data), batch_size=args.batch_size // (processes * args.grad_accum), shuffle=True,
         drop_last=True, collate_fn=collator, num_workers=args.num_workers, worker_init_fn=ignore_stop_signals,
         generator=torch.Generator().manual_seed(args.seed),  # keeps the loader off the global RNG (exact resume)
     )  # fmt: skip
-    steps_per_epoch = len(train_loader) // (processes * args.grad_accum)
-    if steps_per_epoch == 0:
-        raise SystemExit(f"{len(train_data)} triplets do not fill one batch of {args.batch_size}")
-    max_steps = args.max_steps or steps_per_epoch * args.num_epochs
-    warmup_steps = args.warmup_steps if args.warmup_steps is not None else max_steps // 10
-    is_encoder = {id(p) for p in model.encoder.parameters()}
+
+
+def build_optimizer(args, model, max_steps: int, processes: int):
+    """AdamW: the encoder at --lr (frozen for --freeze-encoder-steps), the rest (scorer, Small-LITE layers,
+    cross-encoder head) at --scorer-lr; linear warm-up and decay."""
+    encoder = model.encoder if isinstance(model, LiteModel) else model.base_model
+    is_encoder = {id(p) for p in encoder.parameters()}
     groups = [
         {"params": [p for p in model.parameters() if id(p) in is_encoder], "lr": args.lr},
         {"params": [p for p in model.parameters() if id(p) not in is_encoder], "lr": args.scorer_lr or args.lr},
     ]
     optimizer = torch.optim.AdamW([g for g in groups if g["params"]], weight_decay=args.weight_decay)
+    warmup = args.warmup_steps if args.warmup_steps is not None else max_steps // 10
     # A prepared scheduler steps once per process per optimizer step: size it accordingly.
-    schedule = linear_schedule(warmup_steps * processes, max_steps * processes)
-    encoder_schedule = linear_schedule(warmup_steps * processes, (max_steps - args.freeze_encoder_steps) * processes,
+    schedule = linear_schedule(warmup * processes, max_steps * processes)
+    encoder_schedule = linear_schedule(warmup * processes, (max_steps - args.freeze_encoder_steps) * processes,
                                        delay=args.freeze_encoder_steps * processes)  # fmt: skip
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, [encoder_schedule, schedule] if len(optimizer.param_groups) == 2 else [encoder_schedule]
-    )
+    schedules = [encoder_schedule, schedule][: len(optimizer.param_groups)]
+    return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, schedules)
+
+
+class TeacherScores:
+    """Teacher scores of a batch (batch, 1 + k): carried by the data, or computed on the fly by `--teacher` and kept
+    in a disk cache (OUTPUT_DIR/teacher-cache), so a resumed run or a second epoch does not recompute them."""
+
+    def __init__(self, teacher=None, cache=None):
+        self.teacher, self.cache = teacher, cache
+
+    @classmethod
+    def create(cls, args, train_data, loss_fn, accelerator):
+        if not loss_fn.needs_teacher:
+            return None
+        if "teacher_positive" in train_data.column_names:
+            return cls()
+        teacher = CrossEncoderTeacher(args.teacher, accelerator.device)
+        meta = {"teacher": args.teacher, "train_data": args.train_data, "max_train_rows": args.max_train_rows,
+                "hard_negatives": args.hard_negatives, "fingerprint": train_data._fingerprint}  # fmt: skip
+        folder = args.teacher_cache or Path(args.output_dir) / "teacher-cache"
+        return cls(teacher, TeacherScoreCache(folder, meta, accelerator.process_index))
+
+    @property
+    def tokenizer(self):
+        return self.teacher.tokenizer if self.teacher is not None else None
+
+    def __call__(self, batch, device) -> torch.Tensor:
+        if "teacher_scores" in batch:
+            return batch["teacher_scores"]
+        rows = batch["rows"].tolist()
+        scores = self.cache.lookup(rows)
+        if scores is None:
+            scores = self.teacher.score(batch["teacher_inputs"]).view(len(rows), -1).cpu()
+            self.cache.add(rows, scores)
+        return scores.to(device)
+
+
+def student_scores(model, batch, in_batch_negatives: int = 0) -> torch.Tensor:
+    """(batch, n) scores of each query's documents, the positive first, then its hard (and in-batch) negatives."""
+    if "pair_input_ids" in batch:  # a cross-encoder: one pass per (query, document) pair
+        tokens = {key.removeprefix("pair_"): value for key, value in batch.items() if key.startswith("pair_")}
+        return cross_encoder_logits(model, tokens).view(len(batch["rows"]), -1)
+    extra = {"in_batch_negatives": in_batch_negatives} if in_batch_negatives else {}
+    return model(query_input_ids=batch["query_input_ids"], query_attention_mask=batch["query_attention_mask"],
+                 doc_input_ids=batch["doc_input_ids"], doc_attention_mask=batch["doc_attention_mask"],
+                 **extra).logits  # fmt: skip
+
+
+def save_model(accelerator, model, tokenizer, folder, info: dict):
+    """`save_pretrained` + tokenizer + a training summary into `folder`, swapped in atomically."""
+    if not accelerator.is_main_process:
+        return
+
+    def write(tmp):
+        accelerator.unwrap_model(model).save_pretrained(tmp, save_function=accelerator.save)
+        if not (tmp / "tokenizer_config.json").exists():
+            tokenizer.save_pretrained(tmp)
+        (tmp / "training_summary.json").write_text(json.dumps(info, indent=2, default=str) + "\n")
+
+    replace_folder(write, folder)
+
+
+class DevSelection:
+    """Dev evaluation every --eval-every steps, each process scoring its shard of the queries (metrics gathered with
+    `gather_for_metrics`): the best model so far is saved to best/; --patience evaluations without a better MRR@10
+    stop the run. Non-finite scores stop the run and never reach best/."""
+
+    def __init__(self, args, accelerator, dev_set, tokenizer):
+        self.args, self.accelerator, self.dev_set, self.tokenizer = args, accelerator, dev_set, tokenizer
+        self.metrics = load_metrics()
+        self.query_loader = accelerator.prepare_data_loader(DataLoader(range(len(dev_set.queries)), batch_size=16))
+
+    def due(self, step: int, finished: bool) -> bool:
+        return step % self.args.eval_every == 0 or finished
+
+    def evaluate(self, model) -> dict:
+        model = self.accelerator.unwrap_model(model)
+        if not isinstance(model, LiteModel):
+            model = CrossEncoderScorer(model, self.tokenizer)
+        qids, per_query = list(self.dev_set.queries), []
+        for indices in self.query_loader:
+            shard = self.dev_set.subset([qids[i] for i in indices.tolist()])
+            with self.accelerator.autocast():
+                scores = score_rerank_set(model, shard, self.args.eval_batch_size, progress=False)
+            if all(math.isfinite(value) for values in scores.values() for value in values):
+                values = compute_metrics(shard, scores, (10,), self.metrics, return_per_query=True)["per_query"]
+                rows = [[v[name] for name in DEV_METRICS] for v in values]
+            else:
+                rows = [[math.nan] * len(DEV_METRICS) for _ in shard.queries]
+            per_query.append(self.accelerator.gather_for_metrics(torch.tensor(rows, device=self.accelerator.device)))
+        return dict(zip(DEV_METRICS, torch.cat(per_query).mean(dim=0).tolist()))
+
+    def select(self, model, progress: TrainingProgress, log) -> bool:
+        """Evaluate, keep the model if it is the best so far; True when the run should stop early."""
+        dev = self.evaluate(model)
+        if not all(math.isfinite(value) for value in dev.values()):
+            raise SystemExit(f"step {progress.step}: the model's dev scores are not finite (training diverged); "
+                             f"best/ keeps step {progress.best_step}. Lower --lr / --scorer-lr.")  # fmt: skip
+        if dev["mrr@10"] > progress.best_mrr:
+            progress.best_mrr, progress.best_step, progress.evals_without_improvement = dev["mrr@10"], progress.step, 0
+            save_model(self.accelerator, model, self.tokenizer, Path(self.args.output_dir) / "best",
+                       {"step": progress.step, "dev": dev, "num_processes": self.accelerator.num_processes,
+                        "args": vars(self.args)})  # fmt: skip
+        else:
+            progress.evals_without_improvement += 1
+        log(progress.step, {f"dev_{name}": value for name, value in dev.items()} | {"best_dev_mrr@10": progress.best_mrr})
+        self.accelerator.print(f"step {progress.step}: dev MRR@10 {dev['mrr@10']:.4f} (best {progress.best_mrr:.4f} "
+                               f"at step {progress.best_step})")  # fmt: skip
+        if self.args.patience and progress.evals_without_improvement >= self.args.patience:
+            self.accelerator.print(f"early stop: {self.args.patience} evaluations without improvement")
+            progress.stopped_early = True
+        return progress.stopped_early
+
+
+def ignore_stop_signals(worker_id: int):
+    """DataLoader workers outlive a SIGTERM / Ctrl-C sent to the whole process group (schedulers, terminals): the
+    main process stops them after it has saved its checkpoint."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+class StopSignal:
+    """SIGTERM / Ctrl-C set Accelerate's trigger; `accelerator.check_trigger()` after each optimizer step tells every
+    process, so they all save a checkpoint together."""
+
+    def __init__(self, accelerator):
+        self.accelerator, self.signal = accelerator, None
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, self.handle)
+
+    def handle(self, signum, frame):
+        self.signal = signum
+        self.accelerator.set_trigger()
+
+
+class MetricsLog:
+    """metrics.jsonl (main process): one JSON record per line, never NaN; loss and throughput averaged over the
+    steps since the previous record."""
+
+    def __init__(self, path, accelerator, pairs_per_step: int, every: int, max_steps: int):
+        self.path, self.accelerator, self.pairs_per_step = Path(path), accelerator, pairs_per_step
+        self.every, self.max_steps = every, max_steps
+        self.loss, self.steps, self.since = 0.0, 0, time.perf_counter()
+
+    def __call__(self, step: int, record: dict):
+        if self.accelerator.is_main_process:
+            with self.path.open("a") as out:
+                out.write(json.dumps({"step": step, **record}, allow_nan=False) + "\n")
+
+    def add(self, loss: float):
+        self.loss += loss
+
+    def step_done(self, step: int, epoch: int, scheduler) -> dict:
+        """Count an optimizer step; every `every` steps (and at the last), write and return a record."""
+        self.steps += 1
+        if step % self.every and step != self.max_steps:
+            return {}
+        loss = self.accelerator.reduce(torch.tensor(self.loss / self.steps, device=self.accelerator.device), "mean")
+        record = {"epoch": epoch, "loss": loss.item(), "lr": scheduler.get_last_lr()[0],
+                  "scorer_lr": scheduler.get_last_lr()[-1],
+                  "pairs_per_s": self.steps * self.pairs_per_step / (time.perf_counter() - self.since)}  # fmt: skip
+        if self.accelerator.scaler is not None:
+            record["loss_scale"] = self.accelerator.scaler.get_scale()
+        self(step, record)
+        self.loss, self.steps, self.since = 0.0, 0, time.perf_counter()
+        return record
+
+
+def precision(args) -> str:
+    use_cpu = os.environ.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true", "yes") or not torch.cuda.is_available()
+    # fp16 kernels on CPU are orders of magnitude slower: fall back to float32 and say so rather than stall
+    return "no" if args.mixed_precision == "fp16" and use_cpu else args.mixed_precision
+
+
+# ---------------------------------------------------------------------------------------------- training
+
+
+def training_function(args) -> TrainingProgress:
+    accelerator = Accelerator(mixed_precision=precision(args), gradient_accumulation_steps=args.grad_accum,
+                              dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True))  # fmt: skip
+    if accelerator.mixed_precision != args.mixed_precision:
+        accelerator.print("note: fp16 needs a GPU; training in float32 (use --mixed-precision bf16 on CPU)")
+    processes, output_dir = accelerator.num_processes, Path(args.output_dir)
+    if args.batch_size % (processes * args.grad_accum):
+        raise SystemExit(f"--batch-size {args.batch_size} is not divisible by {processes} processes × "
+                         f"--grad-accum {args.grad_accum}")  # fmt: skip
+    train_data, dev_set = load_data(args, accelerator)
+    loss_fn = LOSSES[args.loss]()
+    teacher = TeacherScores.create(args, train_data, loss_fn, accelerator)
+    set_seed(args.seed)
+    model, tokenizer = build_model(args)
+    train_loader = get_dataloader(args, train_data, tokenizer, teacher and teacher.tokenizer, processes)
+    steps_per_epoch = len(train_loader) // (processes * args.grad_accum)
+    if steps_per_epoch == 0:
+        raise SystemExit(f"{len(train_data)} training rows do not fill one batch of {args.batch_size}")
+    max_steps = args.max_steps or steps_per_epoch * args.num_epochs
+    resume_from = prepare_output_dir(args, accelerator)  # every input is checked by now
+    optimizer, scheduler = build_optimizer(args, model, max_steps, processes)
     model, optimizer, train_loader, scheduler = accelerator.prepare(model, optimizer, train_loader, scheduler)
-    query_loader = None
-    if dev_set is not None:
-        query_loader = accelerator.prepare_data_loader(DataLoader(range(len(dev_set.queries)), batch_size=16))
+    dev = DevSelection(args, accelerator, dev_set, tokenizer) if dev_set is not None else None
     progress = TrainingProgress()
     accelerator.register_for_checkpointing(progress)
     if resume_from is not None:
         accelerator.load_state(str(resume_from))
         accelerator.print(f"resumed from {resume_from} (step {progress.step}, epoch {progress.epoch})")
+    accelerator.print(f"{len(train_data)} training rows, {processes} process(es), {steps_per_epoch} steps/epoch, "
+                      f"{max_steps} steps, precision {accelerator.mixed_precision}, device {accelerator.device}")  # fmt: skip
 
-    accelerator.print(f"{len(train_data)} triplets, {processes} process(es), {steps_per_epoch} steps/epoch, "
-                      f"{max_steps} steps, precision {mixed_precision}, device {accelerator.device}")  # fmt: skip
-    log_path = output_dir / "metrics.jsonl"
-    if main:
-        output_dir.mkdir(parents=True, exist_ok=True)
-
-    def log(record):
-        if main:
-            with log_path.open("a") as out:
-                out.write(json.dumps({"step": progress.step, **record}) + "\n")
-
+    log = MetricsLog(output_dir / "metrics.jsonl", accelerator, args.batch_size * (1 + args.hard_negatives),
+                     args.log_every, max_steps)  # fmt: skip
     already_done = progress.step >= max_steps or progress.stopped_early
     if resume_from is not None and not already_done:
-        log({"event": "resumed", "checkpoint": resume_from.name})  # steps after this line may repeat earlier ones
-    stop = StopRequest()
-    bar = tqdm(total=max_steps, initial=progress.step, disable=not main, desc="Training", dynamic_ncols=True)
-    running_loss, running_steps, interval_start = 0.0, 0, time.perf_counter()
-
-    def checkpoint():
-        save_checkpoint(accelerator, checkpoint_dir, progress.step, args.keep_checkpoints)
-
-    def teacher_scores_for(batch):
-        if "teacher_scores" in batch:
-            return batch["teacher_scores"]
-        if teacher is None:
-            return None
-        rows = batch["rows"].tolist()
-        scores = teacher_cache.lookup(rows)
-        if scores is None:
-            scores = teacher.score(batch["teacher_inputs"]).view(-1, 2).cpu()
-            teacher_cache.add(rows, scores)
-        return scores.to(accelerator.device)
-
+        log(progress.step, {"event": "resumed", "checkpoint": resume_from.name})  # later steps may repeat earlier ones
+    stop = StopSignal(accelerator)
+    bar = tqdm(total=max_steps, initial=progress.step, disable=not accelerator.is_main_process, desc="Training")
+    finished, paused, first_step = already_done, False, progress.step
     model.train()
-    finished = already_done
-    paused, first_step = False, progress.step
     while not (finished or paused):
         train_loader.set_epoch(progress.epoch)
-        epoch_batches = skip_first_batches(train_loader, progress.batch_in_epoch) if progress.batch_in_epoch else train_loader
-        for batch in epoch_batches:
+        batches = skip_first_batches(train_loader, progress.batch_in_epoch) if progress.batch_in_epoch else train_loader
+        for batch in batches:
             with accelerator.accumulate(model):
-                scores = model(
-                    query_input_ids=batch["query_input_ids"], query_attention_mask=batch["query_attention_mask"],
-                    doc_input_ids=batch["doc_input_ids"], doc_attention_mask=batch["doc_attention_mask"],
-                ).logits  # (batch, 2): [positive, negative]  # fmt: skip
-                loss = loss_fn(scores, teacher_scores_for(batch))
+                scores = student_scores(model, batch, args.in_batch_negatives)
+                loss = loss_fn(scores, teacher(batch, accelerator.device) if teacher else None)
                 accelerator.backward(loss)
-                if accelerator.sync_gradients and args.max_grad_norm:
-                    accelerator.clip_grad_norm_(model.parameters(), args.max_grad_norm)
+                if accelerator.sync_gradients:
+                    norm = accelerator.clip_grad_norm_(model.parameters(), args.max_grad_norm or math.inf)
+                    if accelerator.scaler is None and not math.isfinite(norm):  # the same on every process
+                        raise SystemExit(f"step {progress.step + 1}: the loss or its gradients are not finite; "
+                                         "stopped before updating the weights (checkpoints and best/ are from "
+                                         "earlier steps). Lower --lr / --scorer-lr.")  # fmt: skip
                 optimizer.step()
                 scheduler.step()
                 optimizer.zero_grad()
             progress.batch_in_epoch += 1
-            running_loss += loss.detach().float().item() / args.grad_accum
+            log.add(loss.detach().float().item() / args.grad_accum)
             if not accelerator.sync_gradients:
                 continue
             progress.step += 1
-            running_steps += 1
             bar.update(1)
-            if progress.step % args.log_every == 0 or progress.step == max_steps:
-                mean_loss = accelerator.reduce(torch.tensor(running_loss / running_steps, device=accelerator.device),
-                                               reduction="mean").item()  # fmt: skip
-                elapsed = time.perf_counter() - interval_start
-                record = {"epoch": progress.epoch, "loss": mean_loss, "lr": scheduler.get_last_lr()[0],
-                          "scorer_lr": scheduler.get_last_lr()[-1],
-                          "pairs_per_s": running_steps * args.batch_size * 2 / elapsed}  # fmt: skip
-                if accelerator.scaler is not None:
-                    record["loss_scale"] = accelerator.scaler.get_scale()
-                log(record)
-                bar.set_postfix(loss=f"{mean_loss:.4f}", pairs_s=f"{record['pairs_per_s']:.0f}")
-                running_loss, running_steps, interval_start = 0.0, 0, time.perf_counter()
+            if record := log.step_done(progress.step, progress.epoch, scheduler):
+                bar.set_postfix(loss=f"{record['loss']:.4f}", pairs_s=f"{record['pairs_per_s']:.0f}")
             finished = progress.step >= max_steps
-            if dev_set is not None and (progress.step % args.eval_every == 0 or finished):
-                dev = evaluate_dev(accelerator, model, dev_set, query_loader, args.eval_batch_size, metrics)
-                improved = dev["mrr@10"] > progress.best_mrr
-                if improved:
-                    progress.best_mrr, progress.best_step, progress.evals_without_improvement = dev["mrr@10"], progress.step, 0
-                    save_model(accelerator, model, output_dir / "best", {"step": progress.step, "dev": dev,
-                               "num_processes": processes, "args": vars(args)})  # fmt: skip
-                else:
-                    progress.evals_without_improvement += 1
-                log({f"dev_{name}": value for name, value in dev.items()} | {"best_dev_mrr@10": progress.best_mrr})
-                accelerator.print(f"step {progress.step}: dev MRR@10 {dev['mrr@10']:.4f} (best {progress.best_mrr:.4f} "
-                                  f"at step {progress.best_step})")  # fmt: skip
+            if dev is not None and dev.due(progress.step, finished):
+                finished = dev.select(model, progress, log) or finished
                 model.train()
-                if args.patience and progress.evals_without_improvement >= args.patience:
-                    progress.stopped_early = finished = True
-                    accelerator.print(f"early stop: {args.patience} evaluations without improvement")
-            interrupted = stop.agreed(accelerator)
+            interrupted = accelerator.check_trigger()
             paused = args.stop_after is not None and progress.step - first_step >= args.stop_after
             if finished or interrupted or paused or progress.step % args.save_every == 0:
-                checkpoint()
+                save_checkpoint(accelerator, output_dir / "checkpoints", progress.step, args.keep_checkpoints)
             if interrupted:
                 accelerator.print(f"stopped by signal at step {progress.step}; checkpoint saved, rerun to resume")
                 accelerator.end_training()
@@ -394,18 +562,17 @@ def training_function(args) -> TrainingProgress:
             if finished or paused:
                 break
         else:
-            progress.epoch += 1
-            progress.batch_in_epoch = 0
+            progress.epoch, progress.batch_in_epoch = progress.epoch + 1, 0
     bar.close()
     if paused and not finished:
         accelerator.print(f"paused at step {progress.step} of {max_steps} (--stop-after); rerun to continue")
-    elif dev_set is None and not (already_done and (output_dir / "best").is_dir()):
+    elif dev is None and not (already_done and (output_dir / "best").is_dir()):
         # nothing to select on: the last model is the one to keep (a rerun of a finished run keeps what it saved)
-        save_model(accelerator, model, output_dir / "best",
+        save_model(accelerator, model, tokenizer, output_dir / "best",
                    {"step": progress.step, "num_processes": processes, "args": vars(args)})  # fmt: skip
     accelerator.wait_for_everyone()
     if finished:
-        selection = (f"best dev MRR@10 {progress.best_mrr:.4f} at step {progress.best_step}" if dev_set is not None
+        selection = (f"best dev MRR@10 {progress.best_mrr:.4f} at step {progress.best_step}" if dev is not None
                      else "no dev set: the last model")  # fmt: skip
         accelerator.print(f"done: step {progress.step}; {selection}; model in {output_dir / 'best'}")
     accelerator.end_training()
@@ -413,7 +580,10 @@ def training_function(args) -> TrainingProgress:
 
 
 def main(argv=None):
-    return training_function(parse_args(argv))
+    try:
+        return training_function(parse_args(argv))
+    except DataError as error:  # bad input data: the message names the file and line; no traceback needed
+        raise SystemExit(f"error: {error}") from None
 
 
 if __name__ == "__main__":

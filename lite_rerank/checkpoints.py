@@ -35,10 +35,20 @@ def save_checkpoint(accelerator, folder, step: int, keep: int) -> Path:
     return final
 
 
+def recover_folder(final) -> None:
+    """Finish a `replace_folder` cut short between its two renames: the previous version of `final` comes back."""
+    final = Path(final)
+    previous = final.with_name(f".previous-{final.name}")
+    if not final.exists() and previous.is_dir():
+        os.replace(previous, final)
+
+
 def replace_folder(write, final) -> None:
-    """Call `write(tmp_folder)`, then swap it in for `final`, so a crash never leaves `final` half-written."""
+    """Call `write(tmp_folder)`, then swap it in for `final`, so a crash never leaves `final` half-written (a kill
+    between the two renames leaves `.previous-<name>`, which `recover_folder` puts back)."""
     final = Path(final)
     partial, previous = final.with_name(f".partial-{final.name}"), final.with_name(f".previous-{final.name}")
+    recover_folder(final)
     shutil.rmtree(partial, ignore_errors=True)
     write(partial)
     if final.exists():

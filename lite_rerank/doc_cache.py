@@ -13,7 +13,6 @@ works. No pickle anywhere.
 import hashlib
 import itertools
 import json
-import os
 from collections import OrderedDict
 from pathlib import Path
 
@@ -21,6 +20,7 @@ import torch
 from transformers.utils.logging import tqdm
 
 from .embeddings import TokenEmbeddingStore, encode_texts
+from .utils import eval_mode, write_atomically, write_text_atomically
 
 FORMAT = "lite-doc-cache/1"
 DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32, "int8": torch.int8}
@@ -44,9 +44,7 @@ def _chunk_ids(path: Path) -> list[str]:
 
 
 def _write_json_atomically(path: Path, value):
-    partial = path.with_name(f".partial-{path.name}")
-    partial.write_text(json.dumps(value, indent=2) + "\n")
-    os.replace(partial, path)
+    write_text_atomically(path, json.dumps(value, indent=2) + "\n")
 
 
 class DocumentCache:
@@ -146,20 +144,16 @@ def build_document_cache(model, documents, folder, dtype: str = "float16", chunk
     pending = ((doc_id, text) for doc_id, text in items if doc_id not in cached)
     total = len(documents) - len(cached) if isinstance(documents, dict) else None
     bar = tqdm(total=total, desc="Caching documents", unit="doc", disable=not progress)
-    was_training = model.training
-    model.eval()
-    while batch := list(itertools.islice(pending, chunk_docs)):
-        ids, texts = zip(*batch)
-        store = encode_texts(model, list(ids), texts, "documents", batch_size, DTYPES[dtype], progress=False)
-        name = f"chunk-{len(manifest['chunks']):05d}.safetensors"
-        partial = folder / f".partial-{name}"
-        store.save(partial)
-        os.replace(partial, folder / name)
-        manifest["chunks"].append({"file": name, "num_docs": len(ids), "vector_bytes": store.nbytes})
-        _write_json_atomically(manifest_path, manifest)
-        bar.update(len(ids))
+    with eval_mode(model):
+        while batch := list(itertools.islice(pending, chunk_docs)):
+            ids, texts = zip(*batch)
+            store = encode_texts(model, list(ids), texts, "documents", batch_size, DTYPES[dtype], progress=False)
+            name = f"chunk-{len(manifest['chunks']):05d}.safetensors"
+            write_atomically(folder / name, store.save)
+            manifest["chunks"].append({"file": name, "num_docs": len(ids), "vector_bytes": store.nbytes})
+            _write_json_atomically(manifest_path, manifest)
+            bar.update(len(ids))
     bar.close()
-    model.train(was_training)
     if not manifest_path.exists():
         _write_json_atomically(manifest_path, manifest)
     return DocumentCache(folder, model.device)

@@ -6,9 +6,11 @@ import evaluate
 import torch
 from transformers.utils.logging import tqdm
 
+from .cross_encoder import CrossEncoderScorer
 from .data import RerankSet
 from .embeddings import encode_texts
 from .rerank_metrics import rank_order
+from .utils import eval_mode
 
 METRICS_SCRIPT = Path(__file__).with_name("rerank_metrics.py")
 
@@ -36,27 +38,42 @@ def score_rerank_set(model, rerank_set: RerankSet, batch_size: int = 64, max_doc
                      progress: bool = True, doc_store=None) -> dict[str, list[float]]:  # fmt: skip
     """{qid: scores of its candidates}. Each distinct document is encoded once (per block of queries whose documents
     fit in memory together), then every query is scored against its cached candidates in one batched call.
-    With `doc_store` (e.g. a `DocumentCache` built by this model), document vectors come from there instead."""
-    was_training = model.training
-    model.eval()
+    With `doc_store` (e.g. a `DocumentCache` built by this model), document vectors come from there instead.
+    A `CrossEncoderScorer` scores every (query, candidate) pair instead."""
+    if isinstance(model, CrossEncoderScorer):
+        return score_pairs(model, rerank_set, batch_size, progress)
     scores = {}
     blocks = [(list(rerank_set.candidates), None)] if doc_store else query_blocks(rerank_set, max_docs_in_memory)
-    for qids, doc_ids in blocks:
-        docs = doc_store
-        if docs is None:
-            doc_ids = sorted(doc_ids)
-            docs = encode_texts(model, doc_ids, [rerank_set.documents[d] for d in doc_ids], "documents", batch_size,
-                                progress=progress)  # fmt: skip
-        queries = encode_texts(model, qids, [rerank_set.queries[q] for q in qids], "queries", batch_size,
-                               progress=progress)  # fmt: skip
-        for qid in tqdm(qids, desc="Scoring queries", disable=not progress):
-            if not rerank_set.candidates[qid]:
-                scores[qid] = []
-                continue
-            query_vectors, _ = queries.get([qid])  # padded query rows are zero: the mask is not needed
-            similarity, doc_mask = docs.similarity(query_vectors, rerank_set.candidates[qid])
-            scores[qid] = model.score_similarity(similarity, doc_mask).float().tolist()
-    model.train(was_training)
+    with eval_mode(model):
+        for qids, doc_ids in blocks:
+            docs = doc_store
+            if docs is None:
+                doc_ids = sorted(doc_ids)
+                docs = encode_texts(model, doc_ids, [rerank_set.documents[d] for d in doc_ids], "documents",
+                                    batch_size, progress=progress)  # fmt: skip
+            queries = encode_texts(model, qids, [rerank_set.queries[q] for q in qids], "queries", batch_size,
+                                   progress=progress)  # fmt: skip
+            for qid in tqdm(qids, desc="Scoring queries", disable=not progress):
+                if not rerank_set.candidates[qid]:
+                    scores[qid] = []
+                    continue
+                query_vectors, _ = queries.get([qid])  # padded query rows are zero: the mask is not needed
+                similarity, doc_mask = docs.similarity(query_vectors, rerank_set.candidates[qid])
+                scores[qid] = model.score_similarity(similarity, doc_mask).float().tolist()
+    return scores
+
+
+def score_pairs(cross_encoder: CrossEncoderScorer, rerank_set: RerankSet, batch_size: int = 64,
+                progress: bool = True) -> dict[str, list[float]]:  # fmt: skip
+    """{qid: scores of its candidates} from a cross-encoder: every (query, candidate) pair, batched by length."""
+    qids = list(rerank_set.candidates)
+    queries = [rerank_set.queries[qid] for qid in qids for _ in rerank_set.candidates[qid]]
+    passages = [rerank_set.documents[doc_id] for qid in qids for doc_id in rerank_set.candidates[qid]]
+    flat = cross_encoder.score(queries, passages, batch_size, progress) if queries else []
+    scores, start = {}, 0
+    for qid in qids:
+        end = start + len(rerank_set.candidates[qid])
+        scores[qid], start = flat[start:end], end
     return scores
 
 

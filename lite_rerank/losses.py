@@ -9,16 +9,17 @@ from torch import nn
 class MarginMSELoss(nn.Module):
     """Margin-MSE distillation (Hofstätter et al. 2020, arXiv:2010.02666), the LITE paper's training loss.
 
-    Inputs: student scores (batch, 2) as [s_pos, s_neg]; teacher scores (batch, 2) as [t_pos, t_neg] (a precomputed
-    margin works as [margin, 0]). Loss: mean(((s_pos − s_neg) − (t_pos − t_neg))²).
+    Inputs: student scores (batch, n_docs) as [s_pos, s_neg_1, ...]; teacher scores (batch, n_docs) alike (a
+    precomputed margin works as [margin, 0]). Loss: the mean over queries and negatives j of
+    ((s_pos − s_neg_j) − (t_pos − t_neg_j))²; with one negative, mean(((s_pos − s_neg) − (t_pos − t_neg))²).
     """
 
     needs_teacher = True
 
     def forward(self, scores: torch.Tensor, teacher_scores: torch.Tensor) -> torch.Tensor:
-        student_margin = scores[:, 0] - scores[:, 1]
-        teacher_margin = teacher_scores[:, 0] - teacher_scores[:, 1]
-        return F.mse_loss(student_margin.float(), teacher_margin.float())
+        student_margins = scores[:, :1] - scores[:, 1:]
+        teacher_margins = teacher_scores[:, :1] - teacher_scores[:, 1:]
+        return F.mse_loss(student_margins.float(), teacher_margins.float())
 
 
 class KLDistillationLoss(nn.Module):

@@ -4,29 +4,24 @@ import json
 from pathlib import Path
 
 import torch
-from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+from .cross_encoder import CrossEncoderScorer, cross_encoder_logits
+from .utils import inference_dtype
 
 
 class CrossEncoderTeacher:
-    """A sequence-classification cross-encoder (default `cross-encoder/ms-marco-MiniLM-L-6-v2`) scoring pairs under
-    `no_grad`, in half precision on GPU."""
+    """A sequence-classification cross-encoder (default `cross-encoder/ms-marco-MiniLM-L-6-v2`, or one trained by
+    `train_accelerate.py --scorer cross-encoder`) scoring tokenised pairs under `no_grad`, in half precision on GPU."""
 
     def __init__(self, name_or_path: str, device):
-        self.device = torch.device(device)
-        dtype = torch.float16 if self.device.type == "cuda" else torch.float32
-        self.tokenizer = AutoTokenizer.from_pretrained(name_or_path)
-        self.model = AutoModelForSequenceClassification.from_pretrained(name_or_path, dtype=dtype).to(self.device)
-        self.model.eval()
-        if self.model.config.num_labels != 1:
-            raise ValueError(f"teacher {name_or_path} has {self.model.config.num_labels} labels; a cross-encoder "
-                             "re-ranker with one relevance logit is needed")  # fmt: skip
+        scorer = CrossEncoderScorer.from_pretrained(name_or_path, device, inference_dtype(device))
+        self.model, self.tokenizer, self.max_length = scorer.model, scorer.tokenizer, scorer.max_length
 
     @torch.no_grad()
     def score(self, pair_inputs: dict) -> torch.Tensor:
         """Tokenised (query, doc) pairs → float32 scores (n_pairs,)."""
-        pair_inputs = {key: value.to(self.device) for key, value in pair_inputs.items()}
-        with torch.autocast(self.device.type, enabled=self.device.type == "cuda"):
-            return self.model(**pair_inputs).logits.squeeze(-1).float()
+        pair_inputs = {key: value.to(self.model.device) for key, value in pair_inputs.items()}
+        return cross_encoder_logits(self.model, pair_inputs).float()
 
 
 class TeacherScoreCache:

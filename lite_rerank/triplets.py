@@ -1,11 +1,14 @@
-"""Training triplets (query, positive, negative[, teacher scores]) from MS MARCO or local files, and their batches.
+"""Training rows (query, positive, negatives[, teacher scores]) from MS MARCO or local files, and their batches.
 
 Sources (`--train-data`):
 - `microsoft/ms_marco`: v2.1 train rows → (query, a selected passage, an unselected passage of the same row);
 - `sentence-transformers/msmarco`: the `bert-ensemble-margin-mse` ids joined to text through `queries` / `corpus`;
   the precomputed margin becomes teacher scores [margin, 0];
-- a local .jsonl / .jsonl.gz / .csv / .parquet file with `query`, `positive`, `negative` and optionally
-  `teacher_positive`, `teacher_negative`.
+- a local .jsonl / .jsonl.gz / .csv / .parquet file, one row per training query, in one of two layouts:
+  - triplets: `query`, `positive`, `negative` and optionally `teacher_positive`, `teacher_negative`;
+  - listwise (.jsonl / .parquet): `query`, `positive`, `negatives` (a list of passages, hardest first or in any
+    order) and optionally `teacher_positive`, `teacher_negatives` (a list of the same length).
+  `--hard-negatives K` trains on each row's positive and its first K negatives (every row must have K).
 """
 
 import csv
@@ -18,29 +21,70 @@ import torch
 from .data import DataError, open_text, read_jsonl
 
 TEXT_COLUMNS = ("query", "positive", "negative")
-TEACHER_COLUMNS = ("teacher_positive", "teacher_negative")
 
 
-def check_row(path, where, row: dict, with_teacher: bool) -> dict:
-    """The row's triplet fields, validated: non-empty strings, and numbers for teacher scores."""
+def _text(path, where, column: str, value) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise DataError(path, f"field {column!r} must be a non-empty string, got {value!r}", where)
+    return value
+
+
+def _number(path, where, column: str, value) -> float:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise DataError(path, f"field {column!r} must be a number, got {value!r}", where) from None
+    if number != number or number in (float("inf"), float("-inf")):
+        raise DataError(path, f"field {column!r} must be a finite number, got {value!r}", where)
+    return number
+
+
+def check_row(path, where, row: dict, with_teacher: bool, min_negatives: int = 1) -> dict:
+    """The row's fields, validated: non-empty strings, finite numbers for teacher scores, and (listwise rows) at
+    least `min_negatives` negatives with one teacher score each."""
+    listwise = "negatives" in row
     triplet = {}
-    for column in TEXT_COLUMNS:
+    for column in ("query", "positive") if listwise else TEXT_COLUMNS:
         if column not in row:
             raise DataError(path, f"missing field {column!r}", where)
-        value = row[column]
-        if not isinstance(value, str) or not value.strip():
-            raise DataError(path, f"field {column!r} must be a non-empty string, got {value!r}", where)
-        triplet[column] = value
-    for column in TEACHER_COLUMNS if with_teacher else ():
-        try:
-            triplet[column] = float(row.get(column))
-        except (TypeError, ValueError):
-            raise DataError(path, f"field {column!r} must be a number, got {row.get(column)!r}", where) from None
+        triplet[column] = _text(path, where, column, row[column])
+    if listwise:
+        negatives = row["negatives"]
+        if not isinstance(negatives, (list, tuple)) or len(negatives) < min_negatives:
+            raise DataError(path, f"field 'negatives' must be a list of at least {min_negatives} passage(s), "
+                                  f"got {negatives!r:.80}", where)  # fmt: skip
+        triplet["negatives"] = [_text(path, where, f"negatives[{i}]", text) for i, text in enumerate(negatives)]
+    elif min_negatives > 1:
+        raise DataError(path, f"--hard-negatives {min_negatives} needs listwise rows with a 'negatives' list; "
+                              "this row has one 'negative'", where)  # fmt: skip
+    if with_teacher:
+        triplet["teacher_positive"] = _number(path, where, "teacher_positive", row.get("teacher_positive"))
+        if listwise:
+            scores = row.get("teacher_negatives")
+            if not isinstance(scores, (list, tuple)) or len(scores) != len(negatives):
+                raise DataError(path, f"field 'teacher_negatives' must be a list of {len(negatives)} numbers (one "
+                                      f"per negative), got {scores!r:.80}", where)  # fmt: skip
+            triplet["teacher_negatives"] = [_number(path, where, f"teacher_negatives[{i}]", v) for i, v in enumerate(scores)]
+        else:
+            triplet["teacher_negative"] = _number(path, where, "teacher_negative", row.get("teacher_negative"))
     return triplet
 
 
-def load_local_triplets(path, max_rows: int | None = None) -> datasets.Dataset:
-    """A local triplet file, every row validated before training starts (errors name file, line and field)."""
+def negatives_of(row: dict) -> list[str]:
+    return row["negatives"] if "negatives" in row else [row["negative"]]
+
+
+def teacher_scores_of(row: dict) -> list[float] | None:
+    """[positive, negatives...] teacher scores of a validated row, or None."""
+    if "teacher_positive" not in row:
+        return None
+    negatives = row["teacher_negatives"] if "teacher_negatives" in row else [row["teacher_negative"]]
+    return [row["teacher_positive"], *negatives]
+
+
+def load_local_triplets(path, max_rows: int | None = None, min_negatives: int = 1) -> datasets.Dataset:
+    """A local triplet or listwise file, every row validated before training starts (errors name file, line and
+    field)."""
     path = Path(path)
     if path.suffix == ".parquet":
         table = datasets.Dataset.from_parquet(str(path))
@@ -55,15 +99,16 @@ def load_local_triplets(path, max_rows: int | None = None) -> datasets.Dataset:
     else:
         raise DataError(path, "unknown triplet format (use .jsonl, .jsonl.gz, .csv or .parquet)")
     if header is not None:
-        missing = [column for column in TEXT_COLUMNS if column not in header]
+        wanted = ("query", "positive", "negatives") if "negatives" in header else TEXT_COLUMNS
+        missing = [column for column in wanted if column not in header]
         if missing:
             raise DataError(path, f"missing column(s) {missing}; found {list(header)}")
     with_teacher = None
     rows = []
     for where, row in numbered_rows:
         if with_teacher is None:  # the first row decides whether the file carries teacher scores
-            with_teacher = all(column in row for column in TEACHER_COLUMNS)
-        rows.append(check_row(path, where, row, with_teacher))
+            with_teacher = "teacher_positive" in row
+        rows.append(check_row(path, where, row, with_teacher, min_negatives))
         if max_rows is not None and len(rows) >= max_rows:
             break
     if not rows:
@@ -107,10 +152,13 @@ def margin_mse_triplets(triplets, queries, corpus):
             raise DataError("sentence-transformers/msmarco", f"id {error.args[0]} has no text", f"row {index}") from None
 
 
-def load_train_dataset(spec: str, max_rows: int | None = None, seed: int = 0, log=print) -> datasets.Dataset:
-    """`--train-data SPEC` → a Dataset with query/positive/negative (and teacher_* when the source has them)."""
+def load_train_dataset(spec: str, max_rows: int | None = None, seed: int = 0, log=print,
+                       min_negatives: int = 1) -> datasets.Dataset:  # fmt: skip
+    """`--train-data SPEC` → a Dataset with query/positive/negative(s) (and teacher_* when the source has them)."""
     if Path(spec).exists():
-        return load_local_triplets(spec, max_rows)
+        return load_local_triplets(spec, max_rows, min_negatives)
+    if min_negatives > 1:
+        raise DataError(spec, f"--hard-negatives {min_negatives} needs a local listwise file ('negatives' lists)")
     if spec in ("microsoft/ms_marco", "ms_marco"):
         rows = datasets.load_dataset("microsoft/ms_marco", "v2.1", split="train")
         if max_rows is not None:
@@ -128,6 +176,8 @@ def load_train_dataset(spec: str, max_rows: int | None = None, seed: int = 0, lo
         queries = datasets.load_dataset(repo, "queries", split="train")
         corpus = datasets.load_dataset(repo, "corpus", split="train")
         return datasets.Dataset.from_list(list(margin_mse_triplets(triplets, queries, corpus)))
+    if spec.endswith((".jsonl", ".gz", ".json", ".csv", ".parquet")) or spec.startswith((".", "/")):
+        raise DataError(spec, "file not found")
     raise DataError(spec, "not a local triplet file, 'microsoft/ms_marco' or 'sentence-transformers/msmarco'")
 
 
@@ -145,38 +195,49 @@ class IndexedTriplets(torch.utils.data.Dataset):
 
 
 class TripletCollator:
-    """Tokenises a list of triplet rows in the DataLoader workers.
+    """Tokenises a list of training rows in the DataLoader workers: each row's query, its positive and its first
+    `hard_negatives` negatives (n = 1 + hard_negatives documents per query, the positive first).
 
-    Returns query ids (batch, L) and document ids (batch, 2, L) ([positive, negative]) with dynamic padding, the row
-    indices, teacher scores (batch, 2) when the rows carry them, and the teacher's pair tokens when a teacher
-    tokenizer is given.
+    Returns, with dynamic padding,
+    - for a late-interaction student: query ids (batch, L) and document ids (batch, n, L);
+    - with `pairs=True` (a cross-encoder student): `pair_*` tokens of the batch·n `[CLS] query [SEP] doc [SEP]`
+      pairs, cut to query_max_length + doc_max_length tokens;
+    and the row indices, teacher scores (batch, n) when the rows carry them, and the teacher's pair tokens when a
+    teacher tokenizer is given.
     """
 
     def __init__(self, tokenizer, query_max_length: int, doc_max_length: int, teacher_tokenizer=None,
-                 teacher_max_length: int = 512):  # fmt: skip
+                 teacher_max_length: int = 512, hard_negatives: int = 1, pairs: bool = False):  # fmt: skip
         self.tokenizer, self.query_max_length, self.doc_max_length = tokenizer, query_max_length, doc_max_length
         self.teacher_tokenizer, self.teacher_max_length = teacher_tokenizer, teacher_max_length
+        self.hard_negatives, self.pairs = hard_negatives, pairs
 
     def tokens(self, texts, max_length):
         return self.tokenizer(texts, padding=True, truncation=True, max_length=max_length, return_tensors="pt",
                               return_token_type_ids=False)  # fmt: skip
 
     def __call__(self, rows):
+        per_query = 1 + self.hard_negatives
         queries = [row["query"] for row in rows]
-        documents = [text for row in rows for text in (row["positive"], row["negative"])]
-        query_tokens = self.tokens(queries, self.query_max_length)
-        doc_tokens = self.tokens(documents, self.doc_max_length)
-        batch = {
-            "query_input_ids": query_tokens["input_ids"],
-            "query_attention_mask": query_tokens["attention_mask"],
-            "doc_input_ids": doc_tokens["input_ids"].view(len(rows), 2, -1),
-            "doc_attention_mask": doc_tokens["attention_mask"].view(len(rows), 2, -1),
-            "rows": torch.tensor([row["row"] for row in rows]),
-        }
-        if all(column in rows[0] for column in TEACHER_COLUMNS):
-            batch["teacher_scores"] = torch.tensor([[row[c] for c in TEACHER_COLUMNS] for row in rows])
+        documents = [text for row in rows for text in (row["positive"], *negatives_of(row)[: self.hard_negatives])]
+        repeated_queries = [query for query in queries for _ in range(per_query)]
+        batch = {"rows": torch.tensor([row["row"] for row in rows])}
+        if self.pairs:
+            pair_tokens = self.tokenizer(repeated_queries, documents, padding=True, truncation=True,
+                                         max_length=self.query_max_length + self.doc_max_length, return_tensors="pt")
+            batch.update({f"pair_{key}": value for key, value in pair_tokens.items()})
+        else:
+            query_tokens = self.tokens(queries, self.query_max_length)
+            doc_tokens = self.tokens(documents, self.doc_max_length)
+            batch["query_input_ids"] = query_tokens["input_ids"]
+            batch["query_attention_mask"] = query_tokens["attention_mask"]
+            batch["doc_input_ids"] = doc_tokens["input_ids"].view(len(rows), per_query, -1)
+            batch["doc_attention_mask"] = doc_tokens["attention_mask"].view(len(rows), per_query, -1)
+        teacher_scores = [teacher_scores_of(row) for row in rows]
+        if teacher_scores[0] is not None:
+            batch["teacher_scores"] = torch.tensor([scores[:per_query] for scores in teacher_scores])
         if self.teacher_tokenizer is not None:
-            pairs = self.teacher_tokenizer([q for q in queries for _ in range(2)], documents, padding=True,
-                                           truncation=True, max_length=self.teacher_max_length, return_tensors="pt")
+            pairs = self.teacher_tokenizer(repeated_queries, documents, padding=True, truncation=True,
+                                           max_length=self.teacher_max_length, return_tensors="pt")  # fmt: skip
             batch["teacher_inputs"] = dict(pairs)
         return batch

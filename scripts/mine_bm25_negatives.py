@@ -8,7 +8,17 @@ This script indexes the corpus with the same BM25 as `runs/bm25.dev.trec` (bm25s
 first checks that it reproduces that dev run exactly, then writes for the training queries
 - `bm25.train.trec`: their BM25 top-30 (TREC run format), and
 - `triplets.train.jsonl.gz`: the shipped triplets, in the same order, with each negative drawn uniformly (seeded)
-  from the query's top-30 minus its own passage — the candidate distribution dev re-ranks.
+  from the query's top-30 minus its own passage — the candidate distribution dev re-ranks;
+and, when asked,
+- `--selection-queries N`: a selection split carved from the training queries (seeded), for choosing checkpoints,
+  epochs and learning rates without looking at dev: `selection/` is a BEIR folder (links to the corpus and queries,
+  `qrels/selection.tsv`) with `selection/bm25.selection.trec`, the same BM25 top-30 candidates dev has;
+- `--negatives-per-query K`: `listwise.train.jsonl.gz`, one row per training query not in the selection split, in
+  the shipped order: `query`, `positive` and `negatives`, K distinct passages drawn (seeded) from the query's top-30
+  minus its own passage (train with `--hard-negatives k` ≤ K; score with `scripts/teacher_scores.py`).
+
+    python scripts/mine_bm25_negatives.py --output-dir runs/bm25-negatives --selection-queries 500 \
+        --negatives-per-query 8
 """
 
 import argparse
@@ -55,8 +65,14 @@ def main(argv=None):
     parser.add_argument("--data", default=str(DATA), help="BEIR folder with corpus, queries, qrels/train.tsv, triplets")
     parser.add_argument("--depth", type=int, default=30, help="candidates per query, as in the dev run")
     parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--selection-queries", type=int, default=0,
+                        help="carve a selection split of N training queries (excluded from the listwise file)")
+    parser.add_argument("--negatives-per-query", type=int, default=None,
+                        help="also write listwise.train.jsonl.gz with K negatives per query from its top-depth")
     parser.add_argument("--output-dir", required=True)
     args = parser.parse_args(argv)
+    if args.negatives_per_query is not None and not 1 <= args.negatives_per_query < args.depth:
+        parser.error(f"--negatives-per-query must be between 1 and --depth - 1 = {args.depth - 1}")
     data, out = Path(args.data), Path(args.output_dir)
     out.mkdir(parents=True, exist_ok=True)
 
@@ -86,6 +102,36 @@ def main(argv=None):
             mined = dict(triplet, negative=corpus[rng.choice(negatives)])
             gz.write((json.dumps(mined, ensure_ascii=False) + "\n").encode())
     print(f"{out}: {len(triplets)} triplets with BM25 top-{args.depth} negatives (dev run reproduced exactly)")
+    selection = set(random.Random(args.seed + 1).sample(sorted(set(qids)), args.selection_queries))
+    if selection:
+        write_selection_split(data, out / "selection", selection, relevant, dict(zip(qids, hits)))
+        print(f"{out / 'selection'}: {len(selection)} selection queries with their BM25 top-{args.depth}")
+    if args.negatives_per_query:
+        rng = random.Random(args.seed + 2)
+        with open(out / "listwise.train.jsonl.gz", "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as gz:
+            for qid, triplet, ranked in zip(qids, triplets, hits):
+                if qid in selection:
+                    continue
+                negatives = rng.sample([d for d, _ in ranked if d != relevant[qid]], args.negatives_per_query)
+                row = {"query": triplet["query"], "positive": triplet["positive"],
+                       "negatives": [corpus[d] for d in negatives]}  # fmt: skip
+                gz.write((json.dumps(row, ensure_ascii=False) + "\n").encode())
+        print(f"{out / 'listwise.train.jsonl.gz'}: {len(set(qids) - selection)} queries, "
+              f"{args.negatives_per_query} negatives each")
+
+
+def write_selection_split(data: Path, folder: Path, qids: set, relevant: dict, hits: dict):
+    """A BEIR folder for `--dev-data` (split `selection`) and its candidates `bm25.selection.trec`."""
+    (folder / "qrels").mkdir(parents=True, exist_ok=True)
+    for name in ("corpus.jsonl.gz", "queries.jsonl.gz"):
+        link = folder / name
+        if not link.is_symlink():
+            link.symlink_to((data / name).resolve())
+    ordered = [qid for qid in hits if qid in qids]
+    (folder / "qrels" / "selection.tsv").write_text(
+        "query-id\tcorpus-id\tscore\n" + "".join(f"{qid}\t{relevant[qid]}\t1\n" for qid in ordered)
+    )
+    write_trec_run(folder / "bm25.selection.trec", {qid: hits[qid] for qid in ordered}, tag="bm25")
 
 
 if __name__ == "__main__":

@@ -36,3 +36,12 @@ def test_losses_give_gradients_towards_the_teacher():
     scores = torch.tensor([[0.0, 1.0]], requires_grad=True)
     MarginMSELoss()(scores, torch.tensor([[3.0, 0.0]])).backward()
     assert scores.grad[0, 0] < 0 < scores.grad[0, 1]  # raise the positive, lower the negative
+
+
+def test_margin_mse_with_several_negatives_by_hand():
+    scores = torch.tensor([[3.0, 1.0, 0.0]])
+    teacher = torch.tensor([[2.0, 1.0, -2.0]])
+    # student margins (2, 3), teacher margins (1, 4): ((2-1)² + (3-4)²) / 2 = 1
+    assert MarginMSELoss()(scores, teacher).item() == pytest.approx(1.0)
+    # with one negative the same as the pairwise form
+    assert MarginMSELoss()(scores[:, :2], teacher[:, :2]).item() == pytest.approx(1.0)

@@ -113,3 +113,31 @@ def test_a_triplet_whose_query_is_not_a_training_query_is_named_with_its_line(be
     write_gz(data / "triplets.train.jsonl.gz", [*triplets[:2], {**triplets[2], "query": "unknown synopsis"}])
     with pytest.raises(SystemExit, match=r"triplets.train.jsonl.gz:3: query is not a training query"):
         mine_bm25_negatives.main(["--data", str(data), "--depth", str(DEPTH), "--output-dir", str(tmp_path / "out")])
+
+
+def test_selection_split_and_listwise_rows_from_the_top_k(beir, tmp_path):
+    data, corpus, queries, train, triplets = beir
+    out = tmp_path / "out"
+    mine_bm25_negatives.main(["--data", str(data), "--depth", str(DEPTH), "--output-dir", str(out),
+                              "--selection-queries", "4", "--negatives-per-query", "3"])  # fmt: skip
+    from lite_rerank.data import load_beir_rerank_set
+
+    selection = load_beir_rerank_set(out / "selection", out / "selection" / "bm25.selection.trec", "selection")
+    assert len(selection.queries) == 4 and set(selection.queries) <= set(train)
+    for qid in selection.queries:
+        assert selection.qrels[qid] == {f"d{qid[1:]}": 1}
+        assert selection.candidates[qid] == [d for d, _ in naive_bm25_top(queries[qid], corpus, DEPTH)]
+    rows = read_gz(out / "listwise.train.jsonl.gz")
+    kept = [q for q in train if q not in selection.queries]
+    assert [row["query"] for row in rows] == [queries[q] for q in kept]  # the shipped order, selection left out
+    for q, row in zip(kept, rows):
+        allowed = {corpus[d] for d, _ in naive_bm25_top(queries[q], corpus, DEPTH) if d != f"d{q[1:]}"}
+        assert row["positive"] == corpus[f"d{q[1:]}"]
+        assert len(row["negatives"]) == len(set(row["negatives"])) == 3 and set(row["negatives"]) <= allowed
+    # the triplets of the first runs are unchanged by the new outputs
+    again = tmp_path / "again"
+    mine_bm25_negatives.main(["--data", str(data), "--depth", str(DEPTH), "--output-dir", str(again)])
+    assert (again / "triplets.train.jsonl.gz").read_bytes() == (out / "triplets.train.jsonl.gz").read_bytes()
+    with pytest.raises(SystemExit):
+        mine_bm25_negatives.main(["--data", str(data), "--depth", str(DEPTH), "--output-dir", str(tmp_path / "x"),
+                                  "--negatives-per-query", str(DEPTH)])  # fmt: skip

@@ -314,3 +314,25 @@ def test_inference_path_in_blocks_equals_the_training_path(tokenizer, scorer):
         low = model.score_embeddings(queries.bfloat16(), query_mask, docs.bfloat16(), doc_mask)
     assert low.dtype == torch.float32  # summed in float32: no ties manufactured by bf16 rounding
     torch.testing.assert_close(low, reference.detach(), rtol=0.05, atol=0.05)
+
+
+@pytest.mark.parametrize("scorer", ["lite", "maxsim"])
+@pytest.mark.parametrize("count", [3, -1])
+def test_in_batch_negatives_score_each_query_against_other_queries_documents(tokenizer, scorer, count):
+    model = tiny_model(tokenizer=tokenizer, scorer=scorer).eval()
+    docs = [DOCUMENTS[:2], DOCUMENTS[2:], DOCUMENTS[1:3]]  # 3 queries × 2 documents, query-major
+    q_ids, q_mask = tokens(tokenizer, QUERIES, 8)
+    d_ids, d_mask = tokens(tokenizer, [d for pair in docs for d in pair], 24)
+    with torch.no_grad():
+        logits = model(query_input_ids=q_ids, query_attention_mask=q_mask, doc_input_ids=d_ids.view(3, 2, -1),
+                       doc_attention_mask=d_mask.view(3, 2, -1), in_batch_negatives=count).logits  # fmt: skip
+    flat_docs = [d for pair in docs for d in pair]
+    extra = 4 if count == -1 else count
+    assert logits.shape == (3, 2 + extra)
+    for i, query in enumerate(QUERIES):
+        others = [flat_docs[((i + 1 + j // 2) % 3) * 2 + j % 2] for j in range(extra)]  # queries i+1, i+2, cyclic
+        expected = model.compute_score([[query, doc] for doc in docs[i] + others])
+        assert logits[i].tolist() == pytest.approx(expected, abs=1e-5)
+    with pytest.raises(ValueError, match="holds only 4 documents of other queries"):
+        model(query_input_ids=q_ids, query_attention_mask=q_mask, doc_input_ids=d_ids.view(3, 2, -1),
+              doc_attention_mask=d_mask.view(3, 2, -1), in_batch_negatives=5)  # fmt: skip

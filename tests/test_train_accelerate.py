@@ -2,6 +2,7 @@
 
 import itertools
 import json
+import math
 import os
 import signal
 import subprocess
@@ -25,6 +26,16 @@ def train_file(tmp_path_factory):
         for i, (k, q) in enumerate(itertools.islice(itertools.cycle(enumerate(QUERIES)), 24))
     ]
     return write_jsonl(tmp_path_factory.mktemp("data") / "triplets.jsonl", rows)
+
+
+@pytest.fixture(scope="module")
+def listwise_file(tmp_path_factory):
+    rows = [
+        {"query": f"{q} {i}", "positive": DOCUMENTS[(i + k) % 4],
+         "negatives": [DOCUMENTS[(i + k + j) % 4] for j in (1, 2, 3)]}
+        for i, (k, q) in enumerate(itertools.islice(itertools.cycle(enumerate(QUERIES)), 24))
+    ]  # fmt: skip
+    return write_jsonl(tmp_path_factory.mktemp("data") / "listwise.jsonl", rows)
 
 
 @pytest.fixture(scope="module")
@@ -214,3 +225,149 @@ def test_freeze_encoder_steps_train_only_the_scorer_first(tmp_path, tiny_encoder
     fresh = LiteModel.from_encoder(str(tiny_encoder_dir), query_max_length=8, doc_max_length=24, row_hidden_size=48,
                                    col_hidden_size=16)  # fmt: skip
     assert not torch.equal(trained["lite_scorer.out.weight"], fresh.state_dict()["lite_scorer.out.weight"])
+
+
+def test_cross_encoder_student_selects_on_dev_loads_as_a_cross_encoder_and_teaches(
+    tmp_path, tiny_encoder_dir, listwise_file, beir_fixture
+):
+    output = tmp_path / "teacher"
+    launch(tiny_run(
+        tiny_encoder_dir, listwise_file, output, "--scorer", "cross-encoder", "--loss", "ce", "--hard-negatives", "2",
+        "--batch-size", "4", "--max-steps", "4", "--eval-every", "2", "--lr", "1e-3",
+        "--dev-data", str(beir_fixture), "--dev-run", str(beir_fixture / "run.trec"),
+    ), processes=2)  # fmt: skip
+    best = output / "best"
+    summary = json.loads((best / "training_summary.json").read_text())
+    import eval_rerank
+
+    results = eval_rerank.main(["--model", f"CE={best}", "--data", str(beir_fixture), "--run",
+                                str(beir_fixture / "run.trec"), "--no-progress"])  # fmt: skip
+    assert summary["dev"]["mrr@10"] == pytest.approx(results["CE"]["mrr@10"], abs=1e-6)
+    # A plain cross-encoder: AutoModelForSequenceClassification and sentence-transformers CrossEncoder agree.
+    from sentence_transformers import CrossEncoder
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(best)
+    assert tokenizer.model_max_length == 8 + 24  # pairs are cut as in training
+    model = AutoModelForSequenceClassification.from_pretrained(best).eval()
+    pairs = [[QUERIES[0], DOCUMENTS[0]], [QUERIES[1], DOCUMENTS[3]]]
+    with torch.no_grad():
+        logits = model(**tokenizer(*zip(*pairs), padding=True, truncation=True, return_tensors="pt")).logits
+    raw = CrossEncoder(str(best), activation_fn=torch.nn.Identity()).predict(pairs)
+    assert raw.tolist() == pytest.approx(logits.squeeze(-1).tolist(), abs=1e-5)
+    # ... and the teacher of a LITE student: on-the-fly scores of 1 + 2 documents per row, cached.
+    student = tmp_path / "student"
+    launch(tiny_run(tiny_encoder_dir, listwise_file, student, "--loss", "kl", "--hard-negatives", "2",
+                    "--teacher", str(best), "--batch-size", "4", "--max-steps", "2"))  # fmt: skip
+    from lite_rerank.cross_encoder import CrossEncoderScorer
+    from lite_rerank.triplets import load_train_dataset
+
+    record = json.loads((student / "teacher-cache" / "scores.rank0.jsonl").read_text().splitlines()[0])
+    row = load_train_dataset(str(listwise_file))[record["row"]]
+    documents = [row["positive"], *row["negatives"][:2]]
+    expected = CrossEncoderScorer.from_pretrained(best).score([row["query"]] * 3, documents)
+    assert record["scores"] == pytest.approx(expected, abs=1e-4)
+
+
+def test_listwise_ce_with_in_batch_negatives_trains(tmp_path, tiny_encoder_dir, listwise_file):
+    output = tmp_path / "run"
+    launch(tiny_run(tiny_encoder_dir, listwise_file, output, "--loss", "ce", "--hard-negatives", "3",
+                    "--in-batch-negatives", "-1", "--batch-size", "4", "--max-steps", "3"))  # fmt: skip
+    log = [json.loads(line) for line in (output / "metrics.jsonl").read_text().splitlines()]
+    # 1 + 3 own documents and 3 × 4 in-batch ones per query: the loss starts near log(16)
+    assert log[0]["loss"] == pytest.approx(math.log(16), abs=0.3)
+    assert (output / "best" / "model.safetensors").is_file()
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--lr", "-0.001"], "--lr must be greater than 0"),
+        (["--max-steps", "0"], "--max-steps must be greater than 0"),
+        (["--max-steps", "-3"], "--max-steps must be greater than 0"),
+        (["--keep-checkpoints", "0"], "--keep-checkpoints must be greater than 0"),
+        (["--save-every", "0"], "--save-every must be greater than 0"),
+        (["--patience", "-1"], "--patience must be 0 or more"),
+        (["--in-batch-negatives", "4", "--loss", "kl"], "--in-batch-negatives needs --loss ce"),
+        (["--scorer", "cross-encoder", "--in-batch-negatives", "4", "--loss", "ce"], "late-interaction student"),
+    ],
+)
+def test_bad_flag_values_are_refused_by_name(flags, message, capsys):
+    with pytest.raises(SystemExit):
+        train_accelerate.parse_args(flags)
+    assert message in capsys.readouterr().err
+
+
+def test_output_dir_that_is_a_file_is_refused_before_any_work(tmp_path, capsys):
+    (tmp_path / "file").write_text("mine")
+    with pytest.raises(SystemExit):
+        train_accelerate.parse_args(["--output-dir", str(tmp_path / "file")])
+    assert "is a file" in capsys.readouterr().err and (tmp_path / "file").read_text() == "mine"
+
+
+def test_a_run_folder_refuses_other_settings_and_overwrite_waits_for_the_inputs(tmp_path, tiny_encoder_dir, train_file):
+    output = tmp_path / "run"
+    common = ["--loss", "ce", "--batch-size", "4"]
+    launch(tiny_run(tiny_encoder_dir, train_file, output, *common, "--max-steps", "4", "--stop-after", "2"))
+    before = sorted(p.relative_to(output).as_posix() for p in output.rglob("*"))
+    # Resuming with another learning rate would train the old weights under new flags: refused, nothing touched.
+    other = launch(tiny_run(tiny_encoder_dir, train_file, output, *common, "--max-steps", "4", "--lr", "1e-3"),
+                   check=False)  # fmt: skip
+    assert other.returncode != 0 and "--lr 2.8e-05 → 0.001" in other.stderr and "--overwrite-output-dir" in other.stderr
+    assert sorted(p.relative_to(output).as_posix() for p in output.rglob("*")) == before
+    # --overwrite-output-dir with a mistyped data path: the data is checked first, the old run survives.
+    typo = launch(tiny_run(tiny_encoder_dir, tmp_path / "typo.jsonl", output, *common, "--overwrite-output-dir"),
+                  check=False)  # fmt: skip
+    assert typo.returncode != 0 and "typo.jsonl: file not found" in typo.stderr
+    assert sorted(p.relative_to(output).as_posix() for p in output.rglob("*")) == before
+    # A folder with someone else's best/ and no run of ours to continue is not taken over.
+    foreign = tmp_path / "foreign"
+    (foreign / "best").mkdir(parents=True)
+    (foreign / "best" / "notes.txt").write_text("keep")
+    refused = launch(tiny_run(tiny_encoder_dir, train_file, foreign, *common, "--max-steps", "1"), check=False)
+    assert refused.returncode != 0 and "cannot be continued" in refused.stderr
+    assert (foreign / "best" / "notes.txt").read_text() == "keep"
+
+
+def test_a_diverging_run_stops_before_the_weights_turn_non_finite(tmp_path, tiny_encoder_dir, train_file):
+    output = tmp_path / "run"
+    result = launch(tiny_run(tiny_encoder_dir, train_file, output, "--loss", "ce", "--batch-size", "4",
+                             "--max-steps", "50", "--lr", "1e30", "--scorer-lr", "1e30", "--save-every", "1",
+                             "--max-grad-norm", "0"), check=False)  # fmt: skip
+    assert result.returncode != 0 and "not finite" in result.stderr
+    assert not (output / "best").exists()
+    for line in (output / "metrics.jsonl").read_text().splitlines():
+        json.loads(line, parse_constant=lambda name: pytest.fail(f"metrics.jsonl holds {name}"))
+    for checkpoint in (output / "checkpoints").glob("step-*"):
+        weights = load_file(checkpoint / "model.safetensors")
+        assert all(torch.isfinite(value).all() for value in weights.values()), checkpoint.name
+
+
+def test_dev_scores_that_are_not_finite_stop_the_run_and_never_reach_best(tmp_path, tokenizer, beir_fixture):
+    from accelerate import Accelerator
+    from conftest import tiny_model
+
+    from lite_rerank.data import load_rerank_set
+
+    model = tiny_model(tokenizer=tokenizer)
+    with torch.no_grad():
+        model.lite_scorer.out.bias.fill_(float("nan"))
+    args = train_accelerate.parse_args(["--output-dir", str(tmp_path / "run"), "--eval-batch-size", "4"])
+    dev = train_accelerate.DevSelection(args, Accelerator(cpu=True), load_rerank_set(
+        str(beir_fixture), "dev", str(beir_fixture / "run.trec")), tokenizer)  # fmt: skip
+    progress = train_accelerate.TrainingProgress()
+    with pytest.raises(SystemExit, match="dev scores are not finite"):
+        dev.select(model, progress, log=lambda step, record: None)
+    assert not (tmp_path / "run" / "best").exists() and progress.best_mrr == -1.0
+
+
+def test_a_kill_between_the_renames_of_best_is_recovered(tmp_path):
+    from lite_rerank.checkpoints import recover_folder, replace_folder
+
+    best = tmp_path / "best"
+    replace_folder(lambda tmp: (tmp.mkdir(), (tmp / "weights").write_text("v1")), best)
+    best.rename(tmp_path / ".previous-best")  # killed after the first os.replace, before the second
+    recover_folder(best)
+    assert (best / "weights").read_text() == "v1"
+    replace_folder(lambda tmp: (tmp.mkdir(), (tmp / "weights").write_text("v2")), best)
+    assert (best / "weights").read_text() == "v2" and not (tmp_path / ".previous-best").exists()

@@ -106,3 +106,42 @@ def test_collator_tokenises_triplets(tokenizer):
     positive = tokenizer.decode(batch["doc_input_ids"][1, 0], skip_special_tokens=True)
     assert positive == "p two"
     assert batch["teacher_inputs"]["input_ids"].shape[0] == 4  # (query, pos), (query, neg) per row
+
+
+LISTWISE = [
+    {"query": "q one", "positive": "p one", "negatives": ["n1", "n2", "n3"], "teacher_positive": 4.0,
+     "teacher_negatives": [1.0, 2.0, 3.0]},
+    {"query": "q two", "positive": "p two", "negatives": ["m1", "m2"], "teacher_positive": 0.5,
+     "teacher_negatives": [-1.0, 0.25]},
+]  # fmt: skip
+
+
+def test_listwise_rows_give_k_hard_negatives_and_their_teacher_scores(tmp_path, tokenizer):
+    path = write_jsonl(tmp_path / "listwise.jsonl", LISTWISE)
+    data = IndexedTriplets(load_train_dataset(str(path), min_negatives=2))
+    batch = TripletCollator(tokenizer, 8, 16, hard_negatives=2)([data[0], data[1]])
+    assert batch["doc_input_ids"].shape[:2] == (2, 3)
+    decoded = [tokenizer.decode(ids, skip_special_tokens=True) for ids in batch["doc_input_ids"][1]]
+    assert decoded == ["p two", "m1", "m2"]
+    torch.testing.assert_close(batch["teacher_scores"], torch.tensor([[4.0, 1.0, 2.0], [0.5, -1.0, 0.25]]))
+    pairs = TripletCollator(tokenizer, 8, 16, hard_negatives=2, pairs=True)([data[0], data[1]])
+    assert "query_input_ids" not in pairs and pairs["pair_input_ids"].shape[0] == 6
+    first = tokenizer.decode(pairs["pair_input_ids"][4], skip_special_tokens=False).replace(" [PAD]", "")
+    assert first == "[CLS] q two [SEP] m1 [SEP]"
+    assert set(pairs["pair_token_type_ids"][4].tolist()) == {0, 1}  # BERT pair segments
+
+
+@pytest.mark.parametrize(
+    "rows, min_negatives, message",
+    [
+        ([LISTWISE[0], LISTWISE[1]], 3, r"l.jsonl:2: field 'negatives' must be a list of at least 3"),
+        ([{**LISTWISE[0], "teacher_negatives": [1.0]}], 1, r"l.jsonl:1: field 'teacher_negatives' must be a list of 3"),
+        ([{**LISTWISE[0], "negatives": ["n1", "", "n3"]}], 1, r"l.jsonl:1: field 'negatives\[1\]' must be a non-empty"),
+        ([{**LISTWISE[0], "teacher_positive": "NaN"}], 1, r"l.jsonl:1: field 'teacher_positive' must be a finite"),
+        ([{"query": "q", "positive": "p", "negative": "n"}], 2, r"l.jsonl:1: --hard-negatives 2 needs listwise rows"),
+    ],
+)
+def test_bad_listwise_rows_name_file_line_and_field(tmp_path, rows, min_negatives, message):
+    path = write_jsonl(tmp_path / "l.jsonl", rows)
+    with pytest.raises(DataError, match=message):
+        load_train_dataset(str(path), min_negatives=min_negatives)

@@ -1,0 +1,55 @@
+"""Small helpers shared by the scripts and the package (the Hub files keep their own copies to stay self-contained)."""
+
+import contextlib
+import os
+from pathlib import Path
+
+import torch
+
+# Sequences of similar length run together (speed only): a new group starts once a sequence is shorter than
+# LENGTH_GROUP_RATIO × the group's longest and the group holds LENGTH_GROUP_MIN_ROWS sequences. On CPU a batch
+# padded to 230 tokens costs several times one padded to its real ~90.
+LENGTH_GROUP_MIN_ROWS, LENGTH_GROUP_RATIO = 8, 0.75
+
+
+def length_groups(lengths: list[int], min_rows: int = LENGTH_GROUP_MIN_ROWS,
+                  ratio: float = LENGTH_GROUP_RATIO) -> list[list[int]]:  # fmt: skip
+    """Row indices, longest first, cut into groups whose sequences are at least `ratio` × the group's longest."""
+    order = sorted(range(len(lengths)), key=lambda row: -lengths[row])
+    groups = [[order[0]]]
+    for row in order[1:]:
+        group = groups[-1]
+        if len(group) >= min_rows and lengths[row] < ratio * lengths[group[0]]:
+            groups.append([row])
+        else:
+            group.append(row)
+    return groups
+
+
+@contextlib.contextmanager
+def eval_mode(model):
+    """Scores must not depend on dropout: eval for the block, then the previous mode, also after an exception."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was_training)
+
+
+def inference_dtype(device) -> torch.dtype:
+    """float16 on a GPU (half the memory, tensor cores), float32 on CPU (fp16 kernels there are very slow)."""
+    return torch.float16 if torch.device(device).type == "cuda" else torch.float32
+
+
+def write_atomically(path, write) -> Path:
+    """`write(tmp_path)`, then rename it to `path`: a crash never leaves `path` half-written."""
+    path = Path(path)
+    partial = path.with_name(f".partial-{path.name}")
+    write(partial)
+    os.replace(partial, path)
+    return path
+
+
+def write_text_atomically(path, text: str) -> Path:
+    return write_atomically(path, lambda partial: partial.write_text(text))
