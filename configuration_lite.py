@@ -1,31 +1,30 @@
 """LITE (Learnable Late InTEraction) re-ranker configuration.
 
-Self-contained Hub code: imports only `transformers` (and the standard library).
+Self-contained Hub code: imports only `transformers` (and the standard library). Written against the API that
+transformers 4.46 – 5.x share (`PretrainedConfig` with keyword arguments), so the Hub folder loads on the
+transformers its users have.
 """
 
-from typing import Literal
-
-from huggingface_hub.dataclasses import strict
-from transformers import AutoConfig, PreTrainedConfig
+from transformers import AutoConfig, PretrainedConfig
 from transformers.activations import ACT2FN
-from transformers.configuration_utils import SubConfigSpec
 
 LITE_AUTO_MAP = {
     "AutoConfig": "configuration_lite.LiteConfig",
     "AutoModel": "modeling_lite.LiteModel",
     "AutoModelForSequenceClassification": "modeling_lite.LiteModel",
 }
+SCORERS = ("lite", "maxsim")
+DEFAULT_ENCODER = {"model_type": "distilbert"}  # the distilbert-base-uncased architecture
 
 
-@strict(accept_kwargs=True)
-class LiteConfig(PreTrainedConfig):
+class LiteConfig(PretrainedConfig):
     r"""
     Configuration of a [`LiteModel`]: a shared BERT-like encoder, a similarity matrix S = Q·Dᵀ between the query's
     and the document's token embeddings, and a scorer on S (Ji et al. 2024, "Efficient Document Ranking with
     Learnable Late Interactions", arXiv:2406.17968).
 
     Args:
-        encoder_config (`dict` or `PreTrainedConfig`, *optional*):
+        encoder_config (`dict` or `PretrainedConfig`, *optional*):
             Config of the shared encoder, nested and serialised in config.json. Any BERT-like encoder loadable with
             `AutoModel.from_config` works (DistilBERT, BERT, MiniLM). Defaults to the `distilbert-base-uncased`
             architecture (dim 768, 6 layers, vocab 30522).
@@ -58,29 +57,58 @@ class LiteConfig(PreTrainedConfig):
     """
 
     model_type = "lite_reranker"
-    sub_configs_defaults = {"encoder_config": SubConfigSpec(config_class=AutoConfig, model_type="distilbert")}
+    sub_configs = {"encoder_config": AutoConfig}
 
-    encoder_config: dict | PreTrainedConfig | None = None
-    scorer: Literal["lite", "maxsim"] = "lite"
-    query_max_length: int = 30
-    doc_max_length: int = 200
-    row_hidden_size: int = 2400
-    col_hidden_size: int = 360
-    activation: str = "relu"
-    normalize_embeddings: bool = True
-    projection_dim: int | None = None
-    doc_stored_tokens: int | None = None
-    initializer_range: float = 0.02
-    pad_token_id: int = 0
-    cls_token_id: int = 101
-    sep_token_id: int = 102
-
-    def __post_init__(self, **kwargs):
+    def __init__(
+        self,
+        encoder_config=None,
+        scorer: str = "lite",
+        query_max_length: int = 30,
+        doc_max_length: int = 200,
+        row_hidden_size: int = 2400,
+        col_hidden_size: int = 360,
+        activation: str = "relu",
+        normalize_embeddings: bool = True,
+        projection_dim: int | None = None,
+        doc_stored_tokens: int | None = None,
+        initializer_range: float = 0.02,
+        pad_token_id: int = 0,
+        cls_token_id: int = 101,
+        sep_token_id: int = 102,
+        **kwargs,
+    ):
+        if encoder_config is None:
+            encoder_config = dict(DEFAULT_ENCODER)
+        if isinstance(encoder_config, dict):
+            encoder_config = dict(encoder_config)
+            model_type = encoder_config.pop("model_type", None)
+            if model_type is None:
+                raise ValueError("LiteConfig.encoder_config needs a 'model_type' (e.g. 'bert' or 'distilbert').")
+            encoder_config = AutoConfig.for_model(model_type, **encoder_config)
+        if not isinstance(encoder_config, PretrainedConfig):
+            raise ValueError(f"LiteConfig.encoder_config must be a dict or a PretrainedConfig, got "
+                             f"{type(encoder_config).__name__}.")  # fmt: skip
+        # Where the encoder's weights came from is the builder's business (often a local path): not saved.
+        encoder_config._name_or_path = ""
+        self.encoder_config = encoder_config
+        self.scorer = scorer
+        self.query_max_length = query_max_length
+        self.doc_max_length = doc_max_length
+        self.row_hidden_size = row_hidden_size
+        self.col_hidden_size = col_hidden_size
+        self.activation = activation
+        self.normalize_embeddings = normalize_embeddings
+        self.projection_dim = projection_dim
+        self.doc_stored_tokens = doc_stored_tokens
+        self.initializer_range = initializer_range
+        self.cls_token_id = cls_token_id
+        self.sep_token_id = sep_token_id
         # A re-ranker has one output: a raw relevance score, `logits` of shape (batch, 1).
         kwargs.setdefault("num_labels", 1)
-        super().__post_init__(**kwargs)
+        super().__init__(pad_token_id=pad_token_id, **kwargs)
         if getattr(self, "auto_map", None) is None:
             self.auto_map = dict(LITE_AUTO_MAP)
+        self.validate_architecture()
 
     @property
     def hidden_size(self) -> int:
@@ -94,21 +122,34 @@ class LiteConfig(PreTrainedConfig):
 
     @property
     def doc_scored_tokens(self) -> int:
-        """Number of document vectors per document the scorer sees (and a cache stores)."""
+        """Number of document vectors per document the scorer sees (and a cache stores): K, or L2 without Small-LITE."""
         return self.doc_stored_tokens or self.doc_max_length
 
+    def to_dict(self):
+        output = super().to_dict()
+        output["encoder_config"] = self.encoder_config.to_dict()  # nested as a plain dict, on every release
+        output["encoder_config"].pop("_name_or_path", None)
+        output.pop("_attn_implementation_autoset", None)
+        return output
+
     def validate_architecture(self):
-        """Part of `@strict` validation: every field is checked when the config is built or loaded."""
-        # A sequence needs room for [CLS] and [SEP].
-        minimums = {"query_max_length": 2, "doc_max_length": 2, "row_hidden_size": 1, "col_hidden_size": 1}
-        for name, minimum in minimums.items():
-            if getattr(self, name) < minimum:
-                raise ValueError(f"LiteConfig.{name} must be at least {minimum}, got {getattr(self, name)}.")
+        """Every field is checked when the config is built or loaded: a bad value fails here, by name."""
+        if self.scorer not in SCORERS:
+            raise ValueError(f"LiteConfig.scorer must be one of {list(SCORERS)}, got {self.scorer!r}.")
+        for name in ("query_max_length", "doc_max_length", "row_hidden_size", "col_hidden_size"):
+            value = getattr(self, name)
+            minimum = 2 if name.endswith("max_length") else 1  # a sequence needs room for [CLS] and [SEP]
+            if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+                raise ValueError(f"LiteConfig.{name} must be an integer of at least {minimum}, got {value!r}.")
         if self.activation not in ACT2FN:
             raise ValueError(f"LiteConfig.activation={self.activation!r} is unknown; use one of {sorted(ACT2FN)}.")
-        if self.projection_dim is not None and self.projection_dim < 1:
+        if not isinstance(self.normalize_embeddings, bool):
+            raise ValueError(f"LiteConfig.normalize_embeddings must be true or false, got {self.normalize_embeddings!r}.")
+        if self.projection_dim is not None and (not isinstance(self.projection_dim, int) or self.projection_dim < 1):
             raise ValueError(f"LiteConfig.projection_dim must be a positive integer or None, got {self.projection_dim}.")
-        if self.doc_stored_tokens is not None and not 1 <= self.doc_stored_tokens <= self.doc_max_length:
+        if self.doc_stored_tokens is not None and not (
+            isinstance(self.doc_stored_tokens, int) and 1 <= self.doc_stored_tokens <= self.doc_max_length
+        ):
             raise ValueError(
                 f"LiteConfig.doc_stored_tokens must be between 1 and doc_max_length={self.doc_max_length} "
                 f"(it compresses the encoded document tokens), got {self.doc_stored_tokens}."

@@ -5,17 +5,27 @@ similarity matrix S = Q·Dᵀ (L1 × L2) is scored either by the separable LITE 
 axis, a column MLP over the query axis, a linear map of the flattened matrix to one score) or by ColBERT's MaxSim
 (Σ_i max_j S_ij).
 
-Self-contained Hub code: imports only torch, transformers and `.configuration_lite`.
+Self-contained Hub code: imports only torch, transformers and `.configuration_lite`, and runs on transformers 4.46
+to 5.x (features are detected, not assumed).
+
+Layout: the scorers (one call signature, `(similarity, doc_mask) → scores`), token-batch helpers, the text API
+(a mixin: tokenizer, `compute_score`, `rerank`, `from_encoder`), the `LitePreTrainedModel` base, and `LiteModel`.
 """
+
+import functools
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from transformers import AutoModel, AutoTokenizer, PreTrainedModel
-from transformers import initialization as init
 from transformers.activations import ACT2FN
 from transformers.modeling_outputs import SequenceClassifierOutput
 from transformers.utils.logging import tqdm
+
+try:  # transformers 5: initialisers that leave weights loaded from a checkpoint alone
+    from transformers import initialization as init
+except ImportError:  # transformers 4: `_init_weights` only ever sees modules whose weights were not loaded
+    init = nn.init
 
 try:
     from .configuration_lite import LiteConfig
@@ -26,9 +36,19 @@ except ImportError:  # imported as a top-level module (a local checkout) rather 
 # the pair convention rebuilds the segments itself, and the encoder's internals are not exposed.
 _IGNORED_FORWARD_KWARGS = {"token_type_ids", "output_attentions", "output_hidden_states"}
 
+# ---------------------------------------------------------------------------------------------- scorers
+# Both scorers take `similarity` (batch, q, w): the first q ≤ L1 query rows and the first w ≤ K document columns of
+# the L1 × K matrix S, whose remaining rows and columns are zero padding (padded token vectors are zero), and
+# `doc_mask` (batch or 1, ≥ w), True at real document positions. They return scores (batch,), summed at least in
+# float32 (bf16 rounding would otherwise create ties).
+
 
 class LiteMLP(nn.Module):
-    """Two layers, each Linear → activation → LayerNorm, along the last axis: size → hidden_size → size."""
+    """Two layers, each Linear → activation → LayerNorm, along the last axis: size → hidden_size → size.
+
+    The input may hold only its first `width` ≤ size positions, the rest being zeros: the first layer then reads only
+    those columns of its weight (the same result, less work). The output always has `size` positions.
+    """
 
     def __init__(self, size: int, hidden_size: int, activation: str):
         super().__init__()
@@ -39,9 +59,13 @@ class LiteMLP(nn.Module):
         self.act = ACT2FN[activation]
         self.relu = activation == "relu"
 
+    def first_layer(self, x: torch.Tensor) -> torch.Tensor:
+        weight = self.dense_in.weight
+        return F.linear(x, weight if x.shape[-1] == weight.shape[1] else weight[:, : x.shape[-1]], self.dense_in.bias)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if torch.is_grad_enabled():
-            x = self.norm_in(self.act(self.dense_in(x)))
+            x = self.norm_in(self.act(self.first_layer(x)))
             return self.norm_out(self.act(self.dense_out(x)))
         return self.infer(x)
 
@@ -49,14 +73,14 @@ class LiteMLP(nn.Module):
         """Inference: forward's maths in fewer passes over the large hidden activation. It is rectified in place and
         norm_in is folded into dense_out, (h @ (W·γ)ᵀ − μ·Σ(W·γ)) / σ + (W·β + b), so LayerNorm's centring and
         scaling touch only the output (hidden_size / size times smaller). With `transposed_output`, x is 2-D
-        (rows, size) and the result is (size, rows): for a small `size`, that layout keeps the elementwise work on
+        (rows, width) and the result is (size, rows): for a small `size`, that layout keeps the elementwise work on
         long contiguous rows."""
-        hidden = self.dense_in(x)
+        hidden = self.first_layer(x)
         hidden = hidden.relu_() if self.relu else self.act(hidden)
         mean, rstd = _mean_rstd(hidden, -1, self.norm_in.eps)  # (..., 1), float32
         weight = self.dense_out.weight * self.norm_in.weight  # (size, hidden)
         shift = self.dense_out.weight @ self.norm_in.bias + self.dense_out.bias  # (size,)
-        weight_sums = weight.sum(dim=1).float()
+        weight_sums = weight.sum(dim=1).to(mean.dtype)
         if transposed_output:
             out = weight @ hidden.T  # (size, rows)
             mean, rstd, weight_sums, shift = mean.T, rstd.T, weight_sums.unsqueeze(1), shift.unsqueeze(1)
@@ -71,341 +95,197 @@ class LiteMLP(nn.Module):
         return out.mul_(self.norm_out.weight.unsqueeze(1)).add_(self.norm_out.bias.unsqueeze(1))
 
 
+def _accumulation_dtype(dtype: torch.dtype) -> torch.dtype:
+    """float32 for half precision (statistics and sums that must not round), the dtype itself otherwise."""
+    return torch.promote_types(dtype, torch.float32)
+
+
 def _mean_rstd(x: torch.Tensor, axis: int, eps: float):
-    """float32 mean and 1/std of x along `axis` (kept as a size-1 axis). Sums and norms along the last axis, and
-    ones-vector products along the first: on CPU both are far faster than torch.var_mean in bf16."""
-    width = x.shape[axis]
+    """Mean and 1/std of x along `axis` (kept as a size-1 axis), at least in float32. Sums and norms along the last
+    axis, and ones-vector products along the first: on CPU both are far faster than torch.var_mean in bf16."""
+    width, dtype = x.shape[axis], _accumulation_dtype(x.dtype)
     if axis == 0:
         ones = x.new_ones(1, width)
         total, total_square = ones @ x, ones @ (x * x)
     else:
         total = x.sum(dim=axis, keepdim=True)
-        total_square = torch.linalg.vector_norm(x, dim=axis, keepdim=True).float().square()
-    mean = total.float() / width
-    variance = (total_square.float() / width - mean.square()).clamp_min(0)
+        total_square = torch.linalg.vector_norm(x, dim=axis, keepdim=True).to(dtype).square()
+    mean = total.to(dtype) / width
+    variance = (total_square.to(dtype) / width - mean.square()).clamp_min(0)
     return mean, torch.rsqrt(variance + eps)
 
 
 class LiteSeparableScorer(nn.Module):
-    """Separable LITE: row MLP on every row of S, then column MLP on every column, then Linear(L1·L2 → 1)."""
+    """Separable LITE: the row MLP on every row of S (over the document axis), the column MLP on every column (over
+    the query axis), then Linear(L1·K → 1).
+
+    Padding costs nothing and changes nothing: a padded query row of S is all zeros, so the row MLP maps it to one
+    constant row, computed once per call and broadcast; padded document columns are zeros the row MLP's first layer
+    skips. Only the column MLP and the output map see the full L1 × K.
+    """
 
     def __init__(self, config: LiteConfig):
         super().__init__()
-        query_len, doc_len = config.query_max_length, config.doc_scored_tokens
-        self.row_mlp = LiteMLP(doc_len, config.row_hidden_size, config.activation)
-        self.col_mlp = LiteMLP(query_len, config.col_hidden_size, config.activation)
-        self.out = nn.Linear(query_len * doc_len, 1)
+        self.query_length, self.doc_length = config.query_max_length, config.doc_scored_tokens
+        self.row_mlp = LiteMLP(self.doc_length, config.row_hidden_size, config.activation)
+        self.col_mlp = LiteMLP(self.query_length, config.col_hidden_size, config.activation)
+        self.out = nn.Linear(self.query_length * self.doc_length, 1)
 
-    def forward(self, similarity: torch.Tensor) -> torch.Tensor:
-        # similarity: (batch, q_len, d_len)
-        rows = self.row_mlp(similarity)  # (batch, q_len, d_len)
+    def forward(self, similarity: torch.Tensor, doc_mask: torch.Tensor | None = None) -> torch.Tensor:
+        batch, real_rows, width = similarity.shape
+        rows = self.row_mlp(similarity)  # (batch, real_rows, K)
+        if real_rows < self.query_length:
+            padding_row = self.row_mlp(similarity.new_zeros(1, 1, width))  # (1, 1, K): what every zero row becomes
+            rows = torch.cat([rows, padding_row.expand(batch, self.query_length - real_rows, -1)], dim=1)
         if torch.is_grad_enabled():
-            cols = self.col_mlp(rows.transpose(1, 2))  # (batch, d_len, q_len)
-            return self.out(cols.flatten(1)).squeeze(-1)  # (batch,)
-        # Inference: the column MLP writes its output query-major, (q_len, batch · d_len), where the elementwise work
-        # runs on long rows; the final sum is in float32 so that bf16/fp16 scorers do not create ties.
-        batch, q_len, d_len = rows.shape
+            cols = self.col_mlp(rows.transpose(1, 2))  # (batch, K, L1)
+            return self.out(cols.flatten(1)).squeeze(-1)  # `out` reads the (K, L1) flattening
+        # Inference: the column MLP writes its output query-major, (L1, batch · K), where the elementwise work runs
+        # on long rows; the final sum is in float32 so that bf16/fp16 scorers do not create ties.
+        q_len, d_len = self.query_length, self.doc_length
         cols = self.col_mlp.infer(rows.transpose(1, 2).reshape(batch * d_len, q_len), transposed_output=True)
-        weight = self.out.weight.view(d_len, q_len).T.float()  # `out` reads the (d_len, q_len) flattening
-        return (cols.view(q_len, batch, d_len).float() * weight.unsqueeze(1)).sum(dim=(0, 2)) + self.out.bias.float()
+        dtype = _accumulation_dtype(cols.dtype)
+        weight = self.out.weight.view(d_len, q_len).T.to(dtype)
+        return (cols.view(q_len, batch, d_len).to(dtype) * weight.unsqueeze(1)).sum(dim=(0, 2)) + self.out.bias.to(dtype)
 
 
-def maxsim(similarity: torch.Tensor, doc_mask: torch.Tensor) -> torch.Tensor:
-    """ColBERT's Σ_i max_j S_ij over real document tokens; padded query rows are all-zero and add nothing."""
-    # similarity: (batch, q_len, d_len); doc_mask: (batch or 1, d_len)
-    masked = similarity.masked_fill(~doc_mask.unsqueeze(1), float("-inf"))
-    return masked.max(dim=-1).values.float().sum(dim=-1)  # (batch,), summed in float32
+class MaxSimScorer(nn.Module):
+    """ColBERT's MaxSim, Σ_i max_j S_ij over the real document tokens; no parameters. Padded query rows are all zero
+    and add nothing."""
+
+    def __init__(self, config: LiteConfig | None = None):
+        super().__init__()
+
+    def forward(self, similarity: torch.Tensor, doc_mask: torch.Tensor) -> torch.Tensor:
+        masked = similarity.masked_fill(~doc_mask[:, : similarity.shape[-1]].unsqueeze(1), float("-inf"))
+        best = masked.max(dim=-1).values
+        return best.to(_accumulation_dtype(best.dtype)).sum(dim=-1)  # half precision is summed in float32
 
 
-class LiteModel(PreTrainedModel):
-    """LITE re-ranker. `logits` (batch, 1) are raw relevance scores; higher means more relevant.
+_MAXSIM = MaxSimScorer()
 
-    Calling conventions (same scores):
-      - dual: `forward(query_input_ids, query_attention_mask, doc_input_ids, doc_attention_mask)`; with
-        `doc_input_ids` of shape (batch, n, seq) each query is encoded once and scored against its n documents,
-        giving `logits` (batch, n) (training on positives and negatives); `in_batch_negatives=N` also scores each
-        query against N documents of the other queries in the batch (-1: all), giving `logits` (batch, n + N);
-      - pair (cross-encoder): `forward(input_ids, attention_mask)` on `[CLS] query [SEP] doc [SEP]`.
-    Late-interaction API: `encode_queries`, `encode_documents`, `score_embeddings`.
-    Text API: `compute_score(pairs)`, `rerank(query, documents)`.
-    """
+# ---------------------------------------------------------------------------------------------- token batches
 
-    config_class = LiteConfig
-    base_model_prefix = "lite"
-    main_input_name = "input_ids"
-    _supports_sdpa = True
-    # Length grouping inside a batch (speed only): a new group starts once a sequence is shorter than
-    # length_group_ratio × the group's longest and the group holds length_group_min_rows sequences.
-    length_group_min_rows = 8
-    length_group_ratio = 0.75
-    # Candidates scored per block at inference (speed only).
-    inference_block = 64
 
-    def __init__(self, config: LiteConfig):
-        super().__init__(config)
-        self.encoder = AutoModel.from_config(config.encoder_config)
-        if getattr(self.encoder, "pooler", None) is not None:
-            # Never used; left in, DDP would fail on parameters that get no gradient.
-            self.encoder.pooler = None
-        self.projection = (
-            nn.Linear(config.hidden_size, config.projection_dim) if config.projection_dim is not None else None
-        )
-        self.doc_compressor = (
-            nn.Linear(config.doc_max_length, config.doc_stored_tokens, bias=False)
-            if config.doc_stored_tokens is not None
-            else None
-        )
-        self.lite_scorer = LiteSeparableScorer(config) if config.scorer == "lite" else None
-        self._tokenizer = None
-        self.post_init()
+def check_token_batch(input_ids, attention_mask, name: str):
+    """Validated (ids, mask): 2-D integer ids, a right-padded mask of the same shape, at least one token per row."""
+    if not isinstance(input_ids, torch.Tensor) or input_ids.dim() != 2 or input_ids.is_floating_point():
+        shape = tuple(input_ids.shape) if isinstance(input_ids, torch.Tensor) else type(input_ids).__name__
+        raise ValueError(f"{name} must be a 2-D integer tensor (batch, seq_len) of token ids, got {shape}.")
+    if input_ids.shape[0] == 0 or input_ids.shape[1] == 0:
+        raise ValueError(f"{name} is empty (shape {tuple(input_ids.shape)}).")
+    if attention_mask is None:
+        attention_mask = torch.ones_like(input_ids)
+    if attention_mask.shape != input_ids.shape:
+        raise ValueError(f"{name}: attention mask shape {tuple(attention_mask.shape)} differs from ids shape "
+                         f"{tuple(input_ids.shape)}.")  # fmt: skip
+    attention_mask = attention_mask.to(torch.long)
+    if (attention_mask[:, 1:] > attention_mask[:, :-1]).any():
+        raise ValueError(f"{name}: LITE expects right-padded sequences (attention mask 1…1 0…0).")
+    if (attention_mask[:, 0] == 0).any():
+        raise ValueError(f"{name}: row {torch.nonzero(attention_mask[:, 0] == 0)[0].item()} has no tokens.")
+    return input_ids, attention_mask
 
-    @torch.no_grad()
-    def _init_weights(self, module):
-        if module is self.doc_compressor:
-            # Start as block averaging: stored vector k is the mean of the k-th contiguous run of token positions.
-            stored, positions = module.weight.shape
-            block = torch.arange(positions) * stored // positions
-            averaging = F.one_hot(block, stored).T.float()
-            init.copy_(module.weight, averaging / averaging.sum(dim=1, keepdim=True))
+
+def fit_to_length(input_ids, attention_mask, max_length: int, sep_token_id: int):
+    """Drop all-padding columns and truncate to `max_length` like a tokenizer: first max_length-1 tokens + [SEP]."""
+    lengths = attention_mask.sum(dim=1)
+    longest = int(lengths.max())
+    if longest > max_length:
+        input_ids = input_ids[:, :max_length].clone()
+        input_ids[lengths > max_length, max_length - 1] = sep_token_id
+        return input_ids, attention_mask[:, :max_length]
+    return input_ids[:, :longest], attention_mask[:, :longest]
+
+
+def split_pairs(input_ids, attention_mask, cls_token_id: int, sep_token_id: int, pad_token_id: int):
+    """`[CLS] query [SEP] doc [SEP]` → query ids `[CLS] query [SEP]` and document ids `[CLS] doc [SEP]` (+ masks)."""
+    input_ids, attention_mask = check_token_batch(input_ids, attention_mask, "input_ids")
+    is_sep = (input_ids == sep_token_id) & attention_mask.bool()
+    if not is_sep.any(dim=1).all():
+        row = torch.nonzero(~is_sep.any(dim=1))[0].item()
+        raise ValueError(f"input_ids row {row} has no [SEP] (id {sep_token_id}); pair mode expects "
+                         "`[CLS] query [SEP] doc [SEP]`.")  # fmt: skip
+    first_sep = is_sep.int().argmax(dim=1)  # (batch,)
+    doc_lengths = attention_mask.sum(dim=1) - first_sep  # [CLS] + everything after the first [SEP]
+    if (doc_lengths < 2).any():
+        raise ValueError(f"input_ids row {torch.nonzero(doc_lengths < 2)[0].item()} has no document after its first [SEP].")
+    positions = torch.arange(input_ids.shape[1], device=input_ids.device)
+    query_mask = positions < (first_sep + 1).unsqueeze(1)
+    doc_mask = positions < doc_lengths.unsqueeze(1)
+    doc_ids = input_ids.gather(1, (first_sep.unsqueeze(1) + positions).clamp(max=input_ids.shape[1] - 1))
+    doc_ids[:, 0] = cls_token_id
+    query_ids = input_ids.masked_fill(~query_mask, pad_token_id)
+    return query_ids, query_mask.long(), doc_ids.masked_fill(~doc_mask, pad_token_id), doc_mask.long()
+
+
+def length_groups(lengths: list[int], min_rows: int, ratio: float) -> list[list[int]]:
+    """Row indices, longest first, cut into groups whose sequences are at least `ratio` × the group's longest."""
+    order = sorted(range(len(lengths)), key=lambda row: -lengths[row])
+    groups = [[order[0]]]
+    for row in order[1:]:
+        group = groups[-1]
+        if len(group) >= min_rows and lengths[row] < ratio * lengths[group[0]]:
+            groups.append([row])
         else:
-            super()._init_weights(module)
+            group.append(row)
+    return groups
 
-    # ------------------------------------------------------------------ tokens → scorer inputs
 
-    def _check_token_batch(self, input_ids, attention_mask, name: str):
-        if not isinstance(input_ids, torch.Tensor) or input_ids.dim() != 2 or input_ids.is_floating_point():
-            shape = tuple(input_ids.shape) if isinstance(input_ids, torch.Tensor) else type(input_ids).__name__
-            raise ValueError(f"{name} must be a 2-D integer tensor (batch, seq_len) of token ids, got {shape}.")
-        if input_ids.shape[0] == 0 or input_ids.shape[1] == 0:
-            raise ValueError(f"{name} is empty (shape {tuple(input_ids.shape)}).")
-        if attention_mask is None:
-            attention_mask = torch.ones_like(input_ids)
-        if attention_mask.shape != input_ids.shape:
-            raise ValueError(
-                f"{name}: attention mask shape {tuple(attention_mask.shape)} differs from ids shape "
-                f"{tuple(input_ids.shape)}."
-            )
-        attention_mask = attention_mask.to(torch.long)
-        if (attention_mask[:, 1:] > attention_mask[:, :-1]).any():
-            raise ValueError(f"{name}: LITE expects right-padded sequences (attention mask 1…1 0…0).")
-        if (attention_mask[:, 0] == 0).any():
-            empty = torch.nonzero(attention_mask[:, 0] == 0)[0].item()
-            raise ValueError(f"{name}: row {empty} has no tokens.")
-        return input_ids, attention_mask
+def in_batch_candidates(batch: int, docs_per_query: int, count: int, device) -> torch.Tensor:
+    """(batch, count) indices into the batch's documents (query-major, `docs_per_query` each): for query i, the
+    documents of queries i+1, i+2, … (cyclically), never its own; count -1 takes all of them."""
+    available = (batch - 1) * docs_per_query
+    if count > available:
+        raise ValueError(f"in_batch_negatives={count}, but a batch of {batch} queries holds only {available} "
+                         "documents of other queries.")  # fmt: skip
+    count = available if count == -1 else count
+    j = torch.arange(count, device=device)
+    queries = torch.arange(batch, device=device).unsqueeze(1)
+    return ((queries + 1 + j // docs_per_query) % batch) * docs_per_query + j % docs_per_query
 
-    def _fit_to_length(self, input_ids, attention_mask, max_length: int, name: str):
-        """Drop all-padding columns and truncate to `max_length` like a tokenizer: first max_length-1 tokens + [SEP]."""
-        input_ids, attention_mask = self._check_token_batch(input_ids, attention_mask, name)
-        lengths = attention_mask.sum(dim=1)
-        longest = int(lengths.max())
-        if longest > max_length:
-            input_ids = input_ids[:, :max_length].clone()
-            overlong = lengths > max_length
-            input_ids[overlong, max_length - 1] = self.config.sep_token_id
-            return input_ids, attention_mask[:, :max_length]
-        return input_ids[:, :longest], attention_mask[:, :longest]
 
-    def _run_encoder(self, input_ids, attention_mask):
-        """Encoder hidden states (batch, seq, hidden); a batch of mixed lengths is encoded in groups of similar length,
-        each padded only to its own longest sequence (results are the same, the padding compute is not)."""
-        lengths = attention_mask.sum(dim=1)
-        groups = _length_groups(lengths.tolist(), self.length_group_min_rows, self.length_group_ratio)
-        if len(groups) == 1:
-            return self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-        outputs = []
-        for rows in groups:
-            rows = torch.tensor(rows, device=input_ids.device)
-            longest = int(lengths[rows].max())
-            hidden = self.encoder(input_ids=input_ids[rows, :longest], attention_mask=attention_mask[rows, :longest])
-            outputs.append(F.pad(hidden.last_hidden_state, (0, 0, 0, input_ids.shape[1] - longest)))
-        order = torch.tensor([row for rows in groups for row in rows], device=input_ids.device)
-        return torch.cat(outputs)[torch.argsort(order)]  # back to the batch's order
+def _is_text(value) -> bool:
+    return isinstance(value, str) or (isinstance(value, (list, tuple)) and len(value) > 0 and isinstance(value[0], str))
 
-    def _encode_tokens(self, input_ids, attention_mask, max_length: int, name: str):
-        input_ids, attention_mask = self._fit_to_length(input_ids, attention_mask, max_length, name)
-        hidden = self._run_encoder(input_ids, attention_mask)  # (batch, seq, hidden)
-        if self.projection is not None:
-            hidden = self.projection(hidden)  # (batch, seq, proj_dim)
-        hidden = hidden * attention_mask.unsqueeze(-1).to(hidden.dtype)  # padded positions add nothing to S
-        # Fixed length after encoding: a sequence's vectors never depend on the batch's padding.
-        pad = max_length - hidden.shape[1]
-        hidden = F.pad(hidden, (0, 0, 0, pad))  # (batch, max_length, dim)
-        mask = F.pad(attention_mask, (0, pad)).bool()  # (batch, max_length)
-        return hidden, mask
 
-    def _normalize(self, vectors, mask):
-        if not self.config.normalize_embeddings:
-            return vectors
-        # float32: fp16 cannot hold normalize's epsilon, and all-zero padded vectors must stay zero, not NaN.
-        normalized = F.normalize(vectors.float(), dim=-1) * mask.unsqueeze(-1)
-        return normalized.to(vectors.dtype)
+def accepts_text(kind: str):
+    """Lets an `(input_ids, attention_mask)` method also take a string or a list of strings, tokenised with the
+    model's tokenizer to the query (`kind="query"`) or document length."""
 
-    def encode_queries(self, input_ids, attention_mask=None):
-        """Token ids → (query vectors (batch, L1, dim), mask (batch, L1)), exactly what the scorer consumes.
+    def decorate(method):
+        @functools.wraps(method)
+        def wrapper(self, input_ids, attention_mask=None):
+            if _is_text(input_ids):
+                input_ids, attention_mask = self._tokenize(input_ids, kind)
+            return method(self, input_ids, attention_mask)
 
-        `input_ids` may also be a string or a list of strings (tokenised with the model's tokenizer).
-        """
-        if _is_text(input_ids):
-            input_ids, attention_mask = self._tokenize(input_ids, self.config.query_max_length)
-        vectors, mask = self._encode_tokens(input_ids, attention_mask, self.config.query_max_length, "query")
-        return self._normalize(vectors, mask), mask
+        return wrapper
 
-    def encode_documents(self, input_ids, attention_mask=None):
-        """Token ids → (document vectors (batch, K, dim), mask (batch, K)); K = doc_stored_tokens or L2.
+    return decorate
 
-        This is what a document-embedding cache stores. `input_ids` may also be a string or a list of strings.
-        """
-        if _is_text(input_ids):
-            input_ids, attention_mask = self._tokenize(input_ids, self.config.doc_max_length)
-        vectors, mask = self._encode_tokens(input_ids, attention_mask, self.config.doc_max_length, "document")
-        if self.doc_compressor is not None:
-            vectors = self.doc_compressor(vectors.transpose(1, 2)).transpose(1, 2)  # (batch, K, dim)
-            mask = torch.ones(vectors.shape[:2], dtype=torch.bool, device=vectors.device)
-        return self._normalize(vectors, mask), mask
 
-    def score_embeddings(self, query_embeddings, query_mask, doc_embeddings, doc_mask):
-        """Scores (batch,) from `encode_queries` / `encode_documents` outputs.
+# ---------------------------------------------------------------------------------------------- text API
 
-        A batch of 1 on either side broadcasts: one query against many cached documents costs one matmul.
-        `query_mask` is accepted for symmetry: padded query vectors are zero and add nothing to S.
-        `doc_mask` may be None when every document position is real.
-        """
-        for name, tensor in (("query_embeddings", query_embeddings), ("doc_embeddings", doc_embeddings)):
-            if not isinstance(tensor, torch.Tensor) or tensor.dim() != 3:
-                raise ValueError(f"{name} must be a 3-D tensor (batch, tokens, dim); see encode_queries/encode_documents.")
-        expected = {
-            "query_embeddings": (query_embeddings, self.config.query_max_length),
-            "doc_embeddings": (doc_embeddings, self.config.doc_scored_tokens),
-        }
-        for name, (tensor, tokens) in expected.items():
-            if tensor.shape[1] != tokens or tensor.shape[2] != self.config.embedding_dim:
-                raise ValueError(
-                    f"{name} has shape {tuple(tensor.shape)}; this model expects (batch, {tokens}, "
-                    f"{self.config.embedding_dim})."
-                )
-        q_batch, d_batch = query_embeddings.shape[0], doc_embeddings.shape[0]
-        if q_batch != d_batch and 1 not in (q_batch, d_batch):
-            raise ValueError(f"{q_batch} queries cannot be scored against {d_batch} documents (equal sizes, or one of them 1).")
-        doc_embeddings = doc_embeddings.to(query_embeddings.dtype)
-        similarity = self.similarity(query_embeddings, doc_embeddings)
-        if doc_mask is None:
-            doc_mask = torch.ones(doc_embeddings.shape[:2], dtype=torch.bool, device=similarity.device)
-        return self.score_similarity(similarity, doc_mask.to(similarity.device))
 
-    @staticmethod
-    def similarity(query_embeddings, doc_embeddings):
-        """S = Q·Dᵀ, (batch, L1, K). One query against many documents is a single (n·K × dim) @ (dim × L1) GEMM."""
-        if query_embeddings.shape[0] == 1 and doc_embeddings.shape[0] > 1:
-            docs, tokens, dim = doc_embeddings.shape
-            flat = doc_embeddings.reshape(docs * tokens, dim) @ query_embeddings[0].T  # (n·K, L1)
-            return flat.view(docs, tokens, -1).transpose(1, 2).contiguous()
-        return torch.matmul(query_embeddings, doc_embeddings.transpose(1, 2))
+class LiteTextMixin:
+    """Text in, scores out: the tokenizer saved next to the weights, `compute_score`, `rerank`, `from_encoder`."""
 
-    def score_similarity(self, similarity, doc_mask):
-        """The scorer on S (batch, L1, K), zeros at padded positions; `doc_mask` (batch or 1, K) matters to MaxSim.
-
-        At inference, candidates go through the scorer in blocks that keep its (block·L1 × hidden) activations
-        cache-sized; training scores the whole batch at once.
-        """
-        if torch.is_grad_enabled() or similarity.shape[0] <= self.inference_block:
-            return self._scorer(similarity, doc_mask)
-        blocks = []
-        for start in range(0, similarity.shape[0], self.inference_block):
-            part = slice(start, start + self.inference_block)
-            blocks.append(self._scorer(similarity[part], doc_mask if doc_mask.shape[0] == 1 else doc_mask[part]))
-        return torch.cat(blocks)
-
-    def _scorer(self, similarity, doc_mask):
-        return maxsim(similarity, doc_mask) if self.lite_scorer is None else self.lite_scorer(similarity)
-
-    def split_pairs(self, input_ids, attention_mask=None):
-        """`[CLS] query [SEP] doc [SEP]` → query ids `[CLS] query [SEP]` and document ids `[CLS] doc [SEP]` (+ masks)."""
-        input_ids, attention_mask = self._check_token_batch(input_ids, attention_mask, "input_ids")
-        sep, cls, pad = self.config.sep_token_id, self.config.cls_token_id, self.config.pad_token_id
-        is_sep = (input_ids == sep) & attention_mask.bool()
-        if not is_sep.any(dim=1).all():
-            row = torch.nonzero(~is_sep.any(dim=1))[0].item()
-            raise ValueError(f"input_ids row {row} has no [SEP] (id {sep}); pair mode expects `[CLS] query [SEP] doc [SEP]`.")
-        first_sep = is_sep.int().argmax(dim=1)  # (batch,)
-        lengths = attention_mask.sum(dim=1)
-        doc_lengths = lengths - first_sep  # [CLS] + everything after the first [SEP]
-        if (doc_lengths < 2).any():
-            row = torch.nonzero(doc_lengths < 2)[0].item()
-            raise ValueError(f"input_ids row {row} has no document after its first [SEP].")
-        positions = torch.arange(input_ids.shape[1], device=input_ids.device)
-        query_mask = positions < (first_sep + 1).unsqueeze(1)
-        doc_mask = positions < doc_lengths.unsqueeze(1)
-        gather_at = (first_sep.unsqueeze(1) + positions).clamp(max=input_ids.shape[1] - 1)
-        doc_ids = input_ids.gather(1, gather_at)
-        doc_ids[:, 0] = cls
-        query_ids = input_ids.masked_fill(~query_mask, pad)
-        doc_ids = doc_ids.masked_fill(~doc_mask, pad)
-        return query_ids, query_mask.long(), doc_ids, doc_mask.long()
-
-    def forward(
-        self,
-        input_ids: torch.Tensor | None = None,
-        attention_mask: torch.Tensor | None = None,
-        query_input_ids: torch.Tensor | None = None,
-        query_attention_mask: torch.Tensor | None = None,
-        doc_input_ids: torch.Tensor | None = None,
-        doc_attention_mask: torch.Tensor | None = None,
-        in_batch_negatives: int | None = None,
-        return_dict: bool | None = None,
-        **kwargs,
-    ) -> SequenceClassifierOutput | tuple:
-        unexpected = set(kwargs) - _IGNORED_FORWARD_KWARGS
-        if unexpected:
-            raise TypeError(f"LiteModel.forward got unexpected arguments {sorted(unexpected)}.")
-        dual = query_input_ids is not None or doc_input_ids is not None
-        if input_ids is not None and dual:
-            raise ValueError("Pass either input_ids (pair mode) or query_input_ids + doc_input_ids (dual mode), not both.")
-        if input_ids is not None:
-            query_input_ids, query_attention_mask, doc_input_ids, doc_attention_mask = self.split_pairs(
-                input_ids, attention_mask
-            )
-        elif query_input_ids is None or doc_input_ids is None:
-            raise ValueError("Dual mode needs both query_input_ids and doc_input_ids.")
-        queries, query_mask = self.encode_queries(query_input_ids, query_attention_mask)
-        docs_per_query = 1
-        if doc_input_ids.dim() == 3:  # (batch, docs_per_query, seq): several documents per query, e.g. pos + neg
-            docs_per_query = doc_input_ids.shape[1]
-            doc_input_ids = doc_input_ids.flatten(0, 1)
-            doc_attention_mask = None if doc_attention_mask is None else doc_attention_mask.flatten(0, 1)
-        if doc_input_ids.shape[0] != queries.shape[0] * docs_per_query:
-            raise ValueError(
-                f"Dual mode scores query i with document i: got {queries.shape[0]} queries and "
-                f"{doc_input_ids.shape[0]} documents."
-            )
-        docs, doc_mask = self.encode_documents(doc_input_ids, doc_attention_mask)
-        batch = queries.shape[0]
-        if in_batch_negatives:  # each document is encoded once and scored by its own query and by others
-            own = torch.arange(batch * docs_per_query, device=docs.device).view(batch, docs_per_query)
-            others = _in_batch_candidates(batch, docs_per_query, in_batch_negatives, docs.device)
-            candidates = torch.cat([own, others], dim=1).flatten()
-            docs, doc_mask = docs[candidates], doc_mask[candidates]
-        per_query = docs.shape[0] // batch
-        if per_query > 1:
-            queries = queries.repeat_interleave(per_query, dim=0)
-            query_mask = query_mask.repeat_interleave(per_query, dim=0)
-        scores = self.score_embeddings(queries, query_mask, docs, doc_mask)
-        logits = scores.view(batch, -1)  # (batch, 1), or (batch, docs_per_query [+ in-batch negatives])
-        output = SequenceClassifierOutput(logits=logits)
-        return output if return_dict is not False else output.to_tuple()
-
-    # ------------------------------------------------------------------ text API
+    _tokenizer = None
 
     @property
     def tokenizer(self):
         """The tokenizer saved next to the weights, loaded on first use; assign one to override."""
         if self._tokenizer is None:
             if not self.name_or_path:
-                raise ValueError(
-                    "This LiteModel has no tokenizer: set `model.tokenizer = AutoTokenizer.from_pretrained(...)` or "
-                    "load the model from a folder or Hub repo that holds tokenizer files."
-                )
-            # Passing the config spares AutoTokenizer a second, remote-code-guarded read of config.json.
-            self._tokenizer = AutoTokenizer.from_pretrained(self.name_or_path, config=self.config)
+                raise ValueError("This LiteModel has no tokenizer: set `model.tokenizer = AutoTokenizer.from_pretrained"
+                                 "(...)` or load the model from a folder or Hub repo that holds tokenizer files.")  # fmt: skip
+            try:
+                # Passing the config spares AutoTokenizer a second, remote-code-guarded read of config.json.
+                self._tokenizer = AutoTokenizer.from_pretrained(self.name_or_path, config=self.config)
+            except (OSError, ValueError, TypeError) as error:
+                raise ValueError(f"{self.name_or_path} holds no usable tokenizer ({type(error).__name__}: "
+                                 f"{str(error)[:200]}); save one next to the weights or set `model.tokenizer`.") from None  # fmt: skip
         return self._tokenizer
 
     @tokenizer.setter
@@ -418,24 +298,26 @@ class LiteModel(PreTrainedModel):
         if self._tokenizer is not None and kwargs.get("is_main_process", True):
             self._tokenizer.save_pretrained(save_directory)
 
-    def _tokenize(self, texts, max_length: int):
+    def _tokenize(self, texts, kind: str):
+        max_length = self.config.query_max_length if kind == "query" else self.config.doc_max_length
         texts = [texts] if isinstance(texts, str) else list(texts)
-        tokens = self.tokenizer(
-            texts, padding=True, truncation=True, max_length=max_length, return_tensors="pt",
-            return_token_type_ids=False,
-        )  # fmt: skip
+        tokens = self.tokenizer(texts, padding=True, truncation=True, max_length=max_length, return_tensors="pt",
+                                return_token_type_ids=False)  # fmt: skip
         return tokens["input_ids"].to(self.device), tokens["attention_mask"].to(self.device)
 
     @torch.inference_mode()
     def compute_score(self, pairs, batch_size: int = 32, show_progress_bar: bool = False):
-        """Scores for `[[query, document], ...]` (a list of floats), or for one `[query, document]` (a float)."""
+        """Raw scores for `[[query, document], ...]` (a list of floats), or for one `[query, document]` (a float)."""
+        if isinstance(pairs, str) or not isinstance(pairs, (list, tuple)):
+            raise ValueError(f"compute_score takes [query, document] or a list of such pairs, got {type(pairs).__name__}.")
         single = len(pairs) == 2 and all(isinstance(text, str) for text in pairs)
-        pairs = [pairs] if single else [tuple(pair) for pair in pairs]
+        pairs = [pairs] if single else list(pairs)
         if not pairs:
             raise ValueError("compute_score needs at least one (query, document) pair.")
         for index, pair in enumerate(pairs):
-            if len(pair) != 2 or not all(isinstance(text, str) for text in pair):
-                raise ValueError(f"compute_score: pair {index} is not a (query: str, document: str) pair: {pair!r}.")
+            if isinstance(pair, str) or len(pair) != 2 or not all(isinstance(text, str) for text in pair):
+                raise ValueError(f"compute_score: pair {index} is not a (query: str, document: str) pair: {pair!r:.100}.")
+        _check_batch_size(batch_size)
         scores = []
         with _eval_mode(self):
             for start in tqdm(range(0, len(pairs), batch_size), disable=not show_progress_bar, desc="Scoring"):
@@ -447,17 +329,22 @@ class LiteModel(PreTrainedModel):
     @torch.inference_mode()
     def rerank(self, query: str, documents, top_n: int | None = None, batch_size: int = 32,
                return_documents: bool = True, show_progress_bar: bool = False):  # fmt: skip
-        """Sort `documents` by relevance to `query`: `[{"index", "score", "document"}, ...]`, best first.
+        """Sort `documents` by relevance to `query`: `[{"index", "score", "document"}, ...]`, best first, raw scores.
 
         The query is encoded once; ties keep the input order.
         """
         if not isinstance(query, str):
             raise ValueError(f"rerank: query must be a string, got {type(query).__name__}.")
-        if isinstance(documents, str) or not all(isinstance(doc, str) for doc in documents):
-            raise ValueError("rerank: documents must be a list of strings.")
+        if documents is None or isinstance(documents, (str, bytes)) or not hasattr(documents, "__iter__"):
+            raise ValueError(f"rerank: documents must be a list of strings, got {type(documents).__name__}.")
         documents = list(documents)
         if not documents:
             raise ValueError("rerank: the document list is empty.")
+        if not all(isinstance(doc, str) for doc in documents):
+            raise ValueError("rerank: documents must be a list of strings.")
+        if top_n is not None and (not isinstance(top_n, int) or isinstance(top_n, bool) or top_n < 1):
+            raise ValueError(f"rerank: top_n must be a positive integer or None, got {top_n!r}.")
+        _check_batch_size(batch_size)
         scores = []
         with _eval_mode(self):
             query_vectors, query_mask = self.encode_queries([query])
@@ -488,51 +375,23 @@ class LiteModel(PreTrainedModel):
             for field in ("pad_token_id", "cls_token_id", "sep_token_id"):
                 if getattr(tokenizer, field, None) is not None:
                     config_overrides.setdefault(field, getattr(tokenizer, field))
-        model = cls(LiteConfig(encoder_config=encoder.config, **config_overrides))
+        model = cls(LiteConfig(encoder_config=encoder.config.to_dict(), **config_overrides))
         weights = {key: value for key, value in encoder.state_dict().items() if not key.startswith("pooler.")}
         result = model.encoder.load_state_dict(weights, strict=False)
         if result.missing_keys or result.unexpected_keys:
-            raise ValueError(
-                f"Encoder weights of {encoder_name_or_path} do not fit: missing {result.missing_keys}, "
-                f"unexpected {result.unexpected_keys}."
-            )
+            raise ValueError(f"Encoder weights of {encoder_name_or_path} do not fit: missing {result.missing_keys}, "
+                             f"unexpected {result.unexpected_keys}.")  # fmt: skip
         model.tokenizer = tokenizer
         return model
 
 
-def _length_groups(lengths: list[int], min_rows: int, ratio: float) -> list[list[int]]:
-    """Row indices, longest first, cut into groups whose sequences are at least `ratio` × the group's longest."""
-    order = sorted(range(len(lengths)), key=lambda row: -lengths[row])
-    groups = [[order[0]]]
-    for row in order[1:]:
-        group = groups[-1]
-        if len(group) >= min_rows and lengths[row] < ratio * lengths[group[0]]:
-            groups.append([row])
-        else:
-            group.append(row)
-    return groups
-
-
-def _in_batch_candidates(batch: int, docs_per_query: int, count: int, device) -> torch.Tensor:
-    """(batch, count) indices into the batch's documents (query-major, `docs_per_query` each): for query i, the
-    documents of queries i+1, i+2, … (cyclically), never its own; count -1 takes all of them."""
-    available = (batch - 1) * docs_per_query
-    if count == -1 or count > available:
-        if count != -1:
-            raise ValueError(f"in_batch_negatives={count}, but a batch of {batch} queries holds only {available} "
-                             "documents of other queries.")
-        count = available
-    j = torch.arange(count, device=device)
-    queries = torch.arange(batch, device=device).unsqueeze(1)
-    return ((queries + 1 + j // docs_per_query) % batch) * docs_per_query + j % docs_per_query
-
-
-def _is_text(value) -> bool:
-    return isinstance(value, str) or (isinstance(value, (list, tuple)) and len(value) > 0 and isinstance(value[0], str))
+def _check_batch_size(batch_size):
+    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}.")
 
 
 class _eval_mode:
-    """Scores must not depend on dropout: switch to eval for the block, then restore the previous mode."""
+    """Scores must not depend on dropout: eval for the block, then the previous mode (also after an exception)."""
 
     def __init__(self, model: nn.Module):
         self.model, self.was_training = model, model.training
@@ -544,6 +403,232 @@ class _eval_mode:
         self.model.train(self.was_training)
 
 
+# ---------------------------------------------------------------------------------------------- model
+
+
+class LitePreTrainedModel(PreTrainedModel):
+    """Config class, weight initialisation and loading checks shared by LITE models."""
+
+    config_class = LiteConfig
+    base_model_prefix = "lite"
+    main_input_name = "input_ids"
+    _supports_sdpa = True
+
+    @torch.no_grad()
+    def _init_weights(self, module):
+        std = self.config.initializer_range
+        if module is getattr(self, "doc_compressor", None):
+            # Start as block averaging: stored vector k is the mean of the k-th contiguous run of token positions.
+            stored, positions = module.weight.shape
+            averaging = F.one_hot(torch.arange(positions) * stored // positions, stored).T.float()
+            averaging = (averaging / averaging.sum(dim=1, keepdim=True)).to(module.weight.dtype)
+            init.copy_(module.weight, averaging) if hasattr(init, "copy_") else module.weight.copy_(averaging)
+        elif isinstance(module, nn.Linear):
+            init.normal_(module.weight, mean=0.0, std=std)
+            if module.bias is not None:
+                init.zeros_(module.bias)
+        elif isinstance(module, nn.LayerNorm):
+            init.ones_(module.weight)
+            init.zeros_(module.bias)
+
+    @classmethod
+    def from_pretrained(cls, *args, **kwargs):
+        """`PreTrainedModel.from_pretrained`, refusing a checkpoint that lacks weights this config needs (a config
+        switched from maxsim to lite, say) instead of filling them in at random."""
+        wants_info = kwargs.pop("output_loading_info", False)
+        model, info = super().from_pretrained(*args, output_loading_info=True, **kwargs)
+        missing = sorted(key for key in info.get("missing_keys", ()) if "position_ids" not in key)
+        if missing:
+            raise ValueError(f"{args[0] if args else kwargs.get('pretrained_model_name_or_path')}: the checkpoint "
+                             f"lacks {len(missing)} weight(s) this config needs (e.g. {missing[:3]}); was config.json "
+                             f"changed (scorer={model.config.scorer!r}, projection_dim, doc_stored_tokens)?")  # fmt: skip
+        return (model, info) if wants_info else model
+
+
+class LiteModel(LiteTextMixin, LitePreTrainedModel):
+    """LITE re-ranker. `logits` (batch, 1) are raw relevance scores; higher means more relevant.
+
+    Calling conventions (same scores):
+      - dual: `forward(query_input_ids, query_attention_mask, doc_input_ids, doc_attention_mask)`; with
+        `doc_input_ids` of shape (batch, n, seq) each query is encoded once and scored against its n documents,
+        giving `logits` (batch, n) (training on positives and negatives); `in_batch_negatives=N` also scores each
+        query against N documents of the other queries in the batch (-1: all), giving `logits` (batch, n + N);
+      - pair (cross-encoder): `forward(input_ids, attention_mask)` on `[CLS] query [SEP] doc [SEP]`.
+    Late-interaction API: `encode_queries`, `encode_documents` (ids, or texts), `score_embeddings`.
+    Text API: `compute_score(pairs)`, `rerank(query, documents)`.
+    """
+
+    # Speed only: a batch of mixed lengths is encoded in groups (a new group starts once a sequence is shorter than
+    # length_group_ratio × the group's longest and the group holds length_group_min_rows sequences), and at inference
+    # candidates go through the scorer in blocks of inference_block, grouped by document length.
+    length_group_min_rows = 8
+    length_group_ratio = 0.75
+    inference_block = 64
+
+    def __init__(self, config: LiteConfig):
+        super().__init__(config)
+        self.encoder = AutoModel.from_config(config.encoder_config)
+        if getattr(self.encoder, "pooler", None) is not None:
+            self.encoder.pooler = None  # never used; left in, DDP would fail on parameters that get no gradient
+        self.projection = nn.Linear(config.hidden_size, config.projection_dim) if config.projection_dim else None
+        self.doc_compressor = (
+            nn.Linear(config.doc_max_length, config.doc_stored_tokens, bias=False) if config.doc_stored_tokens else None
+        )
+        # The LITE scorer's weights are saved as lite_scorer.*; MaxSim has none (lite_scorer is None).
+        self.lite_scorer = LiteSeparableScorer(config) if config.scorer == "lite" else None
+        self.post_init()
+
+    @property
+    def scorer(self) -> nn.Module:
+        """The scorer on S: `LiteSeparableScorer`, or the parameter-free `MaxSimScorer`."""
+        return self.lite_scorer if self.lite_scorer is not None else _MAXSIM
+
+    def forward(self, input_ids=None, attention_mask=None, query_input_ids=None, query_attention_mask=None,
+                doc_input_ids=None, doc_attention_mask=None, in_batch_negatives: int | None = None,
+                return_dict: bool | None = None, **kwargs) -> SequenceClassifierOutput | tuple:  # fmt: skip
+        unexpected = set(kwargs) - _IGNORED_FORWARD_KWARGS
+        if unexpected:
+            raise TypeError(f"LiteModel.forward got unexpected arguments {sorted(unexpected)}.")
+        if input_ids is not None and (query_input_ids is not None or doc_input_ids is not None):
+            raise ValueError("Pass either input_ids (pair mode) or query_input_ids + doc_input_ids (dual mode), not both.")
+        if input_ids is not None:
+            config = self.config
+            query_input_ids, query_attention_mask, doc_input_ids, doc_attention_mask = split_pairs(
+                input_ids, attention_mask, config.cls_token_id, config.sep_token_id, config.pad_token_id
+            )
+        elif query_input_ids is None or doc_input_ids is None:
+            raise ValueError("Dual mode needs both query_input_ids and doc_input_ids.")
+        queries, query_mask = self.encode_queries(query_input_ids, query_attention_mask)  # (batch, L1, d')
+        batch = queries.shape[0]
+        docs_per_query = doc_input_ids.shape[1] if doc_input_ids.dim() == 3 else 1
+        if doc_input_ids.dim() == 3:  # (batch, docs_per_query, seq): several documents per query, e.g. pos + neg
+            doc_input_ids = doc_input_ids.flatten(0, 1)
+            doc_attention_mask = None if doc_attention_mask is None else doc_attention_mask.flatten(0, 1)
+        if doc_input_ids.shape[0] != batch * docs_per_query:
+            raise ValueError(f"Dual mode scores query i with document i: got {batch} queries and "
+                             f"{doc_input_ids.shape[0]} documents.")  # fmt: skip
+        docs, doc_mask = self.encode_documents(doc_input_ids, doc_attention_mask)  # (batch · n, K, d')
+        if in_batch_negatives:  # each document is encoded once and scored by its own query and by others
+            own = torch.arange(batch * docs_per_query, device=docs.device).view(batch, docs_per_query)
+            others = in_batch_candidates(batch, docs_per_query, in_batch_negatives, docs.device)
+            candidates = torch.cat([own, others], dim=1).flatten()
+            docs, doc_mask = docs[candidates], doc_mask[candidates]
+        per_query = docs.shape[0] // batch
+        if per_query > 1:
+            queries = queries.repeat_interleave(per_query, dim=0)
+            query_mask = query_mask.repeat_interleave(per_query, dim=0)
+        logits = self.score_embeddings(queries, query_mask, docs, doc_mask).view(batch, per_query)
+        output = SequenceClassifierOutput(logits=logits)
+        return output if return_dict is not False else output.to_tuple()
+
+    @accepts_text("query")
+    def encode_queries(self, input_ids, attention_mask=None):
+        """Token ids (or texts) → (query vectors (batch, L1, d'), mask (batch, L1)), exactly what the scorer reads."""
+        vectors, mask = self._encode(input_ids, attention_mask, self.config.query_max_length, "query")
+        return self._normalize(vectors), mask
+
+    @accepts_text("document")
+    def encode_documents(self, input_ids, attention_mask=None):
+        """Token ids (or texts) → (document vectors (batch, K, d'), mask (batch, K)); K = doc_stored_tokens or L2.
+
+        This is what a document-embedding cache stores.
+        """
+        vectors, mask = self._encode(input_ids, attention_mask, self.config.doc_max_length, "document")
+        if self.doc_compressor is not None:
+            vectors = self.doc_compressor(vectors.transpose(1, 2)).transpose(1, 2)  # (batch, K, d')
+            mask = torch.ones(vectors.shape[:2], dtype=torch.bool, device=vectors.device)
+        return self._normalize(vectors), mask
+
+    def _encode(self, input_ids, attention_mask, max_length: int, name: str):
+        """Token vectors padded to `max_length` after encoding (a sequence's vectors never depend on the batch's
+        padding), zero at padded positions (they add nothing to S)."""
+        input_ids, attention_mask = check_token_batch(input_ids, attention_mask, name)
+        input_ids, attention_mask = fit_to_length(input_ids, attention_mask, max_length, self.config.sep_token_id)
+        hidden = self._run_encoder(input_ids, attention_mask)  # (batch, seq, hidden)
+        if self.projection is not None:
+            hidden = self.projection(hidden)  # (batch, seq, d')
+        hidden = hidden * attention_mask.unsqueeze(-1).to(hidden.dtype)
+        pad = max_length - hidden.shape[1]
+        return F.pad(hidden, (0, 0, 0, pad)), F.pad(attention_mask, (0, pad)).bool()
+
+    def _run_encoder(self, input_ids, attention_mask):
+        """Encoder hidden states (batch, seq, hidden); a batch of mixed lengths is encoded in groups of similar length,
+        each padded only to its own longest sequence (results are the same, the padding compute is not)."""
+        lengths = attention_mask.sum(dim=1)
+        groups = length_groups(lengths.tolist(), self.length_group_min_rows, self.length_group_ratio)
+        if len(groups) == 1:
+            return self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        outputs = []
+        for rows in groups:
+            rows = torch.tensor(rows, device=input_ids.device)
+            longest = int(lengths[rows].max())
+            hidden = self.encoder(input_ids=input_ids[rows, :longest], attention_mask=attention_mask[rows, :longest])
+            outputs.append(F.pad(hidden.last_hidden_state, (0, 0, 0, input_ids.shape[1] - longest)))
+        order = torch.tensor([row for rows in groups for row in rows], device=input_ids.device)
+        return torch.cat(outputs)[torch.argsort(order)]  # back to the batch's order
+
+    def _normalize(self, vectors):
+        if not self.config.normalize_embeddings:
+            return vectors
+        # float32: fp16 cannot hold normalize's epsilon; all-zero padded vectors stay zero.
+        return F.normalize(vectors.float(), dim=-1).to(vectors.dtype)
+
+    def score_embeddings(self, query_embeddings, query_mask, doc_embeddings, doc_mask):
+        """Scores (batch,) from `encode_queries` / `encode_documents` outputs.
+
+        A batch of 1 on either side broadcasts: one query against many cached documents costs one matmul. Only the
+        query's real tokens enter S (`query_mask`; None: all L1 positions). `doc_mask` may be None when every
+        document position is real.
+        """
+        config = self.config
+        for name, tensor, tokens in (("query_embeddings", query_embeddings, config.query_max_length),
+                                     ("doc_embeddings", doc_embeddings, config.doc_scored_tokens)):  # fmt: skip
+            if not isinstance(tensor, torch.Tensor) or tensor.dim() != 3:
+                raise ValueError(f"{name} must be a 3-D tensor (batch, tokens, dim); see encode_queries/encode_documents.")
+            if tensor.shape[1:] != (tokens, config.embedding_dim):
+                raise ValueError(f"{name} has shape {tuple(tensor.shape)}; this model expects (batch, {tokens}, "
+                                 f"{config.embedding_dim}).")  # fmt: skip
+        q_batch, d_batch = query_embeddings.shape[0], doc_embeddings.shape[0]
+        if q_batch != d_batch and 1 not in (q_batch, d_batch):
+            raise ValueError(f"{q_batch} queries cannot be scored against {d_batch} documents (equal sizes, or one of them 1).")
+        if query_mask is not None:  # padded query rows of S are zero: leave them out (the scorer accounts for them)
+            query_embeddings = query_embeddings[:, : int(query_mask.sum(dim=1).max())]
+        similarity = self.similarity(query_embeddings, doc_embeddings.to(query_embeddings.dtype))
+        if doc_mask is None:
+            doc_mask = torch.ones(doc_embeddings.shape[:2], dtype=torch.bool, device=similarity.device)
+        return self.score_similarity(similarity, doc_mask.to(similarity.device))
+
+    @staticmethod
+    def similarity(query_embeddings, doc_embeddings):
+        """S = Q·Dᵀ, (batch, q, K). One query against many documents is a single (n·K × dim) @ (dim × q) GEMM."""
+        if query_embeddings.shape[0] == 1 and doc_embeddings.shape[0] > 1:
+            docs, tokens, dim = doc_embeddings.shape
+            flat = doc_embeddings.reshape(docs * tokens, dim) @ query_embeddings[0].T  # (n·K, q)
+            return flat.view(docs, tokens, -1).transpose(1, 2).contiguous()
+        return torch.matmul(query_embeddings, doc_embeddings.transpose(1, 2))
+
+    def score_similarity(self, similarity, doc_mask):
+        """The scorer on S (batch, q ≤ L1, K), zeros at padded positions; `doc_mask` (batch or 1, K).
+
+        Candidates go through the scorer in blocks of similar document length, each cut to its longest document
+        (padded columns cost nothing); at inference the blocks hold `inference_block` candidates, keeping the scorer's
+        activations cache-sized.
+        """
+        if doc_mask.shape[0] == 1 and similarity.shape[0] > 1:
+            doc_mask = doc_mask.expand(similarity.shape[0], -1)
+        lengths = doc_mask.sum(dim=1)
+        block = similarity.shape[0] if torch.is_grad_enabled() else self.inference_block
+        if similarity.shape[0] <= block and int(lengths.max()) == similarity.shape[-1]:
+            return self.scorer(similarity, doc_mask)
+        order = torch.argsort(lengths, descending=True, stable=True)
+        blocks = []
+        for start in range(0, len(order), block):
+            rows = order[start : start + block]
+            width = int(lengths[rows[0]])
+            blocks.append(self.scorer(similarity[rows, :, :width], doc_mask[rows, :width]))
+        return torch.cat(blocks)[torch.argsort(order)]  # back to the candidates' order
+
+
 LiteModel.register_for_auto_class("AutoModel")
 
-__all__ = ["LiteModel"]
+__all__ = ["LiteModel", "LitePreTrainedModel", "LiteSeparableScorer", "MaxSimScorer"]

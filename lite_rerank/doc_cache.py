@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 from transformers.utils.logging import tqdm
 
-from .embeddings import TokenEmbeddingStore, encode_texts
+from .embeddings import TokenEmbeddingStore, encode_texts, real_query_rows
 from .utils import eval_mode, write_atomically, write_text_atomically
 
 FORMAT = "lite-doc-cache/1"
@@ -165,7 +165,7 @@ def rerank_with_cache(model, query: str, doc_ids, cache, top_n: int | None = Non
     doc_ids = list(doc_ids)
     if not doc_ids:
         raise ValueError("rerank_with_cache: the document list is empty")
-    query_vectors, _ = model.encode_queries([query])
+    query_vectors = real_query_rows(*model.encode_queries([query]))
     similarity, doc_mask = cache.similarity(query_vectors, doc_ids)
     scores = model.score_similarity(similarity.to(model.device), doc_mask.to(model.device))
     order = torch.argsort(-scores.float(), stable=True)[:top_n].tolist()

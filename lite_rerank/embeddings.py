@@ -99,10 +99,11 @@ class TokenEmbeddingStore:
         return out, self._mask(lengths)
 
     def similarity(self, query_vectors, ids):
-        """S (n, L1, K) of one query (1, L1, dim) against the stored documents `ids`, and their (n, K) mask.
+        """S (n, q, K) of one query (1, q, dim) against the stored documents `ids`, and their (n, K) mask.
 
         Equal to `LiteModel.similarity(query, get(ids))` without building the padded documents: one GEMM over the
-        stored tokens only, scattered into S (n·K·L1 values instead of n·K·dim).
+        stored tokens only, scattered into S (n·K·q values instead of n·K·dim). Pass only the query's real rows
+        (`real_query_rows`): the scorer accounts for the padded ones without computing them.
         """
         lengths, doc_of_token, position, source = self._locate(ids)
         query = query_vectors[0].to(self.device)  # (L1, dim)
@@ -133,6 +134,11 @@ class TokenEmbeddingStore:
         store.scales = tensors.get("scales")
         store.offsets = torch.cat([torch.zeros(1, dtype=torch.long, device=store.device), store.lengths.cumsum(0)])
         return store
+
+
+def real_query_rows(query_vectors, query_mask):
+    """The query vectors (batch, q, dim) up to the longest real query: padded rows are zero and need not enter S."""
+    return query_vectors[:, : int(query_mask.sum(dim=1).max())]
 
 
 def batches_by_length(lengths, batch_size: int):

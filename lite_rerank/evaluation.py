@@ -8,7 +8,7 @@ from transformers.utils.logging import tqdm
 
 from .cross_encoder import CrossEncoderScorer
 from .data import RerankSet
-from .embeddings import encode_texts
+from .embeddings import encode_texts, real_query_rows
 from .rerank_metrics import rank_order
 from .utils import eval_mode
 
@@ -57,7 +57,7 @@ def score_rerank_set(model, rerank_set: RerankSet, batch_size: int = 64, max_doc
                 if not rerank_set.candidates[qid]:
                     scores[qid] = []
                     continue
-                query_vectors, _ = queries.get([qid])  # padded query rows are zero: the mask is not needed
+                query_vectors = real_query_rows(*queries.get([qid]))
                 similarity, doc_mask = docs.similarity(query_vectors, rerank_set.candidates[qid])
                 scores[qid] = model.score_similarity(similarity, doc_mask).float().tolist()
     return scores

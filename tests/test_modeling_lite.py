@@ -6,7 +6,7 @@ import sys
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import DOCUMENTS, QUERIES, TINY_DISTILBERT, tiny_model
+from conftest import DOCUMENTS, QUERIES, ROOT, TINY_DISTILBERT, tiny_model
 from safetensors.torch import load_file
 
 from modeling_lite import LiteModel
@@ -336,3 +336,102 @@ def test_in_batch_negatives_score_each_query_against_other_queries_documents(tok
     with pytest.raises(ValueError, match="holds only 4 documents of other queries"):
         model(query_input_ids=q_ids, query_attention_mask=q_mask, doc_input_ids=d_ids.view(3, 2, -1),
               doc_attention_mask=d_mask.view(3, 2, -1), in_batch_negatives=5)  # fmt: skip
+
+
+# ---------------------------------------------------------------- saved formats and exact sparsity
+
+FIXTURES = ROOT / "tests" / "fixtures"
+
+
+@pytest.mark.parametrize("name", ["lite-v0.1", "small-lite-v0.1"])
+def test_models_saved_by_earlier_code_load_and_score_the_same(tmp_path, tokenizer, name):
+    import shutil
+
+    folder = tmp_path / name
+    shutil.copytree(FIXTURES / name, folder)
+    tokenizer.save_pretrained(folder)
+    expected = json.loads((folder / "expected_scores.json").read_text())
+    model = LiteModel.from_pretrained(folder)
+    assert model.compute_score(expected["pairs"]) == pytest.approx(expected["scores"], abs=1e-5)
+    for code in ("modeling_lite.py", "configuration_lite.py"):
+        shutil.copy(ROOT / code, folder / code)
+    fresh = run_fresh(
+        "import json, sys; from transformers import AutoModel\n"
+        "m = AutoModel.from_pretrained(sys.argv[1], trust_remote_code=True)\n"
+        "print(json.dumps(m.compute_score(json.loads(sys.argv[2]))))",
+        str(folder), json.dumps(expected["pairs"]), cwd=tmp_path,
+    )  # fmt: skip
+    assert fresh.returncode == 0, fresh.stderr[-3000:]
+    assert json.loads(fresh.stdout.strip().splitlines()[-1]) == pytest.approx(expected["scores"], abs=1e-5)
+
+
+def full_matrix_scores(model, queries, query_mask, docs, doc_mask):
+    """The scorer on the whole padded L1 × K matrix, one candidate at a time (nothing left out, no blocks)."""
+    scores = []
+    for i in range(docs.shape[0]):
+        q = queries[min(i, queries.shape[0] - 1)]
+        similarity = (q @ docs[i].T).unsqueeze(0)  # (1, L1, K), zero rows and columns at padding
+        scores.append(model.scorer(similarity, doc_mask[i : i + 1]))
+    return torch.cat(scores)
+
+
+RAGGED_QUERIES = ["a", "search files", QUERIES[0], "find the package that converts images between many formats "
+                  "quickly and well"]  # fmt: skip
+RAGGED_DOCS = ["a", "an image editor", DOCUMENTS[0], DOCUMENTS[2], DOCUMENTS[3], "web " * 7, DOCUMENTS[1] + " python"]
+
+
+@pytest.mark.parametrize("overrides", [{}, {"projection_dim": 16}, {"doc_stored_tokens": 6},
+                                       {"projection_dim": 16, "doc_stored_tokens": 6}, {"scorer": "maxsim"}],
+                         ids=["lite", "small-d", "small-k", "small-both", "maxsim"])  # fmt: skip
+def test_padding_free_scorer_equals_the_full_matrix_in_scores_and_gradients(tokenizer, overrides):
+    model = tiny_model(tokenizer=tokenizer, **overrides).double()
+    model.inference_block = 2  # several blocks of different document lengths
+    with torch.no_grad():
+        docs, doc_mask = model.encode_documents(RAGGED_DOCS)
+    lengths = doc_mask.sum(dim=1).tolist()
+    assert len(set(lengths)) > 2 or "doc_stored_tokens" in overrides
+    query_lengths = []
+    for query in RAGGED_QUERIES:
+        with torch.no_grad():
+            q, q_mask = model.encode_queries([query])
+            fast = model.score_embeddings(q, q_mask, docs, doc_mask)
+            reference = full_matrix_scores(model, q, q_mask, docs, doc_mask)
+        query_lengths.append(int(q_mask.sum()))
+        torch.testing.assert_close(fast, reference, rtol=1e-9, atol=1e-9)
+    assert query_lengths[0] < query_lengths[1] < model.config.query_max_length == query_lengths[-1]
+    if model.lite_scorer is None:
+        return
+    # With gradients (training): the same scores and the same parameter gradients.
+    q, q_mask = model.encode_queries(RAGGED_QUERIES[:2] * 4)
+    q, q_mask = q.detach()[:7], q_mask[:7]
+    grads = []
+    for path in ("padding-free", "full"):
+        model.zero_grad()
+        if path == "full":
+            scores = full_matrix_scores(model, q, q_mask, docs.detach(), doc_mask)
+        else:
+            scores = model.score_embeddings(q, q_mask, docs.detach(), doc_mask)
+        (scores * torch.arange(1, 8, dtype=scores.dtype)).sum().backward()
+        grads.append({n: p.grad.clone() for n, p in model.lite_scorer.named_parameters()})
+    for name in grads[0]:
+        torch.testing.assert_close(grads[0][name], grads[1][name], rtol=1e-9, atol=1e-12, msg=name)
+
+
+@pytest.mark.parametrize("dtype, tolerance", [(torch.float32, 1e-5), (torch.bfloat16, 0.05)])
+def test_padding_free_scorer_matches_naive_loops_in_lower_precision(tokenizer, dtype, tolerance):
+    model = tiny_model(tokenizer=tokenizer).eval()
+    with torch.no_grad():
+        docs, doc_mask = model.encode_documents(RAGGED_DOCS)
+        q, q_mask = model.encode_queries([RAGGED_QUERIES[1]])
+    similarity = (q[0] @ docs.transpose(1, 2)).double()  # (n, L1, K) in float64
+    scorer = model.lite_scorer
+    expected = []
+    for s in similarity:
+        rows = [naive_mlp(s[i].tolist(), scorer.row_mlp) for i in range(s.shape[0])]
+        cols = [naive_mlp([rows[i][j] for i in range(s.shape[0])], scorer.col_mlp) for j in range(s.shape[1])]
+        expected.append(naive_linear([cols[j][i] for j in range(s.shape[1]) for i in range(s.shape[0])], scorer.out)[0])
+    model.to(dtype)
+    with torch.no_grad():
+        fast = model.score_embeddings(q.to(dtype), q_mask, docs.to(dtype), doc_mask)
+    assert fast.dtype == torch.float32
+    assert fast.tolist() == pytest.approx(expected, abs=tolerance, rel=tolerance)

@@ -1,6 +1,6 @@
 """Why does LITE trail MaxSim on the Debian set? Diagnostics on a trained LITE model (RESULTS.md, "What was tried").
 
-    .venv/bin/python scripts/investigate_scorer.py --model runs/debian/lite/best --output runs/debian/investigation.json
+    .venv/bin/python research/investigate_scorer.py --model runs/debian/lite/best --output runs/debian/investigation.json
 
 Everything is computed from one encoding of the dev candidates and the training triplets with the model's frozen
 encoder (bf16 autocast), so each probe costs a scorer pass, not an encoder pass:
@@ -29,7 +29,7 @@ from lite_rerank.embeddings import encode_texts  # noqa: E402
 from lite_rerank.evaluation import compute_metrics, load_metrics  # noqa: E402
 from lite_rerank.losses import ContrastiveCrossEntropyLoss  # noqa: E402
 from lite_rerank.triplets import load_local_triplets  # noqa: E402
-from modeling_lite import LiteModel, LiteSeparableScorer, maxsim  # noqa: E402
+from modeling_lite import LiteModel, LiteSeparableScorer, MaxSimScorer  # noqa: E402
 
 # name: (start from, lr, dropout on S while training, form). Forms: "lite" is the model's scorer; the others probe
 # the issue's axes (normalisation, init) and one structural question (are position-specific weights the problem?).
@@ -44,6 +44,7 @@ VARIANTS = {
     "fresh scorer on rows sorted by similarity": ("fresh", 1e-3, 0.0, "sorted rows"),
 }
 ce_loss = ContrastiveCrossEntropyLoss()  # train_accelerate.py --loss ce: softmax over [positive, negative]
+maxsim = MaxSimScorer()
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "debian-rerank"
 
 
@@ -59,7 +60,7 @@ class NoLayerNormScorer(nn.Module):
                                      nn.Linear(config.col_hidden_size, q_len), act)  # fmt: skip
         self.out = nn.Linear(q_len * d_len, 1)
 
-    def forward(self, similarity):  # (batch, q_len, d_len)
+    def forward(self, similarity, doc_mask=None):  # (batch, q_len, d_len)
         cols = self.col_mlp(self.row_mlp(similarity).transpose(1, 2))  # (batch, d_len, q_len)
         return self.out(cols.flatten(1)).squeeze(-1)
 
@@ -73,9 +74,8 @@ class MaxSimResidual(nn.Module):
         nn.init.zeros_(scorer.out.weight)
         nn.init.zeros_(scorer.out.bias)
 
-    def forward(self, similarity):
-        doc_mask = similarity.abs().amax(dim=1) > 0  # padded passage positions are all-zero columns of S
-        return maxsim(similarity, doc_mask) + self.scorer(similarity)
+    def forward(self, similarity, doc_mask):
+        return maxsim(similarity, doc_mask) + self.scorer(similarity, doc_mask)
 
 
 class SortedRows(nn.Module):
@@ -86,18 +86,17 @@ class SortedRows(nn.Module):
         super().__init__()
         self.scorer = scorer
 
-    def forward(self, similarity):
-        return self.scorer(similarity.sort(dim=-1, descending=True).values)
+    def forward(self, similarity, doc_mask=None):
+        return self.scorer(similarity.sort(dim=-1, descending=True).values, doc_mask)
 
 
 def make_scorer(model, start, form, trained_state):
     if form == "no layernorm":
         scorer = NoLayerNormScorer(model.config)
+    elif start == "fresh":
+        scorer = LiteModel(model.config).lite_scorer  # the model's own initialisation, as from_encoder gives it
     else:
         scorer = LiteSeparableScorer(model.config)
-    if start == "fresh":
-        scorer.apply(model._init_weights)  # the model's own initialisation, as from_encoder gives it
-    else:
         scorer.load_state_dict(trained_state)
     if form == "maxsim residual":
         return MaxSimResidual(scorer)
@@ -198,7 +197,6 @@ def main(argv=None):
         start, lr, dropout, form = VARIANTS[variant]
         torch.manual_seed(0)  # every variant sees the same initialisation and batch order
         scorer = make_scorer(model, start, form, base_state)
-        model.lite_scorer = scorer
         optimizer = torch.optim.AdamW(scorer.parameters(), lr=lr, weight_decay=0.01)
         steps = args.epochs * (len(train) // 64)
         schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, step / (steps // 10 + 1),
@@ -209,10 +207,10 @@ def main(argv=None):
             for offset in tqdm(range(0, len(shuffled) - 63, 64), desc=f"{variant}, epoch {epoch + 1}"):
                 batch = shuffled[offset : offset + 64]
                 q = [r[0] for r in batch]
-                s, _ = pair_similarity(train_q, train_d, q + q, [r[1] for r in batch] + [r[2] for r in batch])
+                s, mask = pair_similarity(train_q, train_d, q + q, [r[1] for r in batch] + [r[2] for r in batch])
                 s = torch.nn.functional.dropout(s, dropout)  # regularisation probe: drop single similarities
                 with torch.autocast("cpu", dtype=torch.bfloat16):
-                    scores = scorer(s).float().view(2, -1).T  # (batch, 2): [positive, negative]
+                    scores = scorer(s, mask).float().view(2, -1).T  # (batch, 2): [positive, negative]
                 loss = ce_loss(scores)
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(scorer.parameters(), 1.0)
@@ -221,8 +219,8 @@ def main(argv=None):
                 optimizer.zero_grad()
             scorer.eval()
             key = f"{variant} (lr {lr}), +{epoch + 1} epoch(s) on the frozen encoder"
-            report[key] = {"heldout": heldout(held_sims, model.score_similarity),
-                           "dev mrr@10": dev_mrr(dev, dev_sims, model.score_similarity, metrics)}  # fmt: skip
+            report[key] = {"heldout": heldout(held_sims, scorer),
+                           "dev mrr@10": dev_mrr(dev, dev_sims, scorer, metrics)}  # fmt: skip
             print(key, report[key], flush=True)
             save(report)
     return report

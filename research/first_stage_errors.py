@@ -1,6 +1,6 @@
 """Where do a re-ranker's wrong top-1 passages sit in the first-stage ranking? (RESULTS.md, "What was tried")
 
-    python scripts/first_stage_errors.py --qrels ../shared/data/debian-rerank/qrels/dev.tsv \
+    python research/first_stage_errors.py --qrels ../shared/data/debian-rerank/qrels/dev.tsv \
         --first-stage ../shared/data/debian-rerank/runs/bm25.dev.trec \
         --run LITE=runs/debian/results.LITE.trec --run MaxSim=runs/debian/results.MaxSim.trec --split 10
 

@@ -1,10 +1,13 @@
-"""scripts/first_stage_errors.py on hand-built runs whose answers follow from their construction."""
+"""research/first_stage_errors.py on hand-built runs whose answers follow from their construction."""
 
 import sys
 
-from conftest import ROOT
+import pytest
+from product_fixtures import ROOT
 
-sys.path.insert(0, str(ROOT / "scripts"))
+pytestmark = pytest.mark.research
+
+sys.path.insert(0, str(ROOT / "research"))
 import first_stage_errors  # noqa: E402
 
 

@@ -1,11 +1,13 @@
-"""scripts/investigate_scorer.py on the embedded Debian sample with a tiny model (a smoke run of every probe)."""
+"""research/investigate_scorer.py on the embedded Debian sample with a tiny model (a smoke run of every probe)."""
 
 import sys
 
 import pytest
-from conftest import ROOT
+from product_fixtures import ROOT, minilm_path, saved_tiny_model, tokenizer  # noqa: F401 (fixtures)
 
-sys.path.insert(0, str(ROOT / "scripts"))
+pytestmark = pytest.mark.research
+
+sys.path.insert(0, str(ROOT / "research"))
 import eval_rerank  # noqa: E402
 import investigate_scorer  # noqa: E402
 
