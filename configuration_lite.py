@@ -90,6 +90,10 @@ class LiteConfig(PretrainedConfig):
                              f"{type(encoder_config).__name__}.")  # fmt: skip
         # Where the encoder's weights came from is the builder's business (often a local path): not saved.
         encoder_config._name_or_path = ""
+        # A re-ranker has one output: a raw relevance score, `logits` of shape (batch, 1).
+        kwargs.setdefault("num_labels", 1)
+        # Standard token ids go through PretrainedConfig (transformers 4.x resets any it is not given).
+        super().__init__(pad_token_id=pad_token_id, sep_token_id=sep_token_id, **kwargs)
         self.encoder_config = encoder_config
         self.scorer = scorer
         self.query_max_length = query_max_length
@@ -102,10 +106,6 @@ class LiteConfig(PretrainedConfig):
         self.doc_stored_tokens = doc_stored_tokens
         self.initializer_range = initializer_range
         self.cls_token_id = cls_token_id
-        self.sep_token_id = sep_token_id
-        # A re-ranker has one output: a raw relevance score, `logits` of shape (batch, 1).
-        kwargs.setdefault("num_labels", 1)
-        super().__init__(pad_token_id=pad_token_id, **kwargs)
         if getattr(self, "auto_map", None) is None:
             self.auto_map = dict(LITE_AUTO_MAP)
         self.validate_architecture()

@@ -1,43 +1,71 @@
-"""Inference Endpoints handler for a LITE re-ranker repo (self-contained: torch + transformers + the repo's code).
+"""Inference Endpoints handler for a LITE re-ranker repo (self-contained: torch + transformers + the repo's code;
+transformers 4.46 – 5.x).
 
 Payloads, as sent by the Hugging Face inference toolkit for sentence ranking:
-    {"inputs": {"query": "...", "texts": ["...", ...], "return_documents": false}}
+    {"inputs": {"query": "...", "texts": ["...", ...], "return_documents": false}, "parameters": {"batch_size": 32}}
         → [{"index": i, "score": s[, "text": "..."]}, ...] sorted by score, best first
     {"inputs": [["query", "passage"], ...]}
         → {"scores": [s, ...]} in input order
-Scores are the model's raw relevance logits (higher is more relevant).
+Scores are the model's raw relevance logits (higher is more relevant; no sigmoid). A request holds at most
+MAX_TEXTS passages or pairs, and batch_size is at most MAX_BATCH_SIZE: a bad request fails with a message naming
+the field, before any work.
 """
 
 import torch
 from transformers import AutoModel
 
+MAX_TEXTS = 1024
+MAX_BATCH_SIZE = 256
+
 
 class EndpointHandler:
     def __init__(self, path: str = ""):
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-        dtype = torch.float16 if device == "cuda" else torch.float32
-        self.model = AutoModel.from_pretrained(path or ".", trust_remote_code=True, dtype=dtype).to(device).eval()
+        model = AutoModel.from_pretrained(path or ".", trust_remote_code=True)
+        if torch.cuda.is_available():
+            model = model.half().to("cuda")  # loaded in float32, then halved: the same on every transformers release
+        self.model = model.eval()
 
     def __call__(self, data: dict):
         if not isinstance(data, dict) or "inputs" not in data:
             raise ValueError('expected a JSON object with "inputs"')
-        inputs = data["inputs"]
-        parameters = data.get("parameters") or {}
-        batch_size = int(parameters.get("batch_size", 32))
+        inputs, parameters = data["inputs"], data.get("parameters") or {}
+        if not isinstance(parameters, dict):
+            raise ValueError(f'"parameters" must be a JSON object, got {type(parameters).__name__}')
+        batch_size = positive_int(parameters.get("batch_size", 32), "parameters.batch_size", MAX_BATCH_SIZE)
         if isinstance(inputs, dict):
             query, texts = inputs.get("query"), inputs.get("texts")
             if not isinstance(query, str) or not query:
                 raise ValueError('"inputs.query" must be a non-empty string')
             if not isinstance(texts, list) or not texts or not all(isinstance(t, str) for t in texts):
                 raise ValueError('"inputs.texts" must be a non-empty list of strings')
-            return_documents = bool(inputs.get("return_documents", parameters.get("return_documents", False)))
+            if len(texts) > MAX_TEXTS:
+                raise ValueError(f'"inputs.texts" holds {len(texts)} passages; at most {MAX_TEXTS} per request')
+            return_documents = boolean(inputs.get("return_documents", parameters.get("return_documents", False)),
+                                       "return_documents")  # fmt: skip
             ranked = self.model.rerank(query, texts, batch_size=batch_size, return_documents=return_documents)
             return [{"index": r["index"], "score": r["score"], **({"text": r["document"]} if return_documents else {})}
                     for r in ranked]  # fmt: skip
         if isinstance(inputs, list) and inputs:
             pairs = [inputs] if len(inputs) == 2 and all(isinstance(x, str) for x in inputs) else inputs
+            if len(pairs) > MAX_TEXTS:
+                raise ValueError(f'"inputs" holds {len(pairs)} pairs; at most {MAX_TEXTS} per request')
             for i, pair in enumerate(pairs):
                 if not isinstance(pair, (list, tuple)) or len(pair) != 2 or not all(isinstance(x, str) for x in pair):
                     raise ValueError(f'"inputs"[{i}] must be a [query, passage] pair of strings')
             return {"scores": self.model.compute_score([list(pair) for pair in pairs], batch_size=batch_size)}
         raise ValueError('"inputs" must be {"query": ..., "texts": [...]} or a list of [query, passage] pairs')
+
+
+def positive_int(value, field: str, maximum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != int(value) or not 1 <= value <= maximum:
+        raise ValueError(f'"{field}" must be an integer from 1 to {maximum}, got {value!r}')
+    return int(value)
+
+
+def boolean(value, field: str) -> bool:
+    """A JSON boolean, or the strings "true" / "false" that some clients send."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in ("true", "false"):
+        return value.lower() == "true"
+    raise ValueError(f'"{field}" must be true or false, got {value!r}')

@@ -13,6 +13,7 @@ Layout: the scorers (one call signature, `(similarity, doc_mask) → scores`), t
 """
 
 import functools
+import importlib
 
 import torch
 import torch.nn.functional as F
@@ -29,8 +30,9 @@ except ImportError:  # transformers 4: `_init_weights` only ever sees modules wh
 
 try:
     from .configuration_lite import LiteConfig
-except ImportError:  # imported as a top-level module (a local checkout) rather than as Hub remote code
-    from configuration_lite import LiteConfig
+except ImportError:  # a top-level module (a local checkout) rather than Hub remote code; not an `import` statement,
+    # which transformers 4.x would list as a package the remote code needs
+    LiteConfig = importlib.import_module("configuration_lite").LiteConfig
 
 # Keyword arguments that tokenizers, pipelines and sentence-transformers pass along and that LITE can ignore:
 # the pair convention rebuilds the segments itself, and the encoder's internals are not exposed.
@@ -294,6 +296,10 @@ class LiteTextMixin:
 
     def save_pretrained(self, save_directory, *args, **kwargs):
         """`PreTrainedModel.save_pretrained`, plus the attached tokenizer so the folder is usable on raw text."""
+        if self._tokenizer is not None and getattr(self.config, "tokenizer_class", None) is None:
+            # transformers 4.x pipelines load a tokenizer for a custom config only when config.json names its class;
+            # "BertTokenizer" resolves to the fast tokenizer on every release (4.x adds "Fast" itself).
+            self.config.tokenizer_class = type(self._tokenizer).__name__.removesuffix("Fast")
         super().save_pretrained(save_directory, *args, **kwargs)
         if self._tokenizer is not None and kwargs.get("is_main_process", True):
             self._tokenizer.save_pretrained(save_directory)
@@ -410,7 +416,9 @@ class LitePreTrainedModel(PreTrainedModel):
     """Config class, weight initialisation and loading checks shared by LITE models."""
 
     config_class = LiteConfig
-    base_model_prefix = "lite"
+    # The encoder is the base model (`model.base_model`). transformers 4.x tests checkpoint keys against this prefix
+    # with a bare `startswith`: no other weight name may start with it (the former "lite" matched lite_scorer.*).
+    base_model_prefix = "encoder"
     main_input_name = "input_ids"
     _supports_sdpa = True
 

@@ -4,7 +4,8 @@
     python push_to_hub.py --model-dir runs/lite/best --repo-id USER/lite-minilm --dry-run   # stage + validate only
 
 1. Stages a self-contained Hub folder: model.safetensors, config.json (auto_map), configuration_lite.py,
-   modeling_lite.py, the tokenizer (model_max_length set), handler.py and README.md rendered from model_card/.
+   modeling_lite.py, the tokenizer (model_max_length set), handler.py, requirements.txt and README.md rendered from
+   model_card/. The stage folder must be new, empty or a previous stage: nothing else is ever deleted.
 2. Validates it: a fresh, offline process loads it with trust_remote_code=True and must reproduce the source
    model's scores on the widget examples. A broken stage is never uploaded.
 3. Uploads it in one commit (HfApi.create_repo(exist_ok=True) + upload_folder); the token comes from HF_TOKEN or the
@@ -13,12 +14,15 @@
 
 import argparse
 import json
+import re
 import tempfile
 from pathlib import Path
 
 from huggingface_hub import HfApi, get_token
 
-from lite_rerank.publishing import WIDGET_EXAMPLES, StageError, load_results, stage_model, validate_stage
+from lite_rerank.publishing import (
+    WIDGET_EXAMPLES, StageDirError, StageError, check_stage_dir, load_results, stage_model, validate_stage,
+)  # fmt: skip
 from modeling_lite import LiteModel
 
 
@@ -33,10 +37,14 @@ def parse_args(argv=None):
     parser.add_argument("--base-model", default=None,
                         help="Hub id of the encoder the model started from, for the card (default: the training "
                              "summary's --encoder when it is a Hub id)")
+    parser.add_argument("--dataset-name", default=None,
+                        help="how the card names the evaluation data when it is not a Hub dataset (default: its folder)")
+    parser.add_argument("--dataset-url", default=None, help="link to the evaluation data's provenance, for the card")
     parser.add_argument("--private", action="store_true", help="create the repo as private")
     parser.add_argument("--revision", default=None, help="branch to commit to (created if missing)")
     parser.add_argument("--commit-message", default="Upload LITE re-ranker")
-    parser.add_argument("--stage-dir", default=None, help="where to stage (default: a temporary folder)")
+    parser.add_argument("--stage-dir", default=None,
+                        help="where to stage: a new or empty folder, or a previous stage (default: a temporary folder)")
     parser.add_argument("--dry-run", action="store_true", help="stage and validate, then print what would be uploaded")
     return parser.parse_args(argv)
 
@@ -55,8 +63,15 @@ def pick_results_row(results: dict, wanted: str | None, model_dir: Path) -> str:
     raise SystemExit(f"the results hold several models {rows}; pick this model's row with --results-model")
 
 
+REPO_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*")
+
+
 def main(argv=None):
     args = parse_args(argv)
+    # Every input is checked before anything is written or loaded.
+    if not REPO_ID.fullmatch(args.repo_id) or "--" in args.repo_id or ".." in args.repo_id or len(args.repo_id) > 96:
+        raise SystemExit(f"--repo-id {args.repo_id!r} is not a Hub model id: USER/NAME with letters, digits, '-', "
+                         "'_' and '.'")  # fmt: skip
     model_dir = Path(args.model_dir)
     if not (model_dir / "model.safetensors").is_file() or not (model_dir / "config.json").is_file():
         raise SystemExit(f"{model_dir}: no model.safetensors / config.json; point --model-dir at a saved model")
@@ -72,13 +87,20 @@ def main(argv=None):
         token = get_token()  # HF_TOKEN, or the token saved by `hf auth login`
         if not token:
             raise SystemExit("no Hugging Face token: set HF_TOKEN or run `hf auth login` (or use --dry-run)")
-
-    model = LiteModel.from_pretrained(model_dir).eval()
+    try:
+        stage_dir = check_stage_dir(args.stage_dir or tempfile.mkdtemp(prefix="lite-stage-"), model_dir)
+    except StageDirError as error:
+        raise SystemExit(str(error)) from None
+    try:
+        model = LiteModel.from_pretrained(model_dir).eval()
+        model.tokenizer  # noqa: B018 (loaded now, so that a folder without one fails here, by name)
+    except (OSError, ValueError) as error:
+        raise SystemExit(f"{model_dir}: cannot load the model: {error}") from None
     summary_path = model_dir / "training_summary.json"
     summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
-    stage_dir = Path(args.stage_dir or tempfile.mkdtemp(prefix="lite-stage-"))
     examples = json.loads(WIDGET_EXAMPLES.read_text())
-    stage_model(model, stage_dir, args.repo_id, results, model_key, summary, examples, args.base_model)
+    stage_model(model, stage_dir, args.repo_id, results, model_key, summary, examples, args.base_model,
+                args.dataset_name, args.dataset_url)  # fmt: skip
     pairs = [[example["query"], passage] for example in examples for passage in example["passages"]]
     try:
         validate_stage(stage_dir, pairs, model.compute_score(pairs))

@@ -292,8 +292,7 @@ def get_dataloader(args, train_data, tokenizer, teacher_tokenizer, processes: in
 def build_optimizer(args, model, max_steps: int, processes: int):
     """AdamW: the encoder at --lr (frozen for --freeze-encoder-steps), the rest (scorer, Small-LITE layers,
     cross-encoder head) at --scorer-lr; linear warm-up and decay."""
-    encoder = model.encoder if isinstance(model, LiteModel) else model.base_model
-    is_encoder = {id(p) for p in encoder.parameters()}
+    is_encoder = {id(p) for p in model.base_model.parameters()}  # LITE's encoder, or the cross-encoder's BERT
     groups = [
         {"params": [p for p in model.parameters() if id(p) in is_encoder], "lr": args.lr},
         {"params": [p for p in model.parameters() if id(p) not in is_encoder], "lr": args.scorer_lr or args.lr},

@@ -1,6 +1,7 @@
 """Stage a trained LITE model as a self-contained Hub folder, render its model card, and validate the stage."""
 
 import json
+import math
 import os
 import shutil
 import subprocess
@@ -14,6 +15,17 @@ CARD_TEMPLATE = ROOT / "model_card" / "template.md"
 WIDGET_EXAMPLES = ROOT / "model_card" / "widget_examples.json"
 HANDLER = ROOT / "handler.py"
 METRIC_NAMES = {"mrr@10": ("mrr_at_10", "MRR@10"), "ndcg@10": ("ndcg_at_10", "nDCG@10")}
+RESULT_KEYS = ("mrr@10", "ndcg@10", "recall@10", "recall@k")
+# The releases the Hub folder is checked with (scripts/check_hub_compat.py --all); stated in the card and in the
+# stage's requirements.txt (Inference Endpoints installs it on top of its image).
+TESTED_TRANSFORMERS = ("4.46.3", "4.51.3", "4.57.6", "5.0.0", "5.12.1", "5.24.0")
+TESTED_SENTENCE_TRANSFORMERS = ("5.7.0", "6.2.0")
+REQUIREMENTS = "transformers>=4.46.3,<6\n"
+# Everything a stage holds; a folder with anything else in it is not a previous stage and is never replaced.
+STAGE_FILES = {"README.md", "config.json", "configuration_lite.py", "modeling_lite.py", "handler.py", "requirements.txt",
+               "model.safetensors", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt",
+               "chat_template.jinja"}  # fmt: skip
+TOKENIZER_LOCAL_KEYS = ("is_local", "local_files_only")  # where the builder loaded it from: not the Hub's business
 
 
 class StageError(RuntimeError):
@@ -21,12 +33,21 @@ class StageError(RuntimeError):
 
 
 def load_results(path) -> dict:
+    """The results JSON written by eval_rerank.py --output, checked: every row carries every metric."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"results file {path} not found (write it with eval_rerank.py --output)")
-    results = json.loads(path.read_text())
-    if not isinstance(results.get("models"), dict) or not results["models"]:
+    try:
+        results = json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path}: not valid JSON ({error.msg} at line {error.lineno}); expected the file written by "
+                         "eval_rerank.py --output") from None  # fmt: skip
+    if not isinstance(results, dict) or not isinstance(results.get("models"), dict) or not results["models"]:
         raise ValueError(f"{path}: no 'models' section; expected the JSON written by eval_rerank.py --output")
+    for name, row in results["models"].items():
+        missing = [key for key in RESULT_KEYS if not isinstance(row, dict) or key not in row]
+        if missing:
+            raise ValueError(f"{path}: model {name!r} lacks {missing}; expected the JSON written by eval_rerank.py")
     return results
 
 
@@ -38,14 +59,16 @@ def results_table(results: dict) -> str:
     return "\n".join(lines)
 
 
-def eval_results(results: dict, model_key: str) -> list[EvalResult]:
-    """model-index entries of the published model's row of the results JSON."""
+def eval_results(results: dict, model_key: str) -> list[EvalResult] | None:
+    """model-index entries of the published model's row, when the data is a Hub dataset: the Hub links `dataset.type`
+    to hf.co/datasets/<type>, so local data is described in the card's text instead (name and provenance link)."""
     data = results.get("data", {})
-    spec = str(data.get("spec", "unknown"))
-    dataset = spec if is_hub_id(spec) else Path(spec).name
+    spec = str(data.get("spec", ""))
+    if not is_hub_id(spec):
+        return None
     row = results["models"][model_key]
     return [
-        EvalResult(task_type="text-ranking", dataset_type=dataset, dataset_name=dataset,
+        EvalResult(task_type="text-ranking", dataset_type=spec, dataset_name=spec,
                    dataset_split=data.get("split") or "dev", metric_type=metric_type, metric_value=round(row[key], 4),
                    metric_name=metric_name, dataset_args={"protocol": results.get("protocol")})  # fmt: skip
         for key, (metric_type, metric_name) in METRIC_NAMES.items()
@@ -53,18 +76,27 @@ def eval_results(results: dict, model_key: str) -> list[EvalResult]:
 
 
 def widget_examples(model, examples) -> list[dict]:
-    """Widget entries (query + passages) with the scores this model gives them now."""
+    """Widget entries (query + passages) with this model's scores as the Hub draws them: probabilities, i.e.
+    sigmoid(logit), which is also what CrossEncoder.predict and the text-classification pipeline return by default."""
     widget = []
     for example in examples:
         ranked = model.rerank(example["query"], example["passages"])
-        scores = {r["index"]: round(r["score"], 4) for r in ranked}
+        scores = {r["index"]: round(1 / (1 + math.exp(-r["score"])), 4) for r in ranked}
         widget.append({
-            "example_title": example["query"][:40],
+            "example_title": short_title(example["query"]),
             "source_sentence": example["query"],
             "sentences": example["passages"],
             "output": [{"label": f"passage {i}", "score": scores[i]} for i in range(len(example["passages"]))],
         })  # fmt: skip
     return widget
+
+
+def short_title(text: str, limit: int = 40) -> str:
+    """`text` cut at a word boundary to at most `limit` characters (an ellipsis marks the cut)."""
+    if len(text) <= limit:
+        return text
+    cut = text[: limit - 1].rsplit(" ", 1)[0].rstrip(" ,;:")
+    return f"{cut}…"
 
 
 def is_hub_id(name: str) -> bool:
@@ -91,7 +123,8 @@ def training_description(summary: dict) -> str:
 
 
 def render_card(model, repo_id: str, results: dict | None, model_key: str | None, widget: list[dict],
-                summary: dict, base_model: str | None = None) -> ModelCard:  # fmt: skip
+                summary: dict, base_model: str | None = None, dataset_name: str | None = None,
+                dataset_url: str | None = None) -> ModelCard:  # fmt: skip
     config = model.config
     encoder = base_model or summary.get("args", {}).get("encoder") or config.encoder_config.model_type
     train_data = str(summary.get("args", {}).get("train_data", ""))
@@ -105,6 +138,8 @@ def render_card(model, repo_id: str, results: dict | None, model_key: str | None
         widget=widget,
     )  # fmt: skip
     data = (results or {}).get("data", {})
+    spec = str(data.get("spec", ""))
+    dataset = spec if is_hub_id(spec) else (dataset_name or Path(spec).name or "local data")
     example = widget[0]["sentences"] if widget else ["passage one", "passage two"]
     return ModelCard.from_template(
         card_data, template_path=str(CARD_TEMPLATE), repo_id=repo_id, model_name=repo_id.split("/")[-1],
@@ -117,6 +152,9 @@ def render_card(model, repo_id: str, results: dict | None, model_key: str | None
         results_table=results_table(results) if results else None, protocol=(results or {}).get("protocol"),
         num_queries=data.get("num_queries"), candidate_depth=data.get("candidate_depth"),
         results_caveat=RESULTS_CAVEAT, training_description=training_description(summary),
+        dataset=dataset, dataset_url=dataset_url, dataset_is_hub=is_hub_id(spec),
+        transformers_versions=", ".join(TESTED_TRANSFORMERS), oldest_transformers=TESTED_TRANSFORMERS[0],
+        sentence_transformers_versions=", ".join(TESTED_SENTENCE_TRANSFORMERS),
     )  # fmt: skip
 
 
@@ -127,20 +165,51 @@ RESULTS_CAVEAT = (
 )
 
 
-def stage_model(model, stage_dir, repo_id: str, results: dict | None = None, model_key: str | None = None,
-                summary: dict | None = None, examples=None, base_model: str | None = None) -> Path:  # fmt: skip
-    """Write the Hub folder: weights, config (with auto_map), both code files, tokenizer, handler.py, README.md."""
-    stage_dir = Path(stage_dir)
+class StageDirError(ValueError):
+    """The stage folder holds something that is not a previous stage: it is never emptied or written into."""
+
+
+def check_stage_dir(stage_dir, model_dir=None) -> Path:
+    """`stage_dir` if it may be (re)written: absent, empty, or a previous stage (only stage files); never the model
+    folder, a folder above it, or a folder with anyone's other files."""
+    stage_dir = Path(stage_dir).resolve()
+    if model_dir is not None:
+        model_dir = Path(model_dir).resolve()
+        if stage_dir == model_dir or stage_dir in model_dir.parents:
+            raise StageDirError(f"--stage-dir {stage_dir} is the model folder or holds it; stage into a new folder")
     if stage_dir.exists():
-        shutil.rmtree(stage_dir)
+        if not stage_dir.is_dir():
+            raise StageDirError(f"--stage-dir {stage_dir} is a file; stage into a new folder")
+        others = sorted(p.name for p in stage_dir.iterdir() if p.name not in STAGE_FILES)
+        if others:
+            raise StageDirError(f"--stage-dir {stage_dir} holds {others[:5]}, which a stage never does; nothing was "
+                                "deleted: stage into a new or empty folder")  # fmt: skip
+    return stage_dir
+
+
+def stage_model(model, stage_dir, repo_id: str, results: dict | None = None, model_key: str | None = None,
+                summary: dict | None = None, examples=None, base_model: str | None = None,
+                dataset_name: str | None = None, dataset_url: str | None = None) -> Path:  # fmt: skip
+    """Write the Hub folder: weights, config (with auto_map), both code files, tokenizer, handler.py,
+    requirements.txt, README.md. The folder must be new, empty or a previous stage (`check_stage_dir`)."""
+    stage_dir = check_stage_dir(stage_dir)
+    if stage_dir.exists():
+        shutil.rmtree(stage_dir)  # a previous stage: only files this function writes
     stage_dir.mkdir(parents=True)
     tokenizer = model.tokenizer
     # Pairs for the cross-encoder convention must not be cut to a short default before the model splits them.
     tokenizer.model_max_length = model.config.encoder_config.max_position_embeddings
     model.save_pretrained(stage_dir)  # weights, config.json, code files, tokenizer
+    tokenizer_config = stage_dir / "tokenizer_config.json"
+    if tokenizer_config.is_file():
+        values = json.loads(tokenizer_config.read_text())
+        tokenizer_config.write_text(json.dumps({k: v for k, v in values.items() if k not in TOKENIZER_LOCAL_KEYS},
+                                               indent=2) + "\n")  # fmt: skip
     shutil.copy(HANDLER, stage_dir / "handler.py")
+    (stage_dir / "requirements.txt").write_text(REQUIREMENTS)
     examples = examples if examples is not None else json.loads(WIDGET_EXAMPLES.read_text())
-    card = render_card(model, repo_id, results, model_key, widget_examples(model, examples), summary or {}, base_model)
+    card = render_card(model, repo_id, results, model_key, widget_examples(model, examples), summary or {}, base_model,
+                       dataset_name, dataset_url)  # fmt: skip
     card.save(stage_dir / "README.md")
     return stage_dir
 
@@ -157,7 +226,7 @@ def validate_stage(stage_dir, pairs, expected_scores, tolerance: float = 1e-4):
     """Load the stage in a fresh process (offline, outside this checkout) and compare its scores with the source's."""
     stage_dir = Path(stage_dir)
     required = ["model.safetensors", "config.json", "modeling_lite.py", "configuration_lite.py", "handler.py",
-                "README.md", "tokenizer_config.json"]  # fmt: skip
+                "README.md", "tokenizer_config.json", "requirements.txt"]  # fmt: skip
     missing = [name for name in required if not (stage_dir / name).is_file()]
     if missing:
         raise StageError(f"{stage_dir}: missing {missing}")

@@ -1,4 +1,5 @@
 import json
+import math
 import re
 from unittest.mock import patch
 
@@ -14,7 +15,7 @@ from modeling_lite import LiteModel
 from test_modeling_lite import run_fresh
 
 STAGED_FILES = {"README.md", "config.json", "configuration_lite.py", "modeling_lite.py", "handler.py",
-                "model.safetensors", "tokenizer.json", "tokenizer_config.json"}  # fmt: skip
+                "model.safetensors", "tokenizer.json", "tokenizer_config.json", "requirements.txt"}  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -94,16 +95,25 @@ def test_card_front_matter_matches_results_and_model(staged, model_dir, results_
     assert {"reranker", "late-interaction", "lite", "custom_code"} <= set(meta["tags"])
     assert meta["base_model"] == "sentence-transformers/all-MiniLM-L6-v2" and meta["license"] == "apache-2.0"
     assert "datasets" not in meta  # a local training file is not a Hub dataset
+    # A local evaluation set is not a Hub dataset either: no model-index entry would link anywhere real; the
+    # results are in the card's text.
+    assert "model-index" not in meta
     results = json.loads(results_file.read_text())["models"]["lite"]
-    metrics = {m["name"]: m["value"] for m in meta["model-index"][0]["results"][0]["metrics"]}
-    assert metrics == {"MRR@10": round(results["mrr@10"], 4), "nDCG@10": round(results["ndcg@10"], 4)}
     model = LiteModel.from_pretrained(model_dir)
-    for example in meta["widget"]:
+    for example in meta["widget"]:  # scores as the Hub draws them: sigmoid(logit), as CrossEncoder/pipeline give them
         scores = model.compute_score([[example["source_sentence"], p] for p in example["sentences"]])
-        assert [o["score"] for o in example["output"]] == pytest.approx([round(s, 4) for s in scores], abs=1e-4)
+        sigmoid = [1 / (1 + math.exp(-s)) for s in scores]
+        assert [o["score"] for o in example["output"]] == pytest.approx([round(s, 4) for s in sigmoid], abs=1e-4)
+        title, sentence = example["example_title"], example["source_sentence"]
+        assert len(title) <= 40 and (title == sentence or title.endswith("…"))
+        if title != sentence:  # cut between words, never inside one
+            assert sentence.startswith(title[:-1]) and sentence[len(title) - 1] in " ,;:"
+    assert any(example["example_title"].endswith("…") for example in meta["widget"])
     body = (staged / "README.md").read_text()
     assert "arXiv:2406.17968" in body and "| lite |" in body and "/somewhere" not in body
+    assert f"| {results['mrr@10']:.4f} |" in body and "Data: beir." in body
     assert "debian-rerank/triplets.jsonl" in body
+    assert "4.46.3" in body and "raw logits" in body and "sigmoid" in body
 
 
 @pytest.mark.parametrize("private, revision", [(True, "dev"), (False, None)])
@@ -161,3 +171,85 @@ def test_a_broken_stage_is_never_uploaded(model_dir, tmp_path, monkeypatch):
             push_to_hub.main(["--model-dir", str(model_dir), "--repo-id", "me/x", "--stage-dir", str(tmp_path / "s")])
     create_repo.assert_not_called()
     upload.assert_not_called()
+
+
+def test_stage_carries_no_local_paths_and_a_requirements_file(staged):
+    config = json.loads((staged / "config.json").read_text())
+    assert "_name_or_path" not in config["encoder_config"] and config["tokenizer_class"] == "BertTokenizer"
+    tokenizer_config = json.loads((staged / "tokenizer_config.json").read_text())
+    assert not {"is_local", "local_files_only"} & set(tokenizer_config)
+    assert (staged / "requirements.txt").read_text() == "transformers>=4.46.3,<6\n"
+    assert str(staged.parent.parent) not in (staged / "config.json").read_text()
+
+
+def test_hub_dataset_results_go_into_the_model_index(model_dir, results_file, tmp_path):
+    results = json.loads(results_file.read_text())
+    results["data"]["spec"] = "microsoft/ms_marco"
+    hub_results = tmp_path / "hub.json"
+    hub_results.write_text(json.dumps(results))
+    push_to_hub.main(["--model-dir", str(model_dir), "--repo-id", "me/lite-tiny", "--results", str(hub_results),
+                      "--dry-run", "--stage-dir", str(tmp_path / "stage")])  # fmt: skip
+    entry = front_matter(tmp_path / "stage")["model-index"][0]["results"][0]
+    assert entry["dataset"]["type"] == "microsoft/ms_marco"
+    metrics = {m["name"]: m["value"] for m in entry["metrics"]}
+    row = results["models"]["lite"]
+    assert metrics == {"MRR@10": round(row["mrr@10"], 4), "nDCG@10": round(row["ndcg@10"], 4)}
+
+
+def test_local_data_is_named_with_its_provenance_link(model_dir, results_file, tmp_path):
+    push_to_hub.main(["--model-dir", str(model_dir), "--repo-id", "me/lite-tiny", "--results", str(results_file),
+                      "--dataset-name", "Debian 12 package descriptions", "--dataset-url", "https://deb.debian.org/x",
+                      "--dry-run", "--stage-dir", str(tmp_path / "stage")])  # fmt: skip
+    body = (tmp_path / "stage" / "README.md").read_text()
+    assert "Data: Debian 12 package descriptions ([provenance](https://deb.debian.org/x))." in body
+
+
+@pytest.mark.parametrize("where", ["user folder", "model folder", "run folder above best"])
+def test_stage_dir_never_deletes_what_it_did_not_stage(model_dir, tmp_path, where):
+    """D1-D3: a --stage-dir holding anything but a previous stage is refused, and nothing is deleted."""
+    if where == "user folder":
+        stage = tmp_path / "mine"
+        stage.mkdir()
+        (stage / "thesis.tex").write_text("years of work")
+    else:
+        stage = model_dir if where == "model folder" else model_dir.parent
+    before = {p: p.stat().st_mtime_ns for p in stage.rglob("*")}
+    with pytest.raises(SystemExit, match="stage-dir"):
+        push_to_hub.main(["--model-dir", str(model_dir), "--repo-id", "me/x", "--dry-run", "--stage-dir", str(stage)])
+    assert {p: p.stat().st_mtime_ns for p in stage.rglob("*")} == before
+
+
+def test_a_previous_stage_is_replaced(model_dir, tmp_path):
+    stage = tmp_path / "stage"
+    for _ in range(2):
+        push_to_hub.main(["--model-dir", str(model_dir), "--repo-id", "me/x", "--dry-run", "--stage-dir", str(stage)])
+    assert {p.name for p in stage.iterdir()} == STAGED_FILES
+
+
+@pytest.mark.parametrize("repo_id", ["not a valid/repo id!!/x", "noslash", "a/b/c", "-x/y", "user/../etc"])
+def test_bad_repo_ids_are_refused_before_anything_happens(model_dir, tmp_path, repo_id):
+    with pytest.raises(SystemExit, match="--repo-id"):
+        push_to_hub.main(["--model-dir", str(model_dir), f"--repo-id={repo_id}", "--dry-run",
+                          "--stage-dir", str(tmp_path / "stage")])  # fmt: skip
+    assert not (tmp_path / "stage").exists()
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [("{not json", r"bad.json: not valid JSON"),
+     ('{"models": {"lite": {"mrr@10": 0.5}}}', r"bad.json: model 'lite' lacks \['ndcg@10'"),
+     ('{"rows": []}', r"bad.json: no 'models' section")],
+)  # fmt: skip
+def test_bad_results_files_are_named(model_dir, tmp_path, content, message):
+    (tmp_path / "bad.json").write_text(content)
+    with pytest.raises(SystemExit, match=message):
+        push_to_hub.main(["--model-dir", str(model_dir), "--repo-id", "me/x", "--dry-run",
+                          "--results", str(tmp_path / "bad.json"), "--stage-dir", str(tmp_path / "stage")])  # fmt: skip
+
+
+def test_a_model_folder_without_a_tokenizer_is_named(tmp_path):
+    folder = tmp_path / "no-tokenizer"
+    tiny_model().save_pretrained(folder)
+    with pytest.raises(SystemExit, match=r"no-tokenizer.*tokenizer"):
+        push_to_hub.main(["--model-dir", str(folder), "--repo-id", "me/x", "--dry-run",
+                          "--stage-dir", str(tmp_path / "stage")])  # fmt: skip
