@@ -6,24 +6,32 @@
         --output results/debian-dev.json
     # MS MARCO v2.1 validation, each query's own ~10 passages (the seed's easy protocol)
     python eval_rerank.py --model USER/lite-distilbert --data microsoft/ms_marco --max-queries 2000
+    # several processes (GPUs or machines): each scores its share of the queries, the metrics and runs are gathered
+    accelerate launch --num_processes 4 eval_rerank.py --model ... --data ... --run ... --doc-cache caches/
 
-Prints a markdown table (one row per model plus the `first-stage` order itself; with no model, only that row). With --output, writes the JSON that
-push_to_hub.py reads and one TREC run file per model next to it.
+A model is a LITE folder or Hub id, or a cross-encoder (AutoModelForSequenceClassification). Every model is loaded
+and checked before any is scored. Prints a markdown table (one row per model plus the `first-stage` order itself;
+with no model, only that row). With --output, writes the JSON that push_to_hub.py reads (with the number of
+processes, the queries each scored, and the peak memory) and one TREC run file per model next to it.
 """
 
 import argparse
 import json
 import re
+import resource
 import sys
 from pathlib import Path
 
 import torch
+from accelerate import PartialState
+from accelerate.utils import gather_object
 from transformers import AutoModel
 
 from lite_rerank.cross_encoder import CrossEncoderScorer, is_cross_encoder
-from lite_rerank.data import load_rerank_set, write_trec_run
-from lite_rerank.doc_cache import build_document_cache
-from lite_rerank.evaluation import compute_metrics, load_metrics, rankings, score_rerank_set
+from lite_rerank.data import DataError, load_rerank_set, write_trec_run
+from lite_rerank.doc_cache import CacheError, build_document_cache
+from lite_rerank.evaluation import compute_metrics, load_metrics, rankings, results_table, score_rerank_set
+from lite_rerank.utils import inference_dtype
 
 ROOT = Path(__file__).resolve().parent
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -33,7 +41,7 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", action="append", default=[], metavar="[NAME=]PATH_OR_ID",
                         help="a saved LITE model or cross-encoder (folder or Hub id); repeat to compare models on the "
-                             "same candidates")
+                             "same candidates")  # fmt: skip
     parser.add_argument("--zero-shot-encoder", action="append", default=[], metavar="[NAME=]PATH_OR_ID",
                         help="an untrained encoder scored with MaxSim (zero-shot baseline row)")
     parser.add_argument("--data", required=True,
@@ -43,7 +51,7 @@ def parse_args(argv=None):
     parser.add_argument("--max-queries", type=int, default=None, help="evaluate only the first N judged queries")
     parser.add_argument("--output", default=None, help="results JSON; TREC runs are written next to it")
     parser.add_argument("--batch-size", type=int, default=64, help="texts per encoder batch")
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--device", default=None, help="default: this process's accelerator device, else cpu")
     parser.add_argument("--dtype", default="auto", choices=["auto", *DTYPES],
                         help="model dtype; auto = float16 on CUDA, float32 on CPU")
     parser.add_argument("--query-max-length", type=int, default=30, help="L1 of --zero-shot-encoder rows")
@@ -51,12 +59,19 @@ def parse_args(argv=None):
     parser.add_argument("--max-docs-in-memory", type=int, default=100_000,
                         help="documents encoded and held at once; larger candidate sets are processed in blocks")
     parser.add_argument("--doc-cache", default=None, metavar="DIR",
-                        help="score from document-embedding caches DIR/<model name>, built on first use and reused "
-                             "by later runs (checked against the model's fingerprint)")
+                        help="score LITE models from document-embedding caches DIR/<model name>, built on first use "
+                             "(across all processes) and reused by later runs (checked against the model's fingerprint "
+                             "and each passage's text)")  # fmt: skip
     parser.add_argument("--cache-dtype", default="float16", choices=["float16", "bfloat16", "float32", "int8"],
                         help="storage of a new --doc-cache (int8: per-vector scales)")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    for name in ("batch_size", "max_queries", "max_docs_in_memory"):
+        if getattr(args, name) is not None and getattr(args, name) < 1:
+            parser.error(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
+    if args.output and Path(args.output).is_dir():
+        parser.error(f"--output {args.output} is a folder; give the results JSON's file name")
+    return args
 
 
 def named(spec: str) -> tuple[str, str]:
@@ -68,66 +83,104 @@ def named(spec: str) -> tuple[str, str]:
     return (parts[-1] if parts else spec), spec
 
 
-def load_models(args):
-    dtype = DTYPES.get(args.dtype) or (torch.float16 if args.device.startswith("cuda") else torch.float32)
-    for spec in args.model:
-        name, path = named(spec)
-        if is_cross_encoder(path):
-            yield name, CrossEncoderScorer.from_pretrained(path, args.device, dtype)
-        else:
-            yield name, AutoModel.from_pretrained(path, trust_remote_code=True, dtype=dtype).to(args.device)
-    for spec in args.zero_shot_encoder:
-        from modeling_lite import LiteModel
+def check_model_spec(flag: str, spec: str) -> tuple[str, str]:
+    """(name, path) of a --model / --zero-shot-encoder, refused before any work when it cannot load: a missing
+    folder, a folder without config.json, or weights whose safetensors header does not read."""
+    name, path = named(spec)
+    local = Path(path)
+    if local.exists() or path.startswith((".", "/", "~")) or path.count("/") > 1:
+        if not (local / "config.json").is_file():
+            raise SystemExit(f"{flag} {spec}: no model folder there (no {local / 'config.json'})")
+        weights = local / "model.safetensors"
+        if weights.exists():
+            from safetensors import safe_open
 
-        name, path = named(spec)
-        model = LiteModel.from_encoder(path, scorer="maxsim", query_max_length=args.query_max_length,
-                                       doc_max_length=args.doc_max_length)  # fmt: skip
-        yield f"{name} (zero-shot MaxSim)", model.to(device=args.device, dtype=dtype)
+            try:
+                with safe_open(str(weights), framework="pt"):
+                    pass
+            except Exception as error:
+                raise SystemExit(f"{flag} {spec}: {weights} does not read ({error}); the file is damaged") from None
+    return name, path
+
+
+def load_model(name: str, path: str, args, zero_shot: bool = False):
+    device = args.device or str(PartialState().device)
+    dtype = DTYPES.get(args.dtype) or inference_dtype(device)
+    try:
+        if zero_shot:
+            from modeling_lite import LiteModel
+
+            model = LiteModel.from_encoder(path, scorer="maxsim", query_max_length=args.query_max_length,
+                                           doc_max_length=args.doc_max_length)  # fmt: skip
+        elif is_cross_encoder(path):
+            return CrossEncoderScorer.from_pretrained(path, device, dtype)
+        else:
+            model = AutoModel.from_pretrained(path, trust_remote_code=True)
+        model.tokenizer  # noqa: B018 (a folder without a tokenizer fails here, by name)
+    except (OSError, ValueError) as error:
+        raise SystemExit(f"--model {name}={path}: cannot load it: {error}") from None
+    return model.to(device=device, dtype=dtype).eval()
 
 
 def file_tag(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", name)
 
 
-def markdown_table(results: dict, depth: int) -> str:
-    lines = [f"| system | MRR@10 | nDCG@10 | Recall@10 | Recall@{depth} | queries |", "|---|---|---|---|---|---|"]
-    for name, m in results.items():
-        lines.append(f"| {name} | {m['mrr@10']:.4f} | {m['ndcg@10']:.4f} | {m['recall@10']:.4f} | "
-                     f"{m['recall@k']:.4f} | {m['num_queries']} |")  # fmt: skip
-    return "\n".join(lines)
-
-
 def main(argv=None):
     args = parse_args(argv)
-    rerank_set = load_rerank_set(args.data, args.split, args.run, args.max_queries)
+    state = PartialState()
+    specs = [(check_model_spec("--model", spec), False) for spec in args.model]
+    specs += [((f"{name} (zero-shot MaxSim)", path), True) for name, path in
+              (check_model_spec("--zero-shot-encoder", spec) for spec in args.zero_shot_encoder)]  # fmt: skip
+    try:
+        rerank_set = load_rerank_set(args.data, args.split, args.run, args.max_queries)
+    except DataError as error:
+        raise SystemExit(f"error: {error}") from None
+    models = [(name, load_model(name, path, args, zero_shot)) for (name, path), zero_shot in specs]  # all, first
     depth = rerank_set.depth
-    print(f"{len(rerank_set.queries)} queries, {len(rerank_set.documents)} distinct candidates, depth {depth}; "
-          f"{rerank_set.protocol}", file=sys.stderr)  # fmt: skip
-    for problem, count in rerank_set.counts.items():
-        if count:
-            print(f"note: {count} {problem.replace('_', ' ')}", file=sys.stderr)
-    metrics = load_metrics()
-    k_values = sorted({10, depth})
-
-    def summarize(scores):
-        values = compute_metrics(rerank_set, scores, k_values, metrics)
-        return {"mrr@10": values["mrr@10"], "ndcg@10": values["ndcg@10"], "recall@10": values["recall@10"],
-                "recall@k": values[f"recall@{depth}"], "num_queries": values["num_queries"]}  # fmt: skip
-
+    if state.is_main_process:
+        print(f"{len(rerank_set.queries)} queries, {len(rerank_set.documents)} distinct candidates, depth {depth}; "
+              f"{rerank_set.protocol}", file=sys.stderr)  # fmt: skip
+        for problem, count in rerank_set.counts.items():
+            if count:
+                print(f"note: {count} {problem.replace('_', ' ')}", file=sys.stderr)
+    with state.split_between_processes(list(rerank_set.queries)) as qids:
+        shard = rerank_set.subset(qids)
     all_scores = {"first-stage": rerank_set.first_stage_scores}
-    results = {"first-stage": summarize(rerank_set.first_stage_scores)}
-    for name, model in load_models(args):
-        print(f"scoring with {name}", file=sys.stderr)
+    for name, model in models:
+        state.print(f"scoring with {name}", file=sys.stderr)
         doc_store = None
-        if args.doc_cache and not isinstance(model, CrossEncoderScorer):
-            doc_store = build_document_cache(model, rerank_set.documents, Path(args.doc_cache) / file_tag(name),
-                                             args.cache_dtype, batch_size=args.batch_size,
-                                             progress=not args.no_progress)  # fmt: skip
-        all_scores[name] = score_rerank_set(model, rerank_set, args.batch_size, args.max_docs_in_memory,
-                                            progress=not args.no_progress, doc_store=doc_store)  # fmt: skip
-        results[name] = summarize(all_scores[name])
-        del model
-    print(markdown_table(results, depth))
+        try:
+            if args.doc_cache and not isinstance(model, CrossEncoderScorer):
+                doc_store = build_document_cache(
+                    model, rerank_set.documents, Path(args.doc_cache) / file_tag(name), args.cache_dtype,
+                    batch_size=args.batch_size, progress=not args.no_progress and state.is_main_process,
+                    process_index=state.process_index, num_processes=state.num_processes,
+                    wait_for_everyone=state.wait_for_everyone,
+                )  # fmt: skip
+                doc_store.check_model(model)
+            scores = score_rerank_set(model, shard, args.batch_size, args.max_docs_in_memory,
+                                      progress=not args.no_progress and state.is_main_process,
+                                      doc_store=doc_store)  # fmt: skip
+        except CacheError as error:
+            raise SystemExit(f"error: {error}") from None
+        all_scores[name] = dict(pair for part in gather_object([list(scores.items())]) for pair in part)
+    queries_per_process = [len(part) for part in gather_object([qids])]
+    if not state.is_main_process:
+        return None
+    metrics, k_values, results = load_metrics(), sorted({10, depth}), {}
+    for name, scores in all_scores.items():
+        broken = [qid for qid, values in scores.items() if not all(map(_finite, values))]
+        if broken:
+            raise SystemExit(f"{name}: scores that are not finite for {len(broken)} queries (e.g. {broken[0]}); the "
+                             "model is broken (NaN or infinite weights?), no results written")  # fmt: skip
+        values = compute_metrics(rerank_set, scores, k_values, metrics)
+        results[name] = {"mrr@10": values["mrr@10"], "ndcg@10": values["ndcg@10"], "recall@10": values["recall@10"],
+                         "recall@k": values[f"recall@{depth}"], "num_queries": values["num_queries"]}  # fmt: skip
+    print(results_table(results, depth))
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"{state.num_processes} process(es), queries per process {queries_per_process}; peak memory of this "
+          f"process {peak_mb:.0f} MB", file=sys.stderr)  # fmt: skip
     if args.output:
         output = Path(args.output)
         output.parent.mkdir(parents=True, exist_ok=True)
@@ -136,12 +189,18 @@ def main(argv=None):
             "data": {"spec": args.data, "split": args.split, "run": args.run, "num_queries": len(rerank_set.queries),
                      "candidate_depth": depth, "counts": rerank_set.counts},  # fmt: skip
             "protocol": rerank_set.protocol,
+            "processes": {"count": state.num_processes, "queries_per_process": queries_per_process,
+                          "peak_memory_mb_main_process": round(peak_mb)},  # fmt: skip
         }
         output.write_text(json.dumps(report, indent=2) + "\n")
         for name, scores in all_scores.items():
             tag = file_tag(name)
             write_trec_run(output.with_name(f"{output.stem}.{tag}.trec"), rankings(rerank_set, scores), tag)
     return results
+
+
+def _finite(value: float) -> bool:
+    return value == value and abs(value) != float("inf")
 
 
 if __name__ == "__main__":

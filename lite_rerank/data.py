@@ -92,6 +92,7 @@ def read_qrels(path) -> dict[str, dict[str, int]]:
 def read_trec_run(path) -> dict[str, list[tuple[str, float]]]:
     """TREC run `qid Q0 docid rank score tag` → {qid: [(docid, score), ...]} in rank order."""
     ranked: dict[str, list[tuple[int, str, float]]] = {}
+    seen: dict[tuple[str, str], int] = {}
     with open_text(path) as lines:
         for line_no, line in enumerate(lines, start=1):
             fields = line.split()
@@ -100,6 +101,10 @@ def read_trec_run(path) -> dict[str, list[tuple[str, float]]]:
             if len(fields) != 6:
                 raise DataError(path, f"expected 6 columns 'qid Q0 docid rank score tag', got {len(fields)}", line_no)
             qid, _, docid, rank, score, _ = fields
+            if (qid, docid) in seen:  # a document counted twice would inflate nDCG and Recall past 1
+                raise DataError(path, f"document {docid} is listed twice for query {qid} (first at line "
+                                      f"{seen[qid, docid]})", line_no)  # fmt: skip
+            seen[qid, docid] = line_no
             try:
                 ranked.setdefault(qid, []).append((int(rank), docid, float(score)))
             except ValueError:
@@ -115,6 +120,78 @@ def write_trec_run(path, rankings: dict[str, list[tuple[str, float]]], tag: str)
         for qid, ranking in rankings.items():
             for rank, (docid, score) in enumerate(ranking, start=1):
                 out.write(f"{qid} Q0 {docid} {rank} {score:.6f} {tag}\n")
+
+
+class ArrowTexts:
+    """{id: text} read from a memory-mapped Arrow table (a `datasets.Dataset` with `_id`, `text` and optional `title`):
+    a corpus larger than memory costs its ids, not its texts. Behaves like the dict `read_beir_texts` returns."""
+
+    def __init__(self, dataset, with_title: bool = True):
+        self.dataset, self.with_title = dataset, with_title and "title" in dataset.column_names
+        self.row_of = {str(doc_id): row for row, doc_id in enumerate(dataset["_id"])}
+
+    def __len__(self):
+        return len(self.row_of)
+
+    def __contains__(self, doc_id):
+        return doc_id in self.row_of
+
+    def __iter__(self):
+        return iter(self.row_of)
+
+    def __getitem__(self, doc_id: str) -> str:
+        return self.texts([doc_id])[0]
+
+    def texts(self, ids) -> list[str]:
+        rows = self.dataset.select([self.row_of[doc_id] for doc_id in ids])
+        titles = rows["title"] if self.with_title else [""] * len(rows)
+        return [f"{title} {text}" if title else text for title, text in zip(titles, rows["text"])]
+
+
+def read_corpus(path, in_memory_limit: int = 256 << 20):
+    """A BEIR corpus: a dict (every row checked, errors with file:line) when the file is under `in_memory_limit`
+    bytes, else memory-mapped Arrow (`ArrowTexts`, via `datasets`; converted once and cached by datasets)."""
+    if Path(path).stat().st_size < in_memory_limit:
+        return read_beir_texts(path, with_title=True)
+    import datasets
+
+    return ArrowTexts(datasets.load_dataset("json", data_files=str(path), split="train"))
+
+
+class SubsetTexts:
+    """The texts of `ids` only, read through from a larger mapping (dict or `ArrowTexts`) without copying it."""
+
+    def __init__(self, texts, ids):
+        self.source, self.ids = texts, list(dict.fromkeys(ids))
+        self._ids = set(self.ids)
+
+    def __len__(self):
+        return len(self.ids)
+
+    def __contains__(self, doc_id):
+        return doc_id in self._ids
+
+    def __iter__(self):
+        return iter(self.ids)
+
+    def __getitem__(self, doc_id):
+        if doc_id not in self._ids:
+            raise KeyError(doc_id)
+        return self.source[doc_id]
+
+    def items(self):
+        return ((doc_id, self.source[doc_id]) for doc_id in self.ids)
+
+    def texts(self, ids) -> list[str]:
+        missing = [doc_id for doc_id in ids if doc_id not in self._ids]
+        if missing:
+            raise KeyError(missing[0])
+        return texts_of(self.source, ids)
+
+
+def texts_of(texts, ids) -> list[str]:
+    """`[texts[i] for i in ids]`, in one read for an Arrow-backed mapping."""
+    return texts.texts(ids) if hasattr(texts, "texts") else [texts[doc_id] for doc_id in ids]
 
 
 @dataclass
@@ -138,7 +215,7 @@ class RerankSet:
         qids = list(qids)
         return RerankSet(
             queries={q: self.queries[q] for q in qids},
-            documents={d: self.documents[d] for q in qids for d in self.candidates[q]},
+            documents=SubsetTexts(self.documents, sorted({d for q in qids for d in self.candidates[q]})),
             candidates={q: self.candidates[q] for q in qids},
             first_stage_scores={q: self.first_stage_scores[q] for q in qids},
             qrels={q: self.qrels[q] for q in qids},
@@ -152,7 +229,7 @@ def load_beir_rerank_set(folder, run_path, split: str = "dev", max_queries: int 
     qrels = read_qrels(find_file(folder / "qrels", f"{split}.tsv"))
     run = read_trec_run(run_path)
     queries = read_beir_texts(find_file(folder, "queries.jsonl"), with_title=False)
-    corpus = read_beir_texts(find_file(folder, "corpus.jsonl"), with_title=True)
+    corpus = read_corpus(find_file(folder, "corpus.jsonl"))
     counts = dict.fromkeys(
         ("queries_without_candidates", "run_queries_without_judgments", "queries_without_text",
          "candidates_missing_from_corpus"), 0,
@@ -175,10 +252,10 @@ def load_beir_rerank_set(folder, run_path, split: str = "dev", max_queries: int 
         selected[qid] = queries[qid]
         candidates[qid] = [docid for docid, _ in kept]
         scores[qid] = [score for _, score in kept]
-    needed = {docid for docs in candidates.values() for docid in docs}
+    needed = sorted({docid for docs in candidates.values() for docid in docs})  # the same order in every process
     return RerankSet(
         queries=selected,
-        documents={docid: corpus[docid] for docid in needed},
+        documents=SubsetTexts(corpus, needed) if isinstance(corpus, ArrowTexts) else {d: corpus[d] for d in needed},
         candidates=candidates,
         first_stage_scores=scores,
         qrels={qid: qrels[qid] for qid in selected},

@@ -1,29 +1,38 @@
 """A document-embedding cache on disk: a corpus encoded once with `encode_documents`, stored in safetensors chunks.
 
 Layout of a cache folder:
-    cache.json                  format, model fingerprint, dtype, and the list of complete chunks
-    chunk-00000.safetensors     vectors (+ int8 scales), lengths; the chunk's document ids in its header metadata
+    cache.json                  format, model fingerprint, dtype, and the complete chunks (file, size, sha256)
+    chunk-00000.safetensors     vectors (+ int8 scales), lengths; in its header the chunk's document ids and a hash
+                                of each passage's text
+    cache.rank<r>.json          (while a multi-process build runs) the chunks process r has finished
 
-Chunks are written under a temporary name and renamed when complete, and `cache.json` is rewritten atomically after
-each chunk, so an interrupted build keeps every finished chunk and a rerun encodes only the missing documents.
-Memory holds one chunk while building and at most `max_chunks_in_memory` while reading: a corpus larger than RAM
-works. No pickle anywhere.
+A build plans the documents still missing, in the corpus's order, into chunks of `chunk_docs`; chunk j goes to
+process j mod num_processes, so any number of processes writes the same chunks as one. Chunks are written under a temporary
+name and renamed when complete, and the manifests are rewritten atomically after each chunk: an interrupted build
+(of any process) keeps every finished chunk and a rerun encodes only what is missing. Every read checks a chunk's
+sha256 and the model's fingerprint; a rebuild re-encodes damaged chunks and refuses passages whose text changed.
+Memory holds one chunk while building and at most `max_chunks_in_memory` while reading. No pickle anywhere.
 """
 
 import hashlib
-import itertools
 import json
 from collections import OrderedDict
 from pathlib import Path
 
+import datasets
 import torch
 from transformers.utils.logging import tqdm
 
+from .data import ArrowTexts, texts_of
 from .embeddings import TokenEmbeddingStore, encode_texts, real_query_rows
 from .utils import eval_mode, write_atomically, write_text_atomically
 
-FORMAT = "lite-doc-cache/1"
+FORMAT = "lite-doc-cache/2"
 DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32, "int8": torch.int8}
+
+
+class CacheError(ValueError):
+    """A cache folder that cannot be used as asked; the message names the folder or file and what to do."""
 
 
 def model_fingerprint(model) -> str:
@@ -35,35 +44,56 @@ def model_fingerprint(model) -> str:
     return digest.hexdigest()
 
 
-def _chunk_ids(path: Path) -> list[str]:
-    """Document ids of a chunk, read from its safetensors header only."""
+def text_hash(text: str) -> str:
+    return hashlib.blake2b(text.encode("utf-8"), digest_size=8).hexdigest()
+
+
+def file_sha256(path: Path) -> str:
+    with open(path, "rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()
+
+
+def _chunk_header(path: Path) -> dict:
+    """The chunk's metadata (ids, text hashes), read from its safetensors header only."""
     from safetensors import safe_open
 
-    with safe_open(str(path), framework="pt") as handle:
-        return json.loads(handle.metadata()["ids"])
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            metadata = handle.metadata()
+    except Exception as error:  # a truncated or overwritten file: say which
+        raise CacheError(f"{path}: not a readable cache chunk ({error})") from None
+    return {"ids": json.loads(metadata["ids"]), "text_hashes": json.loads(metadata.get("text_hashes", "[]"))}
 
 
-def _write_json_atomically(path: Path, value):
-    write_text_atomically(path, json.dumps(value, indent=2) + "\n")
+def _read_manifest(path: Path) -> dict:
+    try:
+        manifest = json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise CacheError(f"{path}: not valid JSON ({error.msg}); the cache folder is damaged") from None
+    if manifest.get("format") != FORMAT:
+        raise CacheError(f"{path}: cache format {manifest.get('format')!r}, this code reads {FORMAT!r}; build a new "
+                         "cache in another folder")  # fmt: skip
+    return manifest
 
 
 class DocumentCache:
-    """Read side of a cache folder: `get` and `similarity` like `TokenEmbeddingStore`, over lazily loaded chunks."""
+    """Read side of a cache folder: `get` and `similarity` like `TokenEmbeddingStore`, over lazily loaded chunks whose
+    checksums are verified on load. `check_model(model)` (done by `rerank_with_cache` and evaluation) refuses a model
+    other than the one that built the cache."""
 
     def __init__(self, folder, device="cpu", max_chunks_in_memory: int = 4):
         self.folder, self.device = Path(folder), torch.device(device)
         manifest_path = self.folder / "cache.json"
         if not manifest_path.is_file():
             raise FileNotFoundError(f"{manifest_path}: not a document-embedding cache (no cache.json)")
-        self.manifest = json.loads(manifest_path.read_text())
-        if self.manifest.get("format") != FORMAT:
-            raise ValueError(f"{manifest_path}: unknown cache format {self.manifest.get('format')!r}")
+        self.manifest = _read_manifest(manifest_path)
         self.doc_tokens, self.dim = self.manifest["doc_tokens"], self.manifest["dim"]
         self.chunk_of: dict[str, int] = {}
         for index, chunk in enumerate(self.manifest["chunks"]):
-            self.chunk_of.update(dict.fromkeys(_chunk_ids(self.folder / chunk["file"]), index))
+            self.chunk_of.update(dict.fromkeys(_chunk_header(self.folder / chunk["file"])["ids"], index))
         self._loaded: OrderedDict[int, TokenEmbeddingStore] = OrderedDict()
         self.max_chunks_in_memory = max_chunks_in_memory
+        self._checked_model = None
 
     def __len__(self):
         return len(self.chunk_of)
@@ -77,15 +107,25 @@ class DocumentCache:
         return sum(c["vector_bytes"] for c in chunks) / max(1, sum(c["num_docs"] for c in chunks))
 
     def check_model(self, model):
+        """Refuse another model's cache. Remembered per model object and weight version (cheap to call again)."""
+        version = (id(model), sum(p._version for p in model.parameters()))
+        if self._checked_model == version:
+            return
         if self.manifest["model_fingerprint"] != model_fingerprint(model):
-            raise ValueError(f"{self.folder}: this cache was built by another model (fingerprint differs)")
+            raise CacheError(f"{self.folder}: this cache was built by another model (fingerprint differs); build one "
+                             "for this model in another folder")  # fmt: skip
+        self._checked_model = version
 
     def _chunk(self, index: int) -> TokenEmbeddingStore:
         if index not in self._loaded:
             if len(self._loaded) >= self.max_chunks_in_memory:
                 self._loaded.popitem(last=False)
-            self._loaded[index] = TokenEmbeddingStore.load(self.folder / self.manifest["chunks"][index]["file"],
-                                                           self.device)  # fmt: skip
+            chunk = self.manifest["chunks"][index]
+            path = self.folder / chunk["file"]
+            if file_sha256(path) != chunk["sha256"]:
+                raise CacheError(f"{path}: damaged (its sha256 differs from cache.json); rerun the build "
+                                 "(build_document_cache / eval_rerank.py --doc-cache) to re-encode it")  # fmt: skip
+            self._loaded[index] = TokenEmbeddingStore.load(path, self.device)
         self._loaded.move_to_end(index)
         return self._loaded[index]
 
@@ -117,54 +157,132 @@ class DocumentCache:
         return self._gather(ids, lambda store, part: store.get(part, dtype))
 
     def similarity(self, query_vectors, ids):
-        """S (n, L1, K) and (n, K) mask, like `TokenEmbeddingStore.similarity`."""
+        """S (n, q, K) and (n, K) mask, like `TokenEmbeddingStore.similarity`."""
         return self._gather(ids, lambda store, part: store.similarity(query_vectors, part))
 
 
+class Corpus:
+    """The documents to cache: {id: text}, a `datasets.Dataset` with `_id` and `text` (and optional `title`) columns,
+    or any mapping read by id (`ArrowTexts`, `SubsetTexts`). An Arrow-backed corpus stays memory-mapped: only the
+    ids are held in memory, texts are read chunk by chunk."""
+
+    def __init__(self, documents):
+        if isinstance(documents, datasets.Dataset):
+            documents = ArrowTexts(documents)
+        self.documents, self.ids = documents, list(documents)
+
+    def texts(self, ids) -> list[str]:
+        return texts_of(self.documents, ids)
+
+    def changed(self, cached_hashes: dict[str, str], batch: int = 10_000) -> list[str]:
+        """Ids whose text no longer has the hash it was cached with."""
+        ids = [doc_id for doc_id in self.ids if doc_id in cached_hashes]
+        return [doc_id for start in range(0, len(ids), batch) for doc_id, text in
+                zip(ids[start : start + batch], self.texts(ids[start : start + batch]))
+                if cached_hashes[doc_id] != text_hash(text)]  # fmt: skip
+
+
+def _new_manifest(model, dtype: str) -> dict:
+    return {"format": FORMAT, "model": model.name_or_path, "model_fingerprint": model_fingerprint(model), "dtype": dtype,
+            "doc_tokens": model.config.doc_scored_tokens, "dim": model.config.embedding_dim, "chunks": []}  # fmt: skip
+
+
+def _chunk_index(chunk: dict) -> int:
+    return int(chunk["file"].removeprefix("chunk-").removesuffix(".safetensors"))
+
+
+def _prepare(folder: Path, model, dtype: str, progress: bool, verify: bool = True) -> dict:
+    """cache.json with the chunks every process has finished (its own manifests merged in). With `verify`, chunks
+    that are missing, cut short or not matching their sha256 are dropped and their files removed, so that a build
+    encodes their documents again."""
+    manifest_path = folder / "cache.json"
+    manifest = _read_manifest(manifest_path) if manifest_path.exists() else _new_manifest(model, dtype)
+    if manifest["model_fingerprint"] != model_fingerprint(model) or manifest["dtype"] != dtype:
+        raise CacheError(f"{folder}: cache built by another model or with dtype {manifest['dtype']}; use another "
+                         "folder")  # fmt: skip
+    parts = sorted(folder.glob("cache.rank*.json"))
+    listed = {chunk["file"] for chunk in manifest["chunks"]}
+    for part in parts:
+        manifest["chunks"] += [chunk for chunk in json.loads(part.read_text())["chunks"] if chunk["file"] not in listed]
+    if verify:
+        kept = []
+        for chunk in tqdm(manifest["chunks"], desc="Checking cache chunks", disable=not progress):
+            path = folder / chunk["file"]
+            if path.is_file() and path.stat().st_size == chunk["size"] and file_sha256(path) == chunk["sha256"]:
+                kept.append(chunk)
+            else:
+                print(f"note: {path} is missing or damaged; its documents are encoded again")
+                path.unlink(missing_ok=True)
+        manifest["chunks"] = kept
+    manifest["chunks"].sort(key=_chunk_index)
+    write_text_atomically(manifest_path, json.dumps(manifest, indent=2) + "\n")
+    for part in parts:
+        part.unlink()
+    return manifest
+
+
 def build_document_cache(model, documents, folder, dtype: str = "float16", chunk_docs: int = 8192,
-                         batch_size: int = 64, progress: bool = True) -> DocumentCache:  # fmt: skip
-    """Encode `documents` ({id: text} or an iterable of (id, text)) into `folder`; documents already cached there
-    (by the same model) are skipped, so an interrupted build resumes."""
+                         batch_size: int = 64, progress: bool = True, process_index: int = 0, num_processes: int = 1,
+                         wait_for_everyone=None) -> DocumentCache:  # fmt: skip
+    """Encode `documents` ({id: text} or a Dataset with `_id`, `text`) into `folder`; documents already cached there
+    (by the same model, with the same text) are skipped, so an interrupted build resumes.
+
+    With several processes (`process_index`, `num_processes`, and `wait_for_everyone`, e.g. Accelerate's), each
+    encodes its own chunks of the plan and records them in its own manifest; process 0 merges them into cache.json.
+    A passage whose text differs from the cached one is refused (build into another folder).
+    """
     if dtype not in DTYPES:
         raise ValueError(f"cache dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    manifest_path = folder / "cache.json"
-    fingerprint = model_fingerprint(model)
-    if manifest_path.exists():
-        manifest = json.loads(manifest_path.read_text())
-        if manifest["model_fingerprint"] != fingerprint or manifest["dtype"] != dtype:
-            raise ValueError(f"{folder}: cache built by another model or with dtype {manifest['dtype']}; "
-                             "use another folder")  # fmt: skip
-    else:
-        manifest = {"format": FORMAT, "model": model.name_or_path, "model_fingerprint": fingerprint, "dtype": dtype,
-                    "doc_tokens": model.config.doc_scored_tokens, "dim": model.config.embedding_dim, "chunks": []}  # fmt: skip
-    cached = {doc_id for chunk in manifest["chunks"] for doc_id in _chunk_ids(folder / chunk["file"])}
-    items = documents.items() if isinstance(documents, dict) else documents
-    pending = ((doc_id, text) for doc_id, text in items if doc_id not in cached)
-    total = len(documents) - len(cached) if isinstance(documents, dict) else None
-    bar = tqdm(total=total, desc="Caching documents", unit="doc", disable=not progress)
+    folder, corpus = Path(folder), Corpus(documents)
+    barrier = wait_for_everyone or (lambda: None)
+    if process_index == 0:
+        folder.mkdir(parents=True, exist_ok=True)
+        _prepare(folder, model, dtype, progress)
+    barrier()
+    manifest = _read_manifest(folder / "cache.json")
+    cached = {}
+    for chunk in manifest["chunks"]:
+        header = _chunk_header(folder / chunk["file"])
+        cached.update(zip(header["ids"], header["text_hashes"]))
+    changed = corpus.changed(cached)
+    if changed:
+        raise CacheError(f"{folder}: {len(changed)} passage(s) changed since they were cached (e.g. {changed[0]!r}); "
+                         "build into another folder")  # fmt: skip
+    pending = [doc_id for doc_id in corpus.ids if doc_id not in cached]
+    first_index = 1 + max((_chunk_index(chunk) for chunk in manifest["chunks"]), default=-1)
+    plan = [pending[start : start + chunk_docs] for start in range(0, len(pending), chunk_docs)]
+    mine = [(first_index + j, ids) for j, ids in enumerate(plan) if j % num_processes == process_index]
+    record = folder / ("cache.json" if num_processes == 1 else f"cache.rank{process_index}.json")
+    done = manifest if num_processes == 1 else {"chunks": []}
+    bar = tqdm(total=sum(len(ids) for _, ids in mine), desc="Caching documents", unit="doc", disable=not progress)
     with eval_mode(model):
-        while batch := list(itertools.islice(pending, chunk_docs)):
-            ids, texts = zip(*batch)
-            store = encode_texts(model, list(ids), texts, "documents", batch_size, DTYPES[dtype], progress=False)
-            name = f"chunk-{len(manifest['chunks']):05d}.safetensors"
-            write_atomically(folder / name, store.save)
-            manifest["chunks"].append({"file": name, "num_docs": len(ids), "vector_bytes": store.nbytes})
-            _write_json_atomically(manifest_path, manifest)
+        for index, ids in mine:
+            texts = corpus.texts(ids)
+            store = encode_texts(model, ids, texts, "documents", batch_size, DTYPES[dtype], progress=False)
+            name = f"chunk-{index:05d}.safetensors"
+            text_of = dict(zip(ids, texts))
+            hashes = json.dumps([text_hash(text_of[doc_id]) for doc_id in store.row_of])  # in stored order
+            write_atomically(folder / name, lambda path: store.save(path, {"text_hashes": hashes}))
+            done["chunks"].append({"file": name, "num_docs": len(ids), "vector_bytes": store.nbytes,
+                                   "size": (folder / name).stat().st_size, "sha256": file_sha256(folder / name)})  # fmt: skip
+            write_text_atomically(record, json.dumps(done, indent=2) + "\n")
             bar.update(len(ids))
     bar.close()
-    if not manifest_path.exists():
-        _write_json_atomically(manifest_path, manifest)
+    barrier()
+    if num_processes > 1 and process_index == 0:
+        _prepare(folder, model, dtype, progress=False, verify=False)  # every process's chunks into cache.json
+    barrier()
     return DocumentCache(folder, model.device)
 
 
 @torch.inference_mode()
 def rerank_with_cache(model, query: str, doc_ids, cache, top_n: int | None = None):
-    """`model.rerank` for documents already in `cache`: only the query is encoded. `[{"id", "score"}]`, best first."""
+    """`model.rerank` for documents already in `cache` (built by this model): only the query is encoded.
+    `[{"id", "score"}]`, best first."""
     doc_ids = list(doc_ids)
     if not doc_ids:
         raise ValueError("rerank_with_cache: the document list is empty")
+    cache.check_model(model)
     query_vectors = real_query_rows(*model.encode_queries([query]))
     similarity, doc_mask = cache.similarity(query_vectors, doc_ids)
     scores = model.score_similarity(similarity.to(model.device), doc_mask.to(model.device))

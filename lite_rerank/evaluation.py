@@ -7,7 +7,7 @@ import torch
 from transformers.utils.logging import tqdm
 
 from .cross_encoder import CrossEncoderScorer
-from .data import RerankSet
+from .data import RerankSet, texts_of
 from .embeddings import encode_texts, real_query_rows
 from .rerank_metrics import rank_order
 from .utils import eval_mode
@@ -49,7 +49,7 @@ def score_rerank_set(model, rerank_set: RerankSet, batch_size: int = 64, max_doc
             docs = doc_store
             if docs is None:
                 doc_ids = sorted(doc_ids)
-                docs = encode_texts(model, doc_ids, [rerank_set.documents[d] for d in doc_ids], "documents",
+                docs = encode_texts(model, doc_ids, texts_of(rerank_set.documents, doc_ids), "documents",
                                     batch_size, progress=progress)  # fmt: skip
             queries = encode_texts(model, qids, [rerank_set.queries[q] for q in qids], "queries", batch_size,
                                    progress=progress)  # fmt: skip
@@ -68,7 +68,7 @@ def score_pairs(cross_encoder: CrossEncoderScorer, rerank_set: RerankSet, batch_
     """{qid: scores of its candidates} from a cross-encoder: every (query, candidate) pair, batched by length."""
     qids = list(rerank_set.candidates)
     queries = [rerank_set.queries[qid] for qid in qids for _ in rerank_set.candidates[qid]]
-    passages = [rerank_set.documents[doc_id] for qid in qids for doc_id in rerank_set.candidates[qid]]
+    passages = texts_of(rerank_set.documents, [doc_id for qid in qids for doc_id in rerank_set.candidates[qid]])
     flat = cross_encoder.score(queries, passages, batch_size, progress) if queries else []
     scores, start = {}, 0
     for qid in qids:
@@ -97,3 +97,13 @@ def rankings(rerank_set: RerankSet, scores: dict[str, list[float]]) -> dict[str,
         qid: [(rerank_set.candidates[qid][i], scores[qid][i]) for i in rank_order(scores[qid])]
         for qid in rerank_set.queries
     }
+
+
+def results_table(models: dict, depth, with_queries: bool = True) -> str:
+    """Markdown table of {system: metrics} as eval_rerank.py reports it (and the model card shows it)."""
+    header = f"| system | MRR@10 | nDCG@10 | Recall@10 | Recall@{depth} |" + (" queries |" if with_queries else "")
+    lines = [header, "|---" * (6 if with_queries else 5) + "|"]
+    for name, m in models.items():
+        row = f"| {name} | {m['mrr@10']:.4f} | {m['ndcg@10']:.4f} | {m['recall@10']:.4f} | {m['recall@k']:.4f} |"
+        lines.append(row + (f" {m['num_queries']} |" if with_queries else ""))
+    return "\n".join(lines)

@@ -10,6 +10,8 @@ from pathlib import Path
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
+from .evaluation import results_table
+
 ROOT = Path(__file__).resolve().parents[1]
 CARD_TEMPLATE = ROOT / "model_card" / "template.md"
 WIDGET_EXAMPLES = ROOT / "model_card" / "widget_examples.json"
@@ -49,14 +51,6 @@ def load_results(path) -> dict:
         if missing:
             raise ValueError(f"{path}: model {name!r} lacks {missing}; expected the JSON written by eval_rerank.py")
     return results
-
-
-def results_table(results: dict) -> str:
-    depth = results.get("data", {}).get("candidate_depth", "k")
-    lines = [f"| system | MRR@10 | nDCG@10 | Recall@10 | Recall@{depth} |", "|---|---|---|---|---|"]
-    for name, m in results["models"].items():
-        lines.append(f"| {name} | {m['mrr@10']:.4f} | {m['ndcg@10']:.4f} | {m['recall@10']:.4f} | {m['recall@k']:.4f} |")
-    return "\n".join(lines)
 
 
 def eval_results(results: dict, model_key: str) -> list[EvalResult] | None:
@@ -149,7 +143,8 @@ def render_card(model, repo_id: str, results: dict | None, model_key: str | None
         doc_stored_tokens=config.doc_stored_tokens,
         example_query=widget[0]["source_sentence"] if widget else "a query",
         example_passages=json.dumps(example), example_passages_first=json.dumps(example[0]),
-        results_table=results_table(results) if results else None, protocol=(results or {}).get("protocol"),
+        results_table=results_table(results["models"], data.get("candidate_depth", "k"), with_queries=False)
+        if results else None, protocol=(results or {}).get("protocol"),
         num_queries=data.get("num_queries"), candidate_depth=data.get("candidate_depth"),
         results_caveat=RESULTS_CAVEAT, training_description=training_description(summary),
         dataset=dataset, dataset_url=dataset_url, dataset_is_hub=is_hub_id(spec),

@@ -12,7 +12,7 @@ import evaluate
 import numpy as np
 
 _DESCRIPTION = """Mean over queries of MRR@k, nDCG@k and Recall@k for re-ranked candidate lists.
-Scores are compared in float32; ties keep the candidate (first-stage) order. A document is relevant when its grade
+Scores are compared in float32; ties keep the candidate (first-stage) order; a score that is not finite is an error. A document is relevant when its grade
 is > 0. nDCG uses linear gains: DCG@k = sum_i rel_i / log2(i + 2) (the convention of trec_eval and ranx's `ndcg`).
 A query without any relevant judged document scores 0 on every metric."""
 
@@ -71,6 +71,8 @@ class RerankMetrics(evaluate.Metric):
         for index, (scores, labels) in enumerate(zip(predictions, references)):
             if len(scores) != len(labels):
                 raise ValueError(f"query {index}: {len(scores)} scores but {len(labels)} relevance labels.")
+            if not np.isfinite(np.asarray(scores, dtype=np.float64)).all():  # NaN would sort like a tie, silently
+                raise ValueError(f"query {index}: scores that are not finite (NaN or infinity); the model is broken.")
         per_query = [
             query_metrics(scores, labels, judged, list(k_values))
             for scores, labels, judged in zip(predictions, references, judged_relevances)
