@@ -23,7 +23,6 @@ import sys
 from pathlib import Path
 
 import torch
-from accelerate import PartialState
 from accelerate.utils import gather_object
 from transformers import AutoModel
 
@@ -31,7 +30,7 @@ from lite_rerank.cross_encoder import CrossEncoderScorer, is_cross_encoder
 from lite_rerank.data import DataError, load_rerank_set, write_trec_run
 from lite_rerank.doc_cache import CacheError, build_document_cache
 from lite_rerank.evaluation import compute_metrics, load_metrics, rankings, results_table, score_rerank_set
-from lite_rerank.utils import inference_dtype
+from lite_rerank.utils import inference_dtype, process_state
 
 ROOT = Path(__file__).resolve().parent
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -104,7 +103,7 @@ def check_model_spec(flag: str, spec: str) -> tuple[str, str]:
 
 
 def load_model(name: str, path: str, args, zero_shot: bool = False):
-    device = args.device or str(PartialState().device)
+    device = args.device or str(process_state().device)
     dtype = DTYPES.get(args.dtype) or inference_dtype(device)
     try:
         if zero_shot:
@@ -128,7 +127,7 @@ def file_tag(name: str) -> str:
 
 def main(argv=None):
     args = parse_args(argv)
-    state = PartialState()
+    state = process_state()
     specs = [(check_model_spec("--model", spec), False) for spec in args.model]
     specs += [((f"{name} (zero-shot MaxSim)", path), True) for name, path in
               (check_model_spec("--zero-shot-encoder", spec) for spec in args.zero_shot_encoder)]  # fmt: skip

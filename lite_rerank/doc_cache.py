@@ -5,11 +5,12 @@ Layout of a cache folder:
     chunk-00000.safetensors     vectors (+ int8 scales), lengths; in its header the chunk's document ids and a hash
                                 of each passage's text
     cache.rank<r>.json          (while a multi-process build runs) the chunks process r has finished
+    plan.json                   (while a build runs) the chunks it writes, kept by a crash and carried out by the rerun
 
 A build plans the documents still missing, in the corpus's order, into chunks of `chunk_docs`; chunk j goes to
-process j mod num_processes, so any number of processes writes the same chunks as one. Chunks are written under a temporary
-name and renamed when complete, and the manifests are rewritten atomically after each chunk: an interrupted build
-(of any process) keeps every finished chunk and a rerun encodes only what is missing. Every read checks a chunk's
+process j mod num_processes, so any number of processes writes the same chunks as one. Chunks are written under a
+temporary name and renamed when complete, and the manifests are rewritten atomically after each chunk: an
+interrupted build (of any process) keeps every finished chunk, and its rerun carries out the same plan. Every read checks a chunk's
 sha256 and the model's fingerprint; a rebuild re-encodes damaged chunks and refuses passages whose text changed.
 Memory holds one chunk while building and at most `max_chunks_in_memory` while reading. No pickle anywhere.
 """
@@ -240,18 +241,21 @@ def build_document_cache(model, documents, folder, dtype: str = "float16", chunk
         _prepare(folder, model, dtype, progress)
     barrier()
     manifest = _read_manifest(folder / "cache.json")
-    cached = {}
-    for chunk in manifest["chunks"]:
-        header = _chunk_header(folder / chunk["file"])
-        cached.update(zip(header["ids"], header["text_hashes"]))
+    headers = {_chunk_index(chunk): _chunk_header(folder / chunk["file"]) for chunk in manifest["chunks"]}
+    cached = {doc_id: digest for header in headers.values() for doc_id, digest in zip(header["ids"], header["text_hashes"])}
     changed = corpus.changed(cached)
     if changed:
         raise CacheError(f"{folder}: {len(changed)} passage(s) changed since they were cached (e.g. {changed[0]!r}); "
                          "build into another folder")  # fmt: skip
-    pending = [doc_id for doc_id in corpus.ids if doc_id not in cached]
-    first_index = 1 + max((_chunk_index(chunk) for chunk in manifest["chunks"]), default=-1)
-    plan = [pending[start : start + chunk_docs] for start in range(0, len(pending), chunk_docs)]
-    mine = [(first_index + j, ids) for j, ids in enumerate(plan) if j % num_processes == process_index]
+    if process_index == 0:
+        _plan(folder, corpus, manifest, cached, chunk_docs)
+    barrier()
+    plan = json.loads((folder / "plan.json").read_text())
+    first = plan["first_index"]
+    earlier = {doc_id for index, header in headers.items() if index < first for doc_id in header["ids"]}
+    mine = [(first + j, [corpus.ids[p] for p in range(start, end) if corpus.ids[p] not in earlier])
+            for j, (start, end) in enumerate(plan["chunks"])
+            if j % num_processes == process_index and first + j not in headers]  # fmt: skip
     record = folder / ("cache.json" if num_processes == 1 else f"cache.rank{process_index}.json")
     done = manifest if num_processes == 1 else {"chunks": []}
     bar = tqdm(total=sum(len(ids) for _, ids in mine), desc="Caching documents", unit="doc", disable=not progress)
@@ -269,10 +273,31 @@ def build_document_cache(model, documents, folder, dtype: str = "float16", chunk
             bar.update(len(ids))
     bar.close()
     barrier()
-    if num_processes > 1 and process_index == 0:
-        _prepare(folder, model, dtype, progress=False, verify=False)  # every process's chunks into cache.json
+    if process_index == 0:
+        if num_processes > 1:
+            _prepare(folder, model, dtype, progress=False, verify=False)  # every process's chunks into cache.json
+        (folder / "plan.json").unlink()  # the plan is carried out
     barrier()
     return DocumentCache(folder, model.device)
+
+
+def _plan(folder: Path, corpus: Corpus, manifest: dict, cached: dict, chunk_docs: int):
+    """plan.json: which chunks this build writes. Chunk first_index + j holds the documents at corpus positions
+    [start_j, end_j) that no earlier chunk holds. A build cut short leaves its plan, and the rerun carries it out as
+    it was (each remaining chunk to the process it was planned for) when the corpus is the same."""
+    ids_digest = hashlib.sha256("\n".join(corpus.ids).encode()).hexdigest()
+    path = folder / "plan.json"
+    if path.is_file():
+        plan = json.loads(path.read_text())
+        if plan["corpus"] == ids_digest and plan["chunk_docs"] == chunk_docs:
+            return plan
+    positions = [p for p, doc_id in enumerate(corpus.ids) if doc_id not in cached]
+    groups = [positions[start : start + chunk_docs] for start in range(0, len(positions), chunk_docs)]
+    plan = {"corpus": ids_digest, "chunk_docs": chunk_docs,
+            "first_index": 1 + max((_chunk_index(chunk) for chunk in manifest["chunks"]), default=-1),
+            "chunks": [[group[0], group[-1] + 1] for group in groups]}  # fmt: skip
+    write_text_atomically(path, json.dumps(plan) + "\n")
+    return plan
 
 
 @torch.inference_mode()

@@ -53,3 +53,14 @@ def write_atomically(path, write) -> Path:
 
 def write_text_atomically(path, text: str) -> Path:
     return write_atomically(path, lambda partial: partial.write_text(text))
+
+
+def process_state():
+    """Accelerate's `PartialState` for a script that may run under `accelerate launch`: several CPU processes
+    (gloo) when no GPU is present or ACCELERATE_USE_CPU is set, as `Accelerator` does for training."""
+    import os
+
+    from accelerate import PartialState
+
+    use_cpu = os.environ.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true", "yes") or not torch.cuda.is_available()
+    return PartialState(cpu=use_cpu)

@@ -111,3 +111,22 @@ def write_beir_fixture(folder: Path) -> Path:
         "q3 Q0 d0 1 1.0 bm25\n"  # judged nowhere
     )
     return folder
+
+
+def run_script(script, args, processes: int = 1, check: bool = True):
+    """A repository script in a fresh process as a user runs it: `python script` for one process, or
+    `accelerate launch --multi_gpu --num_processes N` on CPU (gloo) for several."""
+    import os
+    import subprocess
+
+    env = {**os.environ, "ACCELERATE_USE_CPU": "true", "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    if processes == 1:
+        command = [sys.executable, str(ROOT / script), *map(str, args)]
+    else:
+        command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes",
+                   str(processes), "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+                   str(ROOT / script), *map(str, args)]  # fmt: skip
+    result = subprocess.run(command, env=env, cwd=ROOT, capture_output=True, text=True, timeout=900)
+    if check:
+        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
+    return result
