@@ -109,7 +109,7 @@ class DocumentCache:
 
     def check_model(self, model):
         """Refuse another model's cache. Remembered per model object and weight version (cheap to call again)."""
-        version = (id(model), sum(p._version for p in model.parameters()))
+        version = (id(model), tuple(None if p.is_inference() else p._version for p in model.parameters()))
         if self._checked_model == version:
             return
         if self.manifest["model_fingerprint"] != model_fingerprint(model):

@@ -84,8 +84,9 @@ class TokenEmbeddingStore:
         return lengths, doc_of_token, position, self.offsets[rows][doc_of_token] + position
 
     def _tokens(self, source, dtype):
-        values = self.vectors[source].to(dtype)
-        return values * self.scales[source].to(dtype).unsqueeze(-1) if self.quantized else values
+        # index_select: on CPU several times faster than advanced indexing for row gathers
+        values = self.vectors.index_select(0, source).to(dtype)
+        return values * self.scales.index_select(0, source).to(dtype).unsqueeze(-1) if self.quantized else values
 
     def _mask(self, lengths):
         return torch.arange(self.doc_tokens, device=self.device) < lengths.unsqueeze(1)
@@ -95,21 +96,24 @@ class TokenEmbeddingStore:
         dtype = dtype or (torch.float32 if self.quantized else self.dtype)
         lengths, doc_of_token, position, source = self._locate(ids)
         out = torch.zeros(len(lengths), self.doc_tokens, self.dim, dtype=dtype, device=self.device)
-        out[doc_of_token, position] = self._tokens(source, dtype)
+        out.view(-1, self.dim).index_copy_(0, doc_of_token * self.doc_tokens + position, self._tokens(source, dtype))
         return out, self._mask(lengths)
 
-    def similarity(self, query_vectors, ids):
+    def similarity(self, query_vectors, ids, block_tokens: int = 16384):
         """S (n, q, K) of one query (1, q, dim) against the stored documents `ids`, and their (n, K) mask.
 
-        Equal to `LiteModel.similarity(query, get(ids))` without building the padded documents: one GEMM over the
-        stored tokens only, scattered into S (n·K·q values instead of n·K·dim). Pass only the query's real rows
-        (`real_query_rows`): the scorer accounts for the padded ones without computing them.
+        Equal to `LiteModel.similarity(query, get(ids))` without building the padded documents: GEMMs over the stored
+        tokens only, `block_tokens` at a time (each block gathered, converted and multiplied while it is in cache),
+        scattered into S. Pass only the query's real rows (`real_query_rows`): the scorer accounts for the padded
+        ones without computing them.
         """
         lengths, doc_of_token, position, source = self._locate(ids)
-        query = query_vectors[0].to(self.device)  # (L1, dim)
-        flat = self._tokens(source, query.dtype) @ query.T  # (tokens, L1)
-        similarity = torch.zeros(len(lengths), self.doc_tokens, query.shape[0], dtype=flat.dtype, device=self.device)
-        similarity[doc_of_token, position] = flat
+        query = query_vectors[0].to(self.device)  # (q, dim)
+        similarity = torch.zeros(len(lengths), self.doc_tokens, query.shape[0], dtype=query.dtype, device=self.device)
+        flat, rows = similarity.view(-1, query.shape[0]), doc_of_token * self.doc_tokens + position
+        for start in range(0, len(source), block_tokens):
+            part = slice(start, start + block_tokens)
+            flat.index_copy_(0, rows[part], self._tokens(source[part], query.dtype) @ query.T)
         return similarity.transpose(1, 2).contiguous(), self._mask(lengths)
 
     def save(self, path, metadata: dict | None = None):

@@ -1,4 +1,4 @@
-"""The benchmark script runs end to end and prints its table (tiny encoders: this checks the script, not speed)."""
+"""The benchmark script runs end to end and prints its tables (tiny encoders: this checks the script, not speed)."""
 
 import sys
 
@@ -9,14 +9,23 @@ import bench_rerank  # noqa: E402
 
 
 def test_benchmark_smoke_run(tmp_path, capsys):
-    rows = bench_rerank.main(["--smoke", "--dtype", "float32", "--output", str(tmp_path / "bench.json")])
+    rows = bench_rerank.main(["--smoke", "--output", str(tmp_path / "bench.json")])
     table = capsys.readouterr().out
-    assert "| scorer only (cached) | LITE (768-d × 200 tokens) | 8 |" in table
-    assert "× the cross-encoder" in table and "matmul ceiling" in table
-    kinds = {row["kind"] for row in rows}
-    assert kinds == {"ceiling", "scorer", "e2e", "storage"}
+    assert "| scorer only (cached) | LITE (768-d × 200 tokens) | real | padding-free | 8 |" in table
+    assert "× the previous code's speed" in table and "× the cross-encoder" in table and "matmul ceiling" in table
+    assert {row["kind"] for row in rows} == {"ceiling", "scorer", "e2e", "storage"}
+    scorer = [(r["name"], r["lengths"], r["path"]) for r in rows if r["kind"] == "scorer"]
+    assert len(scorer) == len(set(scorer)) == len(bench_rerank.VARIANTS) * 4
     storage = {(r["name"], r["cache_dtype"]): r["bytes_per_doc"] for r in rows if r["kind"] == "storage"}
     # the same documents: int8 stores dim + 2 bytes per vector instead of 2·dim
     assert storage[("Small-LITE d'=128, 50 tokens", "float16")] == 50 * 128 * 2
     assert storage[("Small-LITE d'=128, 50 tokens", "int8")] == 50 * (128 + 2)
     assert (tmp_path / "bench.json").exists()
+
+
+def test_flops_of_the_padding_free_path_count_only_the_real_rows_and_columns():
+    config = bench_rerank.LiteConfig(query_max_length=30, doc_max_length=200, row_hidden_size=2400, col_hidden_size=360)
+    full = bench_rerank.scorer_flops(config)
+    assert full == 2 * 30 * 200 * 768 + 2 * 30 * (200 * 2400 + 2400 * 200) + 2 * 200 * (2 * 30 * 360) + 2 * 30 * 200
+    assert bench_rerank.scorer_flops(config, 30, 200) == full
+    assert bench_rerank.scorer_flops(config, 11, 81) < full / 2
