@@ -86,8 +86,9 @@ class LiteConfig(PretrainedConfig):
                 raise ValueError("LiteConfig.encoder_config needs a 'model_type' (e.g. 'bert' or 'distilbert').")
             encoder_config = AutoConfig.for_model(model_type, **encoder_config)
         if not isinstance(encoder_config, PretrainedConfig):
-            raise ValueError(f"LiteConfig.encoder_config must be a dict or a PretrainedConfig, got "
-                             f"{type(encoder_config).__name__}.")  # fmt: skip
+            raise ValueError(
+                f"LiteConfig.encoder_config must be a dict or a PretrainedConfig, got {type(encoder_config).__name__}."
+            )
         # Where the encoder's weights came from is the builder's business (often a local path): not saved.
         encoder_config._name_or_path = ""
         # A re-ranker has one output: a raw relevance score, `logits` of shape (batch, 1).
@@ -144,9 +145,13 @@ class LiteConfig(PretrainedConfig):
         if self.activation not in ACT2FN:
             raise ValueError(f"LiteConfig.activation={self.activation!r} is unknown; use one of {sorted(ACT2FN)}.")
         if not isinstance(self.normalize_embeddings, bool):
-            raise ValueError(f"LiteConfig.normalize_embeddings must be true or false, got {self.normalize_embeddings!r}.")
+            raise ValueError(
+                f"LiteConfig.normalize_embeddings must be true or false, got {self.normalize_embeddings!r}."
+            )
         if self.projection_dim is not None and (not isinstance(self.projection_dim, int) or self.projection_dim < 1):
-            raise ValueError(f"LiteConfig.projection_dim must be a positive integer or None, got {self.projection_dim}.")
+            raise ValueError(
+                f"LiteConfig.projection_dim must be a positive integer or None, got {self.projection_dim}."
+            )
         if self.doc_stored_tokens is not None and not (
             isinstance(self.doc_stored_tokens, int) and 1 <= self.doc_stored_tokens <= self.doc_max_length
         ):

@@ -38,31 +38,59 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", action="append", default=[], metavar="[NAME=]PATH_OR_ID",
-                        help="a saved LITE model or cross-encoder (folder or Hub id); repeat to compare models on the "
-                             "same candidates")  # fmt: skip
-    parser.add_argument("--zero-shot-encoder", action="append", default=[], metavar="[NAME=]PATH_OR_ID",
-                        help="an untrained encoder scored with MaxSim (zero-shot baseline row)")
-    parser.add_argument("--data", required=True,
-                        help="BEIR folder (with --run), 'microsoft/ms_marco', or a local MS MARCO v2.1 .jsonl/.parquet")
+    parser.add_argument(
+        "--model",
+        action="append",
+        default=[],
+        metavar="[NAME=]PATH_OR_ID",
+        help="a saved LITE model or cross-encoder (folder or Hub id); repeat to compare models on the same candidates",
+    )
+    parser.add_argument(
+        "--zero-shot-encoder",
+        action="append",
+        default=[],
+        metavar="[NAME=]PATH_OR_ID",
+        help="an untrained encoder scored with MaxSim (zero-shot baseline row)",
+    )
+    parser.add_argument(
+        "--data",
+        required=True,
+        help="BEIR folder (with --run), 'microsoft/ms_marco', or a local MS MARCO v2.1 .jsonl/.parquet",
+    )
     parser.add_argument("--split", default=None, help="qrels split of a BEIR folder (default dev) or MS MARCO split")
     parser.add_argument("--run", default=None, help="TREC run file of first-stage candidates (BEIR data)")
     parser.add_argument("--max-queries", type=int, default=None, help="evaluate only the first N judged queries")
     parser.add_argument("--output", default=None, help="results JSON; TREC runs are written next to it")
     parser.add_argument("--batch-size", type=int, default=64, help="texts per encoder batch")
     parser.add_argument("--device", default=None, help="default: this process's accelerator device, else cpu")
-    parser.add_argument("--dtype", default="auto", choices=["auto", *DTYPES],
-                        help="model dtype; auto = float16 on CUDA, float32 on CPU")
+    parser.add_argument(
+        "--dtype",
+        default="auto",
+        choices=["auto", *DTYPES],
+        help="model dtype; auto = float16 on CUDA, float32 on CPU",
+    )
     parser.add_argument("--query-max-length", type=int, default=30, help="L1 of --zero-shot-encoder rows")
     parser.add_argument("--doc-max-length", type=int, default=200, help="L2 of --zero-shot-encoder rows")
-    parser.add_argument("--max-docs-in-memory", type=int, default=100_000,
-                        help="documents encoded and held at once; larger candidate sets are processed in blocks")
-    parser.add_argument("--doc-cache", default=None, metavar="DIR",
-                        help="score LITE models from document-embedding caches DIR/<model name>, built on first use "
-                             "(across all processes) and reused by later runs (checked against the model's fingerprint "
-                             "and each passage's text)")  # fmt: skip
-    parser.add_argument("--cache-dtype", default="float16", choices=["float16", "bfloat16", "float32", "int8"],
-                        help="storage of a new --doc-cache (int8: per-vector scales)")
+    parser.add_argument(
+        "--max-docs-in-memory",
+        type=int,
+        default=100_000,
+        help="documents encoded and held at once; larger candidate sets are processed in blocks",
+    )
+    parser.add_argument(
+        "--doc-cache",
+        default=None,
+        metavar="DIR",
+        help="score LITE models from document-embedding caches DIR/<model name>, built on first use "
+        "(across all processes) and reused by later runs (checked against the model's fingerprint "
+        "and each passage's text)",
+    )
+    parser.add_argument(
+        "--cache-dtype",
+        default="float16",
+        choices=["float16", "bfloat16", "float32", "int8"],
+        help="storage of a new --doc-cache (int8: per-vector scales)",
+    )
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
     args = parser.parse_args(argv)
     for name in ("batch_size", "max_queries", "max_docs_in_memory"):
@@ -109,8 +137,9 @@ def load_model(name: str, path: str, args, zero_shot: bool = False):
         if zero_shot:
             from modeling_lite import LiteModel
 
-            model = LiteModel.from_encoder(path, scorer="maxsim", query_max_length=args.query_max_length,
-                                           doc_max_length=args.doc_max_length)  # fmt: skip
+            model = LiteModel.from_encoder(
+                path, scorer="maxsim", query_max_length=args.query_max_length, doc_max_length=args.doc_max_length
+            )
         elif is_cross_encoder(path):
             return CrossEncoderScorer.from_pretrained(path, device, dtype)
         else:
@@ -129,8 +158,10 @@ def main(argv=None):
     args = parse_args(argv)
     state = process_state()
     specs = [(check_model_spec("--model", spec), False) for spec in args.model]
-    specs += [((f"{name} (zero-shot MaxSim)", path), True) for name, path in
-              (check_model_spec("--zero-shot-encoder", spec) for spec in args.zero_shot_encoder)]  # fmt: skip
+    specs += [
+        ((f"{name} (zero-shot MaxSim)", path), True)
+        for name, path in (check_model_spec("--zero-shot-encoder", spec) for spec in args.zero_shot_encoder)
+    ]
     try:
         rerank_set = load_rerank_set(args.data, args.split, args.run, args.max_queries)
     except DataError as error:
@@ -138,8 +169,11 @@ def main(argv=None):
     models = [(name, load_model(name, path, args, zero_shot)) for (name, path), zero_shot in specs]  # all, first
     depth = rerank_set.depth
     if state.is_main_process:
-        print(f"{len(rerank_set.queries)} queries, {len(rerank_set.documents)} distinct candidates, depth {depth}; "
-              f"{rerank_set.protocol}", file=sys.stderr)  # fmt: skip
+        print(
+            f"{len(rerank_set.queries)} queries, {len(rerank_set.documents)} distinct candidates, depth {depth}; "
+            f"{rerank_set.protocol}",
+            file=sys.stderr,
+        )
         for problem, count in rerank_set.counts.items():
             if count:
                 print(f"note: {count} {problem.replace('_', ' ')}", file=sys.stderr)
@@ -152,15 +186,25 @@ def main(argv=None):
         try:
             if args.doc_cache and not isinstance(model, CrossEncoderScorer):
                 doc_store = build_document_cache(
-                    model, rerank_set.documents, Path(args.doc_cache) / file_tag(name), args.cache_dtype,
-                    batch_size=args.batch_size, progress=not args.no_progress and state.is_main_process,
-                    process_index=state.process_index, num_processes=state.num_processes,
+                    model,
+                    rerank_set.documents,
+                    Path(args.doc_cache) / file_tag(name),
+                    args.cache_dtype,
+                    batch_size=args.batch_size,
+                    progress=not args.no_progress and state.is_main_process,
+                    process_index=state.process_index,
+                    num_processes=state.num_processes,
                     wait_for_everyone=state.wait_for_everyone,
-                )  # fmt: skip
+                )
                 doc_store.check_model(model)
-            scores = score_rerank_set(model, shard, args.batch_size, args.max_docs_in_memory,
-                                      progress=not args.no_progress and state.is_main_process,
-                                      doc_store=doc_store)  # fmt: skip
+            scores = score_rerank_set(
+                model,
+                shard,
+                args.batch_size,
+                args.max_docs_in_memory,
+                progress=not args.no_progress and state.is_main_process,
+                doc_store=doc_store,
+            )
         except CacheError as error:
             raise SystemExit(f"error: {error}") from None
         all_scores[name] = dict(pair for part in gather_object([list(scores.items())]) for pair in part)
@@ -171,25 +215,44 @@ def main(argv=None):
     for name, scores in all_scores.items():
         broken = [qid for qid, values in scores.items() if not all(map(_finite, values))]
         if broken:
-            raise SystemExit(f"{name}: scores that are not finite for {len(broken)} queries (e.g. {broken[0]}); the "
-                             "model is broken (NaN or infinite weights?), no results written")  # fmt: skip
+            raise SystemExit(
+                f"{name}: scores that are not finite for {len(broken)} queries (e.g. {broken[0]}); the "
+                "model is broken (NaN or infinite weights?), no results written"
+            )
         values = compute_metrics(rerank_set, scores, k_values, metrics)
-        results[name] = {"mrr@10": values["mrr@10"], "ndcg@10": values["ndcg@10"], "recall@10": values["recall@10"],
-                         "recall@k": values[f"recall@{depth}"], "num_queries": values["num_queries"]}  # fmt: skip
+        results[name] = {
+            "mrr@10": values["mrr@10"],
+            "ndcg@10": values["ndcg@10"],
+            "recall@10": values["recall@10"],
+            "recall@k": values[f"recall@{depth}"],
+            "num_queries": values["num_queries"],
+        }
     print(results_table(results, depth))
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(f"{state.num_processes} process(es), queries per process {queries_per_process}; peak memory of this "
-          f"process {peak_mb:.0f} MB", file=sys.stderr)  # fmt: skip
+    print(
+        f"{state.num_processes} process(es), queries per process {queries_per_process}; peak memory of this "
+        f"process {peak_mb:.0f} MB",
+        file=sys.stderr,
+    )
     if args.output:
         output = Path(args.output)
         output.parent.mkdir(parents=True, exist_ok=True)
         report = {
             "models": results,
-            "data": {"spec": args.data, "split": args.split, "run": args.run, "num_queries": len(rerank_set.queries),
-                     "candidate_depth": depth, "counts": rerank_set.counts},  # fmt: skip
+            "data": {
+                "spec": args.data,
+                "split": args.split,
+                "run": args.run,
+                "num_queries": len(rerank_set.queries),
+                "candidate_depth": depth,
+                "counts": rerank_set.counts,
+            },
             "protocol": rerank_set.protocol,
-            "processes": {"count": state.num_processes, "queries_per_process": queries_per_process,
-                          "peak_memory_mb_main_process": round(peak_mb)},  # fmt: skip
+            "processes": {
+                "count": state.num_processes,
+                "queries_per_process": queries_per_process,
+                "peak_memory_mb_main_process": round(peak_mb),
+            },
         }
         output.write_text(json.dumps(report, indent=2) + "\n")
         for name, scores in all_scores.items():

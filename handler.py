@@ -40,11 +40,14 @@ class EndpointHandler:
                 raise ValueError('"inputs.texts" must be a non-empty list of strings')
             if len(texts) > MAX_TEXTS:
                 raise ValueError(f'"inputs.texts" holds {len(texts)} passages; at most {MAX_TEXTS} per request')
-            return_documents = boolean(inputs.get("return_documents", parameters.get("return_documents", False)),
-                                       "return_documents")  # fmt: skip
+            return_documents = boolean(
+                inputs.get("return_documents", parameters.get("return_documents", False)), "return_documents"
+            )
             ranked = self.model.rerank(query, texts, batch_size=batch_size, return_documents=return_documents)
-            return [{"index": r["index"], "score": r["score"], **({"text": r["document"]} if return_documents else {})}
-                    for r in ranked]  # fmt: skip
+            return [
+                {"index": r["index"], "score": r["score"], **({"text": r["document"]} if return_documents else {})}
+                for r in ranked
+            ]
         if isinstance(inputs, list) and inputs:
             pairs = [inputs] if len(inputs) == 2 and all(isinstance(x, str) for x in inputs) else inputs
             if len(pairs) > MAX_TEXTS:
@@ -57,7 +60,12 @@ class EndpointHandler:
 
 
 def positive_int(value, field: str, maximum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != int(value) or not 1 <= value <= maximum:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or value != int(value)
+        or not 1 <= value <= maximum
+    ):
         raise ValueError(f'"{field}" must be an integer from 1 to {maximum}, got {value!r}')
     return int(value)
 

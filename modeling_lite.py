@@ -117,8 +117,13 @@ _ONEDNN_LINEAR = getattr(getattr(torch.ops, "mkldnn", None), "_linear_pointwise"
 
 
 def _onednn_applies(x: torch.Tensor) -> bool:
-    return (_ONEDNN_LINEAR is not None and x.device.type == "cpu" and x.dtype in (torch.float32, torch.bfloat16)
-            and torch.backends.mkldnn.is_available() and not torch.is_grad_enabled())  # fmt: skip
+    return (
+        _ONEDNN_LINEAR is not None
+        and x.device.type == "cpu"
+        and x.dtype in (torch.float32, torch.bfloat16)
+        and torch.backends.mkldnn.is_available()
+        and not torch.is_grad_enabled()
+    )
 
 
 def _linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None, post: str = "none"):
@@ -186,7 +191,9 @@ class LiteSeparableScorer(nn.Module):
         cols = self.col_mlp.infer(rows.transpose(1, 2).reshape(batch * d_len, q_len), transposed_output=True)
         dtype = _accumulation_dtype(cols.dtype)
         weight = self.out.weight.view(d_len, q_len).T.to(dtype)
-        return (cols.view(q_len, batch, d_len).to(dtype) * weight.unsqueeze(1)).sum(dim=(0, 2)) + self.out.bias.to(dtype)
+        return (cols.view(q_len, batch, d_len).to(dtype) * weight.unsqueeze(1)).sum(dim=(0, 2)) + self.out.bias.to(
+            dtype
+        )
 
 
 class MaxSimScorer(nn.Module):
@@ -217,8 +224,10 @@ def check_token_batch(input_ids, attention_mask, name: str):
     if attention_mask is None:
         attention_mask = torch.ones_like(input_ids)
     if attention_mask.shape != input_ids.shape:
-        raise ValueError(f"{name}: attention mask shape {tuple(attention_mask.shape)} differs from ids shape "
-                         f"{tuple(input_ids.shape)}.")  # fmt: skip
+        raise ValueError(
+            f"{name}: attention mask shape {tuple(attention_mask.shape)} differs from ids shape "
+            f"{tuple(input_ids.shape)}."
+        )
     attention_mask = attention_mask.to(torch.long)
     if (attention_mask[:, 1:] > attention_mask[:, :-1]).any():
         raise ValueError(f"{name}: LITE expects right-padded sequences (attention mask 1…1 0…0).")
@@ -244,12 +253,15 @@ def split_pairs(input_ids, attention_mask, cls_token_id: int, sep_token_id: int,
     is_sep = (input_ids == sep_token_id) & attention_mask.bool()
     if not is_sep.any(dim=1).all():
         row = torch.nonzero(~is_sep.any(dim=1))[0].item()
-        raise ValueError(f"input_ids row {row} has no [SEP] (id {sep_token_id}); pair mode expects "
-                         "`[CLS] query [SEP] doc [SEP]`.")  # fmt: skip
+        raise ValueError(
+            f"input_ids row {row} has no [SEP] (id {sep_token_id}); pair mode expects `[CLS] query [SEP] doc [SEP]`."
+        )
     first_sep = is_sep.int().argmax(dim=1)  # (batch,)
     doc_lengths = attention_mask.sum(dim=1) - first_sep  # [CLS] + everything after the first [SEP]
     if (doc_lengths < 2).any():
-        raise ValueError(f"input_ids row {torch.nonzero(doc_lengths < 2)[0].item()} has no document after its first [SEP].")
+        raise ValueError(
+            f"input_ids row {torch.nonzero(doc_lengths < 2)[0].item()} has no document after its first [SEP]."
+        )
     positions = torch.arange(input_ids.shape[1], device=input_ids.device)
     query_mask = positions < (first_sep + 1).unsqueeze(1)
     doc_mask = positions < doc_lengths.unsqueeze(1)
@@ -277,8 +289,10 @@ def in_batch_candidates(batch: int, docs_per_query: int, count: int, device) -> 
     documents of queries i+1, i+2, … (cyclically), never its own; count -1 takes all of them."""
     available = (batch - 1) * docs_per_query
     if count > available:
-        raise ValueError(f"in_batch_negatives={count}, but a batch of {batch} queries holds only {available} "
-                         "documents of other queries.")  # fmt: skip
+        raise ValueError(
+            f"in_batch_negatives={count}, but a batch of {batch} queries holds only {available} "
+            "documents of other queries."
+        )
     count = available if count == -1 else count
     j = torch.arange(count, device=device)
     queries = torch.arange(batch, device=device).unsqueeze(1)
@@ -286,7 +300,9 @@ def in_batch_candidates(batch: int, docs_per_query: int, count: int, device) -> 
 
 
 def _is_text(value) -> bool:
-    return isinstance(value, str) or (isinstance(value, (list, tuple)) and len(value) > 0 and isinstance(value[0], str))
+    return isinstance(value, str) or (
+        isinstance(value, (list, tuple)) and len(value) > 0 and isinstance(value[0], str)
+    )
 
 
 def accepts_text(kind: str):
@@ -318,14 +334,18 @@ class LiteTextMixin:
         """The tokenizer saved next to the weights, loaded on first use; assign one to override."""
         if self._tokenizer is None:
             if not self.name_or_path:
-                raise ValueError("This LiteModel has no tokenizer: set `model.tokenizer = AutoTokenizer.from_pretrained"
-                                 "(...)` or load the model from a folder or Hub repo that holds tokenizer files.")  # fmt: skip
+                raise ValueError(
+                    "This LiteModel has no tokenizer: set `model.tokenizer = AutoTokenizer.from_pretrained"
+                    "(...)` or load the model from a folder or Hub repo that holds tokenizer files."
+                )
             try:
                 # Passing the config spares AutoTokenizer a second, remote-code-guarded read of config.json.
                 self._tokenizer = AutoTokenizer.from_pretrained(self.name_or_path, config=self.config)
             except (OSError, ValueError, TypeError) as error:
-                raise ValueError(f"{self.name_or_path} holds no usable tokenizer ({type(error).__name__}: "
-                                 f"{str(error)[:200]}); save one next to the weights or set `model.tokenizer`.") from None  # fmt: skip
+                raise ValueError(
+                    f"{self.name_or_path} holds no usable tokenizer ({type(error).__name__}: "
+                    f"{str(error)[:200]}); save one next to the weights or set `model.tokenizer`."
+                ) from None
         return self._tokenizer
 
     @tokenizer.setter
@@ -345,22 +365,32 @@ class LiteTextMixin:
     def _tokenize(self, texts, kind: str):
         max_length = self.config.query_max_length if kind == "query" else self.config.doc_max_length
         texts = [texts] if isinstance(texts, str) else list(texts)
-        tokens = self.tokenizer(texts, padding=True, truncation=True, max_length=max_length, return_tensors="pt",
-                                return_token_type_ids=False)  # fmt: skip
+        tokens = self.tokenizer(
+            texts,
+            padding=True,
+            truncation=True,
+            max_length=max_length,
+            return_tensors="pt",
+            return_token_type_ids=False,
+        )
         return tokens["input_ids"].to(self.device), tokens["attention_mask"].to(self.device)
 
     @torch.inference_mode()
     def compute_score(self, pairs, batch_size: int = 32, show_progress_bar: bool = False):
         """Raw scores for `[[query, document], ...]` (a list of floats), or for one `[query, document]` (a float)."""
         if isinstance(pairs, str) or not isinstance(pairs, (list, tuple)):
-            raise ValueError(f"compute_score takes [query, document] or a list of such pairs, got {type(pairs).__name__}.")
+            raise ValueError(
+                f"compute_score takes [query, document] or a list of such pairs, got {type(pairs).__name__}."
+            )
         single = len(pairs) == 2 and all(isinstance(text, str) for text in pairs)
         pairs = [pairs] if single else list(pairs)
         if not pairs:
             raise ValueError("compute_score needs at least one (query, document) pair.")
         for index, pair in enumerate(pairs):
             if isinstance(pair, str) or len(pair) != 2 or not all(isinstance(text, str) for text in pair):
-                raise ValueError(f"compute_score: pair {index} is not a (query: str, document: str) pair: {pair!r:.100}.")
+                raise ValueError(
+                    f"compute_score: pair {index} is not a (query: str, document: str) pair: {pair!r:.100}."
+                )
         _check_batch_size(batch_size)
         scores = []
         with _eval_mode(self):
@@ -371,8 +401,15 @@ class LiteTextMixin:
         return scores[0] if single else scores
 
     @torch.inference_mode()
-    def rerank(self, query: str, documents, top_n: int | None = None, batch_size: int = 32,
-               return_documents: bool = True, show_progress_bar: bool = False):  # fmt: skip
+    def rerank(
+        self,
+        query: str,
+        documents,
+        top_n: int | None = None,
+        batch_size: int = 32,
+        return_documents: bool = True,
+        show_progress_bar: bool = False,
+    ):
         """Sort `documents` by relevance to `query`: `[{"index", "score", "document"}, ...]`, best first, raw scores.
 
         The query is encoded once; ties keep the input order.
@@ -423,8 +460,10 @@ class LiteTextMixin:
         weights = {key: value for key, value in encoder.state_dict().items() if not key.startswith("pooler.")}
         result = model.encoder.load_state_dict(weights, strict=False)
         if result.missing_keys or result.unexpected_keys:
-            raise ValueError(f"Encoder weights of {encoder_name_or_path} do not fit: missing {result.missing_keys}, "
-                             f"unexpected {result.unexpected_keys}.")  # fmt: skip
+            raise ValueError(
+                f"Encoder weights of {encoder_name_or_path} do not fit: missing {result.missing_keys}, "
+                f"unexpected {result.unexpected_keys}."
+            )
         model.tokenizer = tokenizer
         return model
 
@@ -485,9 +524,11 @@ class LitePreTrainedModel(PreTrainedModel):
         model, info = super().from_pretrained(*args, output_loading_info=True, **kwargs)
         missing = sorted(key for key in info.get("missing_keys", ()) if "position_ids" not in key)
         if missing:
-            raise ValueError(f"{args[0] if args else kwargs.get('pretrained_model_name_or_path')}: the checkpoint "
-                             f"lacks {len(missing)} weight(s) this config needs (e.g. {missing[:3]}); was config.json "
-                             f"changed (scorer={model.config.scorer!r}, projection_dim, doc_stored_tokens)?")  # fmt: skip
+            raise ValueError(
+                f"{args[0] if args else kwargs.get('pretrained_model_name_or_path')}: the checkpoint "
+                f"lacks {len(missing)} weight(s) this config needs (e.g. {missing[:3]}); was config.json "
+                f"changed (scorer={model.config.scorer!r}, projection_dim, doc_stored_tokens)?"
+            )
         return (model, info) if wants_info else model
 
 
@@ -518,7 +559,9 @@ class LiteModel(LiteTextMixin, LitePreTrainedModel):
             self.encoder.pooler = None  # never used; left in, DDP would fail on parameters that get no gradient
         self.projection = nn.Linear(config.hidden_size, config.projection_dim) if config.projection_dim else None
         self.doc_compressor = (
-            nn.Linear(config.doc_max_length, config.doc_stored_tokens, bias=False) if config.doc_stored_tokens else None
+            nn.Linear(config.doc_max_length, config.doc_stored_tokens, bias=False)
+            if config.doc_stored_tokens
+            else None
         )
         # The LITE scorer's weights are saved as lite_scorer.*; MaxSim has none (lite_scorer is None).
         self.lite_scorer = LiteSeparableScorer(config) if config.scorer == "lite" else None
@@ -529,14 +572,25 @@ class LiteModel(LiteTextMixin, LitePreTrainedModel):
         """The scorer on S: `LiteSeparableScorer`, or the parameter-free `MaxSimScorer`."""
         return self.lite_scorer if self.lite_scorer is not None else _MAXSIM
 
-    def forward(self, input_ids=None, attention_mask=None, query_input_ids=None, query_attention_mask=None,
-                doc_input_ids=None, doc_attention_mask=None, in_batch_negatives: int | None = None,
-                return_dict: bool | None = None, **kwargs) -> SequenceClassifierOutput | tuple:  # fmt: skip
+    def forward(
+        self,
+        input_ids=None,
+        attention_mask=None,
+        query_input_ids=None,
+        query_attention_mask=None,
+        doc_input_ids=None,
+        doc_attention_mask=None,
+        in_batch_negatives: int | None = None,
+        return_dict: bool | None = None,
+        **kwargs,
+    ) -> SequenceClassifierOutput | tuple:
         unexpected = set(kwargs) - _IGNORED_FORWARD_KWARGS
         if unexpected:
             raise TypeError(f"LiteModel.forward got unexpected arguments {sorted(unexpected)}.")
         if input_ids is not None and (query_input_ids is not None or doc_input_ids is not None):
-            raise ValueError("Pass either input_ids (pair mode) or query_input_ids + doc_input_ids (dual mode), not both.")
+            raise ValueError(
+                "Pass either input_ids (pair mode) or query_input_ids + doc_input_ids (dual mode), not both."
+            )
         if input_ids is not None:
             config = self.config
             query_input_ids, query_attention_mask, doc_input_ids, doc_attention_mask = split_pairs(
@@ -551,8 +605,10 @@ class LiteModel(LiteTextMixin, LitePreTrainedModel):
             doc_input_ids = doc_input_ids.flatten(0, 1)
             doc_attention_mask = None if doc_attention_mask is None else doc_attention_mask.flatten(0, 1)
         if doc_input_ids.shape[0] != batch * docs_per_query:
-            raise ValueError(f"Dual mode scores query i with document i: got {batch} queries and "
-                             f"{doc_input_ids.shape[0]} documents.")  # fmt: skip
+            raise ValueError(
+                f"Dual mode scores query i with document i: got {batch} queries and "
+                f"{doc_input_ids.shape[0]} documents."
+            )
         docs, doc_mask = self.encode_documents(doc_input_ids, doc_attention_mask)  # (batch · n, K, d')
         if in_batch_negatives:  # each document is encoded once and scored by its own query and by others
             own = torch.arange(batch * docs_per_query, device=docs.device).view(batch, docs_per_query)
@@ -627,16 +683,24 @@ class LiteModel(LiteTextMixin, LitePreTrainedModel):
         document position is real.
         """
         config = self.config
-        for name, tensor, tokens in (("query_embeddings", query_embeddings, config.query_max_length),
-                                     ("doc_embeddings", doc_embeddings, config.doc_scored_tokens)):  # fmt: skip
+        for name, tensor, tokens in (
+            ("query_embeddings", query_embeddings, config.query_max_length),
+            ("doc_embeddings", doc_embeddings, config.doc_scored_tokens),
+        ):
             if not isinstance(tensor, torch.Tensor) or tensor.dim() != 3:
-                raise ValueError(f"{name} must be a 3-D tensor (batch, tokens, dim); see encode_queries/encode_documents.")
+                raise ValueError(
+                    f"{name} must be a 3-D tensor (batch, tokens, dim); see encode_queries/encode_documents."
+                )
             if tensor.shape[1:] != (tokens, config.embedding_dim):
-                raise ValueError(f"{name} has shape {tuple(tensor.shape)}; this model expects (batch, {tokens}, "
-                                 f"{config.embedding_dim}).")  # fmt: skip
+                raise ValueError(
+                    f"{name} has shape {tuple(tensor.shape)}; this model expects (batch, {tokens}, "
+                    f"{config.embedding_dim})."
+                )
         q_batch, d_batch = query_embeddings.shape[0], doc_embeddings.shape[0]
         if q_batch != d_batch and 1 not in (q_batch, d_batch):
-            raise ValueError(f"{q_batch} queries cannot be scored against {d_batch} documents (equal sizes, or one of them 1).")
+            raise ValueError(
+                f"{q_batch} queries cannot be scored against {d_batch} documents (equal sizes, or one of them 1)."
+            )
         if query_mask is not None:  # padded query rows of S are zero: leave them out (the scorer accounts for them)
             query_embeddings = query_embeddings[:, : int(query_mask.sum(dim=1).max())]
         doc_embeddings = doc_embeddings.to(query_embeddings.dtype)
@@ -660,8 +724,9 @@ class LiteModel(LiteTextMixin, LitePreTrainedModel):
 
     def score_similarity(self, similarity, doc_mask):
         """The scorer on S (batch, q ≤ L1, K), zeros at padded positions; `doc_mask` (batch or 1, K)."""
-        return self._score_blocks(lambda rows, width: similarity.index_select(0, rows)[:, :, :width], doc_mask,
-                                  similarity.shape[0])  # fmt: skip
+        return self._score_blocks(
+            lambda rows, width: similarity.index_select(0, rows)[:, :, :width], doc_mask, similarity.shape[0]
+        )
 
     def _score_blocks(self, similarity_of, doc_mask, count: int):
         """Scores of `count` candidates, in blocks of similar document length, each block's S (from

@@ -21,8 +21,14 @@ from pathlib import Path
 from huggingface_hub import HfApi, get_token
 
 from lite_rerank.publishing import (
-    WIDGET_EXAMPLES, StageDirError, StageError, check_stage_dir, load_results, stage_model, validate_stage,
-)  # fmt: skip
+    WIDGET_EXAMPLES,
+    StageDirError,
+    StageError,
+    check_stage_dir,
+    load_results,
+    stage_model,
+    validate_stage,
+)
 from modeling_lite import LiteModel
 
 
@@ -31,20 +37,32 @@ def parse_args(argv=None):
     parser.add_argument("--model-dir", required=True, help="a folder written by save_pretrained (e.g. runs/lite/best)")
     parser.add_argument("--repo-id", required=True, help="USER/NAME on the Hub")
     parser.add_argument("--results", default=None, help="eval_rerank.py --output JSON for the card's model-index")
-    parser.add_argument("--results-model", default=None,
-                        help="the row of --results that is this model (default: the only non-first-stage row, or "
-                             "the model dir's name)")
-    parser.add_argument("--base-model", default=None,
-                        help="Hub id of the encoder the model started from, for the card (default: the training "
-                             "summary's --encoder when it is a Hub id)")
-    parser.add_argument("--dataset-name", default=None,
-                        help="how the card names the evaluation data when it is not a Hub dataset (default: its folder)")
+    parser.add_argument(
+        "--results-model",
+        default=None,
+        help="the row of --results that is this model (default: the only non-first-stage row, or "
+        "the model dir's name)",
+    )
+    parser.add_argument(
+        "--base-model",
+        default=None,
+        help="Hub id of the encoder the model started from, for the card (default: the training "
+        "summary's --encoder when it is a Hub id)",
+    )
+    parser.add_argument(
+        "--dataset-name",
+        default=None,
+        help="how the card names the evaluation data when it is not a Hub dataset (default: its folder)",
+    )
     parser.add_argument("--dataset-url", default=None, help="link to the evaluation data's provenance, for the card")
     parser.add_argument("--private", action="store_true", help="create the repo as private")
     parser.add_argument("--revision", default=None, help="branch to commit to (created if missing)")
     parser.add_argument("--commit-message", default="Upload LITE re-ranker")
-    parser.add_argument("--stage-dir", default=None,
-                        help="where to stage: a new or empty folder, or a previous stage (default: a temporary folder)")
+    parser.add_argument(
+        "--stage-dir",
+        default=None,
+        help="where to stage: a new or empty folder, or a previous stage (default: a temporary folder)",
+    )
     parser.add_argument("--dry-run", action="store_true", help="stage and validate, then print what would be uploaded")
     return parser.parse_args(argv)
 
@@ -70,8 +88,9 @@ def main(argv=None):
     args = parse_args(argv)
     # Every input is checked before anything is written or loaded.
     if not REPO_ID.fullmatch(args.repo_id) or "--" in args.repo_id or ".." in args.repo_id or len(args.repo_id) > 96:
-        raise SystemExit(f"--repo-id {args.repo_id!r} is not a Hub model id: USER/NAME with letters, digits, '-', "
-                         "'_' and '.'")  # fmt: skip
+        raise SystemExit(
+            f"--repo-id {args.repo_id!r} is not a Hub model id: USER/NAME with letters, digits, '-', '_' and '.'"
+        )
     model_dir = Path(args.model_dir)
     if not (model_dir / "model.safetensors").is_file() or not (model_dir / "config.json").is_file():
         raise SystemExit(f"{model_dir}: no model.safetensors / config.json; point --model-dir at a saved model")
@@ -99,8 +118,18 @@ def main(argv=None):
     summary_path = model_dir / "training_summary.json"
     summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
     examples = json.loads(WIDGET_EXAMPLES.read_text())
-    stage_model(model, stage_dir, args.repo_id, results, model_key, summary, examples, args.base_model,
-                args.dataset_name, args.dataset_url)  # fmt: skip
+    stage_model(
+        model,
+        stage_dir,
+        args.repo_id,
+        results,
+        model_key,
+        summary,
+        examples,
+        args.base_model,
+        args.dataset_name,
+        args.dataset_url,
+    )
     pairs = [[example["query"], passage] for example in examples for passage in example["passages"]]
     try:
         validate_stage(stage_dir, pairs, model.compute_score(pairs))
@@ -112,16 +141,23 @@ def main(argv=None):
     for name in files:
         print(f"  {name}  ({(stage_dir / name).stat().st_size:,} bytes)")
     if args.dry_run:
-        print(f"dry run: would upload {len(files)} files to {args.repo_id}"
-              f"{f' (branch {args.revision})' if args.revision else ''}")  # fmt: skip
+        print(
+            f"dry run: would upload {len(files)} files to {args.repo_id}"
+            f"{f' (branch {args.revision})' if args.revision else ''}"
+        )
         return stage_dir
     api = HfApi(token=token)
     try:
         api.create_repo(args.repo_id, private=args.private, exist_ok=True, repo_type="model")
         if args.revision:
             api.create_branch(args.repo_id, branch=args.revision, exist_ok=True)
-        commit = api.upload_folder(folder_path=str(stage_dir), repo_id=args.repo_id, revision=args.revision,
-                                   commit_message=args.commit_message, repo_type="model")  # fmt: skip
+        commit = api.upload_folder(
+            folder_path=str(stage_dir),
+            repo_id=args.repo_id,
+            revision=args.revision,
+            commit_message=args.commit_message,
+            repo_type="model",
+        )
     except Exception as error:  # offline, bad token, no permission: say so instead of a traceback
         raise SystemExit(f"upload to {args.repo_id} failed: {type(error).__name__}: {error}") from None
     print(f"uploaded: {getattr(commit, 'commit_url', commit)}")

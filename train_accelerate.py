@@ -53,8 +53,19 @@ from modeling_lite import LiteModel
 
 DEV_METRICS = ("mrr@10", "ndcg@10", "recall@10")
 # Flags that may change between the sessions of one run; every other flag defines the run (run_config.json).
-RUN_CONTROL_FLAGS = {"config", "resume", "stop_after", "overwrite_output_dir", "output_dir", "num_workers",
-                     "log_every", "eval_batch_size", "save_every", "keep_checkpoints", "teacher_cache"}  # fmt: skip
+RUN_CONTROL_FLAGS = {
+    "config",
+    "resume",
+    "stop_after",
+    "overwrite_output_dir",
+    "output_dir",
+    "num_workers",
+    "log_every",
+    "eval_batch_size",
+    "save_every",
+    "keep_checkpoints",
+    "teacher_cache",
+}
 RUN_FILES = ("checkpoints", "best", "metrics.jsonl", "run_config.json")  # what a run writes into OUTPUT_DIR
 
 
@@ -63,84 +74,159 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--config", help="YAML or JSON file whose keys set any of the flags below (flags win)")
     model = parser.add_argument_group("model")
     model.add_argument("--encoder", default="distilbert-base-uncased", help="pretrained encoder (Hub id or folder)")
-    model.add_argument("--scorer", default="lite", choices=["lite", "maxsim", "cross-encoder"],
-                       help="LITE, the MaxSim baseline, or a plain cross-encoder (AutoModelForSequenceClassification "
-                            "on [CLS] query [SEP] passage [SEP], e.g. a teacher)")
+    model.add_argument(
+        "--scorer",
+        default="lite",
+        choices=["lite", "maxsim", "cross-encoder"],
+        help="LITE, the MaxSim baseline, or a plain cross-encoder (AutoModelForSequenceClassification "
+        "on [CLS] query [SEP] passage [SEP], e.g. a teacher)",
+    )
     model.add_argument("--query-max-length", type=int, default=30, help="L1: query tokens")
-    model.add_argument("--doc-max-length", type=int, default=200,
-                       help="L2: document tokens (a cross-encoder reads pairs of L1 + L2 tokens)")
+    model.add_argument(
+        "--doc-max-length",
+        type=int,
+        default=200,
+        help="L2: document tokens (a cross-encoder reads pairs of L1 + L2 tokens)",
+    )
     model.add_argument("--row-hidden-size", type=int, default=2400, help="hidden size of LITE's row MLP")
     model.add_argument("--col-hidden-size", type=int, default=360, help="hidden size of LITE's column MLP")
     model.add_argument("--projection-dim", type=int, default=None, help="Small-LITE: project token vectors d → d'")
     model.add_argument("--doc-stored-tokens", type=int, default=None, help="Small-LITE: compress L2 doc tokens to K")
-    model.add_argument("--normalize-embeddings", action=argparse.BooleanOptionalAction, default=True,
-                       help="L2-normalise token vectors before S = Q·Dᵀ")
+    model.add_argument(
+        "--normalize-embeddings",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="L2-normalise token vectors before S = Q·Dᵀ",
+    )
     data = parser.add_argument_group("data")
-    data.add_argument("--train-data", default="microsoft/ms_marco",
-                      help="'microsoft/ms_marco' (v2.1), 'sentence-transformers/msmarco' (margin-mse) or a local "
-                           ".jsonl[.gz]/.csv/.parquet with query, positive, negative[, teacher_positive/negative] or "
-                           "listwise query, positive, negatives[, teacher_positive, teacher_negatives]")
+    data.add_argument(
+        "--train-data",
+        default="microsoft/ms_marco",
+        help="'microsoft/ms_marco' (v2.1), 'sentence-transformers/msmarco' (margin-mse) or a local "
+        ".jsonl[.gz]/.csv/.parquet with query, positive, negative[, teacher_positive/negative] or "
+        "listwise query, positive, negatives[, teacher_positive, teacher_negatives]",
+    )
     data.add_argument("--max-train-rows", type=int, default=None, help="use only the first N source rows")
-    data.add_argument("--hard-negatives", type=int, default=1,
-                      help="negatives per query: the first K of each listwise row's 'negatives' (1 for triplets)")
-    data.add_argument("--in-batch-negatives", type=int, default=0,
-                      help="LITE / MaxSim with --loss ce: also score each query against N passages of the other "
-                           "queries in its batch (a partial grid; -1: all of them)")
-    data.add_argument("--dev-data", default=None,
-                      help="dev set for checkpoint selection and early stopping: BEIR folder (with --dev-run), "
-                           "'microsoft/ms_marco' or a local v2.1 file (own pool); none → best/ is the last model")
+    data.add_argument(
+        "--hard-negatives",
+        type=int,
+        default=1,
+        help="negatives per query: the first K of each listwise row's 'negatives' (1 for triplets)",
+    )
+    data.add_argument(
+        "--in-batch-negatives",
+        type=int,
+        default=0,
+        help="LITE / MaxSim with --loss ce: also score each query against N passages of the other "
+        "queries in its batch (a partial grid; -1: all of them)",
+    )
+    data.add_argument(
+        "--dev-data",
+        default=None,
+        help="dev set for checkpoint selection and early stopping: BEIR folder (with --dev-run), "
+        "'microsoft/ms_marco' or a local v2.1 file (own pool); none → best/ is the last model",
+    )
     data.add_argument("--dev-split", default=None, help="dev split (BEIR qrels name / MS MARCO split)")
     data.add_argument("--dev-run", default=None, help="TREC run of dev candidates (BEIR dev data)")
     data.add_argument("--dev-queries", type=int, default=None, help="evaluate only the first N dev queries")
     data.add_argument("--num-workers", type=int, default=2, help="DataLoader workers (tokenisation happens there)")
     loss = parser.add_argument_group("loss")
-    loss.add_argument("--loss", default="margin_mse", choices=sorted(LOSSES),
-                      help="margin_mse / kl: distillation from teacher scores; ce: labels only, no teacher")
-    loss.add_argument("--teacher", default="cross-encoder/ms-marco-MiniLM-L-6-v2",
-                      help="cross-encoder scoring pairs on the fly when the data has no teacher scores")
-    loss.add_argument("--teacher-cache", default=None,
-                      help="folder caching teacher scores across runs/epochs (default OUTPUT_DIR/teacher-cache)")
+    loss.add_argument(
+        "--loss",
+        default="margin_mse",
+        choices=sorted(LOSSES),
+        help="margin_mse / kl: distillation from teacher scores; ce: labels only, no teacher",
+    )
+    loss.add_argument(
+        "--teacher",
+        default="cross-encoder/ms-marco-MiniLM-L-6-v2",
+        help="cross-encoder scoring pairs on the fly when the data has no teacher scores",
+    )
+    loss.add_argument(
+        "--teacher-cache",
+        default=None,
+        help="folder caching teacher scores across runs/epochs (default OUTPUT_DIR/teacher-cache)",
+    )
     optim = parser.add_argument_group("optimisation")
     optim.add_argument("--batch-size", type=int, default=64, help="global batch: queries per optimizer step")
     optim.add_argument("--grad-accum", type=int, default=1, help="gradient accumulation steps")
     optim.add_argument("--lr", type=float, default=2.8e-5, help="AdamW learning rate of the encoder")
-    optim.add_argument("--scorer-lr", type=float, default=None,
-                       help="learning rate of the scorer / Small-LITE layers / cross-encoder head (default: --lr)")
-    optim.add_argument("--freeze-encoder-steps", type=int, default=0,
-                       help="train only the scorer for the first N steps, then everything (the fresh scorer learns on "
-                            "the pretrained features before it steers the encoder: LP-FT, Kumar et al. 2022)")
+    optim.add_argument(
+        "--scorer-lr",
+        type=float,
+        default=None,
+        help="learning rate of the scorer / Small-LITE layers / cross-encoder head (default: --lr)",
+    )
+    optim.add_argument(
+        "--freeze-encoder-steps",
+        type=int,
+        default=0,
+        help="train only the scorer for the first N steps, then everything (the fresh scorer learns on "
+        "the pretrained features before it steers the encoder: LP-FT, Kumar et al. 2022)",
+    )
     optim.add_argument("--weight-decay", type=float, default=0.01)
     optim.add_argument("--warmup-steps", type=int, default=None, help="linear warm-up (default: 10%% of max steps)")
     optim.add_argument("--max-steps", type=int, default=None, help="optimizer steps (default: --num-epochs epochs)")
     optim.add_argument("--num-epochs", type=int, default=1)
     optim.add_argument("--max-grad-norm", type=float, default=1.0, help="gradient-norm clipping (0: none)")
-    optim.add_argument("--mixed-precision", default="fp16", choices=["no", "fp16", "bf16"],
-                       help="fp16 needs a GPU (with loss scaling); bf16 also runs on CPU")
+    optim.add_argument(
+        "--mixed-precision",
+        default="fp16",
+        choices=["no", "fp16", "bf16"],
+        help="fp16 needs a GPU (with loss scaling); bf16 also runs on CPU",
+    )
     optim.add_argument("--seed", type=int, default=42)
     run = parser.add_argument_group("evaluation, checkpoints, output")
     run.add_argument("--eval-every", type=int, default=500, help="dev evaluation every N steps (and at the end)")
-    run.add_argument("--patience", type=int, default=3, help="stop after N evaluations without a better dev "
-                                                             "MRR@10 (0: never)")
+    run.add_argument(
+        "--patience", type=int, default=3, help="stop after N evaluations without a better dev MRR@10 (0: never)"
+    )
     run.add_argument("--eval-batch-size", type=int, default=64)
     run.add_argument("--save-every", type=int, default=None, help="checkpoint every N steps (default --eval-every)")
     run.add_argument("--keep-checkpoints", type=int, default=2, help="how many checkpoints to keep")
     run.add_argument("--log-every", type=int, default=20, help="log loss / lr / pairs per second every N steps")
     run.add_argument("--output-dir", default="runs/lite")
     run.add_argument("--resume", action="store_true", help="resume from OUTPUT_DIR/checkpoints (also automatic)")
-    run.add_argument("--stop-after", type=int, default=None,
-                     help="end this run after N optimizer steps, checkpointed (fits a time-limited session; rerun "
-                          "to continue)")
-    run.add_argument("--overwrite-output-dir", action="store_true",
-                     help="start a new run in OUTPUT_DIR: its previous checkpoints, best/ and metrics are deleted "
-                          "(once every input has been checked)")
+    run.add_argument(
+        "--stop-after",
+        type=int,
+        default=None,
+        help="end this run after N optimizer steps, checkpointed (fits a time-limited session; rerun to continue)",
+    )
+    run.add_argument(
+        "--overwrite-output-dir",
+        action="store_true",
+        help="start a new run in OUTPUT_DIR: its previous checkpoints, best/ and metrics are deleted "
+        "(once every input has been checked)",
+    )
     return parser
 
 
-POSITIVE = ("batch_size", "grad_accum", "lr", "num_epochs", "eval_every", "save_every", "keep_checkpoints",
-            "log_every", "eval_batch_size", "query_max_length", "doc_max_length", "row_hidden_size",
-            "col_hidden_size", "hard_negatives")  # fmt: skip
-POSITIVE_OR_NONE = ("max_steps", "scorer_lr", "stop_after", "dev_queries", "max_train_rows", "projection_dim",
-                    "doc_stored_tokens")  # fmt: skip
+POSITIVE = (
+    "batch_size",
+    "grad_accum",
+    "lr",
+    "num_epochs",
+    "eval_every",
+    "save_every",
+    "keep_checkpoints",
+    "log_every",
+    "eval_batch_size",
+    "query_max_length",
+    "doc_max_length",
+    "row_hidden_size",
+    "col_hidden_size",
+    "hard_negatives",
+)
+POSITIVE_OR_NONE = (
+    "max_steps",
+    "scorer_lr",
+    "stop_after",
+    "dev_queries",
+    "max_train_rows",
+    "projection_dim",
+    "doc_stored_tokens",
+)
 NON_NEGATIVE = ("weight_decay", "warmup_steps", "freeze_encoder_steps", "patience", "max_grad_norm", "num_workers")
 
 
@@ -173,9 +259,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     if args.in_batch_negatives < -1:
         parser.error(f"--in-batch-negatives must be -1 (all), 0 (none) or a count, got {args.in_batch_negatives}")
     if args.in_batch_negatives and (args.loss != "ce" or args.scorer == "cross-encoder"):
-        parser.error("--in-batch-negatives needs --loss ce (in-batch passages have no teacher scores) and a late-"
-                     "interaction student (--scorer lite or maxsim: each passage is encoded once and scored by "
-                     "every query)")  # fmt: skip
+        parser.error(
+            "--in-batch-negatives needs --loss ce (in-batch passages have no teacher scores) and a late-"
+            "interaction student (--scorer lite or maxsim: each passage is encoded once and scored by "
+            "every query)"
+        )
     if Path(args.output_dir).exists() and not Path(args.output_dir).is_dir():
         parser.error(f"--output-dir {args.output_dir} is a file, not a folder")
     return args
@@ -239,12 +327,16 @@ def prepare_output_dir(args, accelerator) -> Path | None:
         changed = sorted(key for key in stored.keys() | settings.keys() if stored.get(key) != settings.get(key))
         if changed:
             details = "; ".join(f"--{k.replace('_', '-')} {stored.get(k)!r} → {settings.get(k)!r}" for k in changed)
-            raise SystemExit(f"{output_dir} holds a run with other settings ({details}). Rerun with that run's "
-                             "settings to continue it, choose another --output-dir, or pass --overwrite-output-dir "
-                             "to replace it (its checkpoints, best/ and metrics are deleted).")  # fmt: skip
+            raise SystemExit(
+                f"{output_dir} holds a run with other settings ({details}). Rerun with that run's "
+                "settings to continue it, choose another --output-dir, or pass --overwrite-output-dir "
+                "to replace it (its checkpoints, best/ and metrics are deleted)."
+            )
     elif previous_run and resume_from is None:
-        raise SystemExit(f"{output_dir} holds {previous_run} from an earlier run that cannot be continued; choose "
-                         "another --output-dir or pass --overwrite-output-dir to replace it.")  # fmt: skip
+        raise SystemExit(
+            f"{output_dir} holds {previous_run} from an earlier run that cannot be continued; choose "
+            "another --output-dir or pass --overwrite-output-dir to replace it."
+        )
     if accelerator.is_main_process:
         output_dir.mkdir(parents=True, exist_ok=True)
         write_text_atomically(config_path, json.dumps(settings, indent=2) + "\n")
@@ -254,9 +346,12 @@ def prepare_output_dir(args, accelerator) -> Path | None:
 def load_data(args, accelerator):
     """The training rows and the dev set, each fully validated (errors name file and line)."""
     with accelerator.main_process_first():
-        train_data = load_train_dataset(args.train_data, args.max_train_rows, args.seed, log=accelerator.print,
-                                        min_negatives=args.hard_negatives)  # fmt: skip
-        dev_set = load_rerank_set(args.dev_data, args.dev_split, args.dev_run, args.dev_queries) if args.dev_data else None
+        train_data = load_train_dataset(
+            args.train_data, args.max_train_rows, args.seed, log=accelerator.print, min_negatives=args.hard_negatives
+        )
+        dev_set = (
+            load_rerank_set(args.dev_data, args.dev_split, args.dev_run, args.dev_queries) if args.dev_data else None
+        )
     return train_data, dev_set
 
 
@@ -265,11 +360,16 @@ def build_model(args):
     if args.scorer == "cross-encoder":
         return new_cross_encoder(args.encoder, args.query_max_length + args.doc_max_length)
     model = LiteModel.from_encoder(
-        args.encoder, scorer=args.scorer, query_max_length=args.query_max_length,
-        doc_max_length=args.doc_max_length, row_hidden_size=args.row_hidden_size,
-        col_hidden_size=args.col_hidden_size, projection_dim=args.projection_dim,
-        doc_stored_tokens=args.doc_stored_tokens, normalize_embeddings=args.normalize_embeddings,
-    )  # fmt: skip
+        args.encoder,
+        scorer=args.scorer,
+        query_max_length=args.query_max_length,
+        doc_max_length=args.doc_max_length,
+        row_hidden_size=args.row_hidden_size,
+        col_hidden_size=args.col_hidden_size,
+        projection_dim=args.projection_dim,
+        doc_stored_tokens=args.doc_stored_tokens,
+        normalize_embeddings=args.normalize_embeddings,
+    )
     if model.tokenizer is None:
         raise SystemExit(f"--encoder {args.encoder} has no tokenizer files")
     return model, model.tokenizer
@@ -278,15 +378,24 @@ def build_model(args):
 def get_dataloader(args, train_data, tokenizer, teacher_tokenizer, processes: int) -> DataLoader:
     """Shuffled training batches of `--batch-size / (processes × grad-accum)` rows, tokenised in the workers."""
     collator = TripletCollator(
-        tokenizer, args.query_max_length, args.doc_max_length, teacher_tokenizer,
-        teacher_max_length=getattr(teacher_tokenizer, "model_max_length", 512), hard_negatives=args.hard_negatives,
+        tokenizer,
+        args.query_max_length,
+        args.doc_max_length,
+        teacher_tokenizer,
+        teacher_max_length=getattr(teacher_tokenizer, "model_max_length", 512),
+        hard_negatives=args.hard_negatives,
         pairs=args.scorer == "cross-encoder",
-    )  # fmt: skip
+    )
     return DataLoader(
-        IndexedTriplets(train_data), batch_size=args.batch_size // (processes * args.grad_accum), shuffle=True,
-        drop_last=True, collate_fn=collator, num_workers=args.num_workers, worker_init_fn=ignore_stop_signals,
+        IndexedTriplets(train_data),
+        batch_size=args.batch_size // (processes * args.grad_accum),
+        shuffle=True,
+        drop_last=True,
+        collate_fn=collator,
+        num_workers=args.num_workers,
+        worker_init_fn=ignore_stop_signals,
         generator=torch.Generator().manual_seed(args.seed),  # keeps the loader off the global RNG (exact resume)
-    )  # fmt: skip
+    )
 
 
 def build_optimizer(args, model, max_steps: int, processes: int):
@@ -301,8 +410,11 @@ def build_optimizer(args, model, max_steps: int, processes: int):
     warmup = args.warmup_steps if args.warmup_steps is not None else max_steps // 10
     # A prepared scheduler steps once per process per optimizer step: size it accordingly.
     schedule = linear_schedule(warmup * processes, max_steps * processes)
-    encoder_schedule = linear_schedule(warmup * processes, (max_steps - args.freeze_encoder_steps) * processes,
-                                       delay=args.freeze_encoder_steps * processes)  # fmt: skip
+    encoder_schedule = linear_schedule(
+        warmup * processes,
+        (max_steps - args.freeze_encoder_steps) * processes,
+        delay=args.freeze_encoder_steps * processes,
+    )
     schedules = [encoder_schedule, schedule][: len(optimizer.param_groups)]
     return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, schedules)
 
@@ -321,8 +433,13 @@ class TeacherScores:
         if "teacher_positive" in train_data.column_names:
             return cls()
         teacher = CrossEncoderTeacher(args.teacher, accelerator.device)
-        meta = {"teacher": args.teacher, "train_data": args.train_data, "max_train_rows": args.max_train_rows,
-                "hard_negatives": args.hard_negatives, "fingerprint": train_data._fingerprint}  # fmt: skip
+        meta = {
+            "teacher": args.teacher,
+            "train_data": args.train_data,
+            "max_train_rows": args.max_train_rows,
+            "hard_negatives": args.hard_negatives,
+            "fingerprint": train_data._fingerprint,
+        }
         folder = args.teacher_cache or Path(args.output_dir) / "teacher-cache"
         return cls(teacher, TeacherScoreCache(folder, meta, accelerator.process_index))
 
@@ -347,9 +464,13 @@ def student_scores(model, batch, in_batch_negatives: int = 0) -> torch.Tensor:
         tokens = {key.removeprefix("pair_"): value for key, value in batch.items() if key.startswith("pair_")}
         return cross_encoder_logits(model, tokens).view(len(batch["rows"]), -1)
     extra = {"in_batch_negatives": in_batch_negatives} if in_batch_negatives else {}
-    return model(query_input_ids=batch["query_input_ids"], query_attention_mask=batch["query_attention_mask"],
-                 doc_input_ids=batch["doc_input_ids"], doc_attention_mask=batch["doc_attention_mask"],
-                 **extra).logits  # fmt: skip
+    return model(
+        query_input_ids=batch["query_input_ids"],
+        query_attention_mask=batch["query_attention_mask"],
+        doc_input_ids=batch["doc_input_ids"],
+        doc_attention_mask=batch["doc_attention_mask"],
+        **extra,
+    ).logits
 
 
 def save_model(accelerator, model, tokenizer, folder, info: dict):
@@ -400,18 +521,34 @@ class DevSelection:
         """Evaluate, keep the model if it is the best so far; True when the run should stop early."""
         dev = self.evaluate(model)
         if not all(math.isfinite(value) for value in dev.values()):
-            raise SystemExit(f"step {progress.step}: the model's dev scores are not finite (training diverged); "
-                             f"best/ keeps step {progress.best_step}. Lower --lr / --scorer-lr.")  # fmt: skip
+            raise SystemExit(
+                f"step {progress.step}: the model's dev scores are not finite (training diverged); "
+                f"best/ keeps step {progress.best_step}. Lower --lr / --scorer-lr."
+            )
         if dev["mrr@10"] > progress.best_mrr:
             progress.best_mrr, progress.best_step, progress.evals_without_improvement = dev["mrr@10"], progress.step, 0
-            save_model(self.accelerator, model, self.tokenizer, Path(self.args.output_dir) / "best",
-                       {"step": progress.step, "dev": dev, "num_processes": self.accelerator.num_processes,
-                        "args": vars(self.args)})  # fmt: skip
+            save_model(
+                self.accelerator,
+                model,
+                self.tokenizer,
+                Path(self.args.output_dir) / "best",
+                {
+                    "step": progress.step,
+                    "dev": dev,
+                    "num_processes": self.accelerator.num_processes,
+                    "args": vars(self.args),
+                },
+            )
         else:
             progress.evals_without_improvement += 1
-        log(progress.step, {f"dev_{name}": value for name, value in dev.items()} | {"best_dev_mrr@10": progress.best_mrr})
-        self.accelerator.print(f"step {progress.step}: dev MRR@10 {dev['mrr@10']:.4f} (best {progress.best_mrr:.4f} "
-                               f"at step {progress.best_step})")  # fmt: skip
+        log(
+            progress.step,
+            {f"dev_{name}": value for name, value in dev.items()} | {"best_dev_mrr@10": progress.best_mrr},
+        )
+        self.accelerator.print(
+            f"step {progress.step}: dev MRR@10 {dev['mrr@10']:.4f} (best {progress.best_mrr:.4f} "
+            f"at step {progress.best_step})"
+        )
         if self.args.patience and progress.evals_without_improvement >= self.args.patience:
             self.accelerator.print(f"early stop: {self.args.patience} evaluations without improvement")
             progress.stopped_early = True
@@ -462,9 +599,13 @@ class MetricsLog:
         if step % self.every and step != self.max_steps:
             return {}
         loss = self.accelerator.reduce(torch.tensor(self.loss / self.steps, device=self.accelerator.device), "mean")
-        record = {"epoch": epoch, "loss": loss.item(), "lr": scheduler.get_last_lr()[0],
-                  "scorer_lr": scheduler.get_last_lr()[-1],
-                  "pairs_per_s": self.steps * self.pairs_per_step / (time.perf_counter() - self.since)}  # fmt: skip
+        record = {
+            "epoch": epoch,
+            "loss": loss.item(),
+            "lr": scheduler.get_last_lr()[0],
+            "scorer_lr": scheduler.get_last_lr()[-1],
+            "pairs_per_s": self.steps * self.pairs_per_step / (time.perf_counter() - self.since),
+        }
         if self.accelerator.scaler is not None:
             record["loss_scale"] = self.accelerator.scaler.get_scale()
         self(step, record)
@@ -482,14 +623,19 @@ def precision(args) -> str:
 
 
 def training_function(args) -> TrainingProgress:
-    accelerator = Accelerator(mixed_precision=precision(args), gradient_accumulation_steps=args.grad_accum,
-                              dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True))  # fmt: skip
+    accelerator = Accelerator(
+        mixed_precision=precision(args),
+        gradient_accumulation_steps=args.grad_accum,
+        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),
+    )
     if accelerator.mixed_precision != args.mixed_precision:
         accelerator.print("note: fp16 needs a GPU; training in float32 (use --mixed-precision bf16 on CPU)")
     processes, output_dir = accelerator.num_processes, Path(args.output_dir)
     if args.batch_size % (processes * args.grad_accum):
-        raise SystemExit(f"--batch-size {args.batch_size} is not divisible by {processes} processes × "
-                         f"--grad-accum {args.grad_accum}")  # fmt: skip
+        raise SystemExit(
+            f"--batch-size {args.batch_size} is not divisible by {processes} processes × "
+            f"--grad-accum {args.grad_accum}"
+        )
     train_data, dev_set = load_data(args, accelerator)
     loss_fn = LOSSES[args.loss]()
     teacher = TeacherScores.create(args, train_data, loss_fn, accelerator)
@@ -509,11 +655,18 @@ def training_function(args) -> TrainingProgress:
     if resume_from is not None:
         accelerator.load_state(str(resume_from))
         accelerator.print(f"resumed from {resume_from} (step {progress.step}, epoch {progress.epoch})")
-    accelerator.print(f"{len(train_data)} training rows, {processes} process(es), {steps_per_epoch} steps/epoch, "
-                      f"{max_steps} steps, precision {accelerator.mixed_precision}, device {accelerator.device}")  # fmt: skip
+    accelerator.print(
+        f"{len(train_data)} training rows, {processes} process(es), {steps_per_epoch} steps/epoch, "
+        f"{max_steps} steps, precision {accelerator.mixed_precision}, device {accelerator.device}"
+    )
 
-    log = MetricsLog(output_dir / "metrics.jsonl", accelerator, args.batch_size * (1 + args.hard_negatives),
-                     args.log_every, max_steps)  # fmt: skip
+    log = MetricsLog(
+        output_dir / "metrics.jsonl",
+        accelerator,
+        args.batch_size * (1 + args.hard_negatives),
+        args.log_every,
+        max_steps,
+    )
     already_done = progress.step >= max_steps or progress.stopped_early
     if resume_from is not None and not already_done:
         log(progress.step, {"event": "resumed", "checkpoint": resume_from.name})  # later steps may repeat earlier ones
@@ -523,7 +676,9 @@ def training_function(args) -> TrainingProgress:
     model.train()
     while not (finished or paused):
         train_loader.set_epoch(progress.epoch)
-        batches = skip_first_batches(train_loader, progress.batch_in_epoch) if progress.batch_in_epoch else train_loader
+        batches = (
+            skip_first_batches(train_loader, progress.batch_in_epoch) if progress.batch_in_epoch else train_loader
+        )
         for batch in batches:
             with accelerator.accumulate(model):
                 scores = student_scores(model, batch, args.in_batch_negatives)
@@ -532,9 +687,11 @@ def training_function(args) -> TrainingProgress:
                 if accelerator.sync_gradients:
                     norm = accelerator.clip_grad_norm_(model.parameters(), args.max_grad_norm or math.inf)
                     if accelerator.scaler is None and not math.isfinite(norm):  # the same on every process
-                        raise SystemExit(f"step {progress.step + 1}: the loss or its gradients are not finite; "
-                                         "stopped before updating the weights (checkpoints and best/ are from "
-                                         "earlier steps). Lower --lr / --scorer-lr.")  # fmt: skip
+                        raise SystemExit(
+                            f"step {progress.step + 1}: the loss or its gradients are not finite; "
+                            "stopped before updating the weights (checkpoints and best/ are from "
+                            "earlier steps). Lower --lr / --scorer-lr."
+                        )
                 optimizer.step()
                 scheduler.step()
                 optimizer.zero_grad()
@@ -567,12 +724,20 @@ def training_function(args) -> TrainingProgress:
         accelerator.print(f"paused at step {progress.step} of {max_steps} (--stop-after); rerun to continue")
     elif dev is None and not (already_done and (output_dir / "best").is_dir()):
         # nothing to select on: the last model is the one to keep (a rerun of a finished run keeps what it saved)
-        save_model(accelerator, model, tokenizer, output_dir / "best",
-                   {"step": progress.step, "num_processes": processes, "args": vars(args)})  # fmt: skip
+        save_model(
+            accelerator,
+            model,
+            tokenizer,
+            output_dir / "best",
+            {"step": progress.step, "num_processes": processes, "args": vars(args)},
+        )
     accelerator.wait_for_everyone()
     if finished:
-        selection = (f"best dev MRR@10 {progress.best_mrr:.4f} at step {progress.best_step}" if dev is not None
-                     else "no dev set: the last model")  # fmt: skip
+        selection = (
+            f"best dev MRR@10 {progress.best_mrr:.4f} at step {progress.best_step}"
+            if dev is not None
+            else "no dev set: the last model"
+        )
         accelerator.print(f"done: step {progress.step}; {selection}; model in {output_dir / 'best'}")
     accelerator.end_training()
     return progress

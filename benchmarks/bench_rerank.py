@@ -59,8 +59,12 @@ SMOKE_ENCODER = {"dim": 64, "hidden_dim": 128, "n_layers": 2, "n_heads": 2}  # D
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--dtypes", nargs="+", default=None,
-                        help="default: float32 and float16 on CUDA; float32 and bfloat16 on a CPU with native bf16")
+    parser.add_argument(
+        "--dtypes",
+        nargs="+",
+        default=None,
+        help="default: float32 and float16 on CUDA; float32 and bfloat16 on a CPU with native bf16",
+    )
     parser.add_argument("--candidates", type=int, nargs="+", default=[100, 1000])
     parser.add_argument("--queries", type=int, default=16, help="real queries per `real` row (median reported)")
     parser.add_argument("--repeats", type=int, default=3, help="timed repetitions of a `padded` row (median)")
@@ -149,14 +153,24 @@ def run_dtype(args, dtype, tokenizer, passages, queries) -> list[dict]:
     device, rows = args.device, []
 
     def row(kind, name, candidates, seconds, flops=None, **extra):
-        entry = {"kind": kind, "dtype": str(dtype).split(".")[-1], "name": name, "candidates": candidates,
-                 "ms_per_query": seconds * 1000, "candidates_per_s": candidates / seconds, **extra}  # fmt: skip
+        entry = {
+            "kind": kind,
+            "dtype": str(dtype).split(".")[-1],
+            "name": name,
+            "candidates": candidates,
+            "ms_per_query": seconds * 1000,
+            "candidates_per_s": candidates / seconds,
+            **extra,
+        }
         if flops is not None:
             entry["gflops"] = flops / seconds / 1e9
             entry["pct_of_matmul"] = 100 * entry["gflops"] / matmul
         rows.append(entry)
-        print(f"  {entry['dtype']:8s} {kind:6s} {name:30s} {extra.get('lengths', ''):6s} {extra.get('path', ''):13s} "
-              f"{candidates:>5} {seconds * 1000:10.2f} ms", file=sys.stderr)  # fmt: skip
+        print(
+            f"  {entry['dtype']:8s} {kind:6s} {name:30s} {extra.get('lengths', ''):6s} {extra.get('path', ''):13s} "
+            f"{candidates:>5} {seconds * 1000:10.2f} ms",
+            file=sys.stderr,
+        )
         return entry
 
     a = torch.randn(2048, 2048, device=device, dtype=dtype)
@@ -188,8 +202,12 @@ def run_dtype(args, dtype, tokenizer, passages, queries) -> list[dict]:
                     times.append(time.perf_counter() - start)
                     lengths = real_mask[:n].sum(dim=1).tolist()
                     real = path == "padding-free"
-                    flops.append(sum(scorer_flops(config, int(q_mask.sum()) if real else None, w if real else None)
-                                     for w in lengths))  # fmt: skip
+                    flops.append(
+                        sum(
+                            scorer_flops(config, int(q_mask.sum()) if real else None, w if real else None)
+                            for w in lengths
+                        )
+                    )
                 order = sorted(range(len(times)), key=lambda i: times[i])
                 middle = order[len(order) // 2]
                 row("scorer", name, n, times[middle], flops[middle], lengths="real", path=path)
@@ -198,7 +216,9 @@ def run_dtype(args, dtype, tokenizer, passages, queries) -> list[dict]:
     lite = models["LITE (768-d × 200 tokens)"]
     ids = [f"d{i}" for i in range(n_max)]
     cache_dtype = dtype if dtype != torch.float32 else torch.float16
-    store = encode_texts(lite, ids, passages[:n_max], "documents", batch_size=64, store_dtype=cache_dtype, progress=False)
+    store = encode_texts(
+        lite, ids, passages[:n_max], "documents", batch_size=64, store_dtype=cache_dtype, progress=False
+    )
 
     def lite_cached(text, n):
         query = real_query_rows(*lite.encode_queries([text]))
@@ -219,8 +239,9 @@ def run_dtype(args, dtype, tokenizer, passages, queries) -> list[dict]:
         tokens = tokenizer(pair_queries, pair_passages, truncation=True, max_length=230)
         order = sorted(range(len(pair_passages)), key=lambda i: len(tokens["input_ids"][i]))
         for start in range(0, len(order), 32):
-            batch = tokenizer.pad({k: [v[i] for i in order[start : start + 32]] for k, v in tokens.items()},
-                                  return_tensors="pt").to(device)  # fmt: skip
+            batch = tokenizer.pad(
+                {k: [v[i] for i in order[start : start + 32]] for k, v in tokens.items()}, return_tensors="pt"
+            ).to(device)
             cross_encoder_logits(cross_encoder, dict(batch))
 
     ce_seconds_per_pair = timed(cross_encode, device, args.repeats) / args.ce_pairs
@@ -230,8 +251,13 @@ def run_dtype(args, dtype, tokenizer, passages, queries) -> list[dict]:
         start = time.perf_counter()
         lite_uncached(queries[0], n)
         row("e2e", "LITE, no cache", n, time.perf_counter() - start, note="1 run")
-        ce = row("e2e", "cross-encoder (DistilBERT)", n, ce_seconds_per_pair * n,
-                 note=f"timed on {args.ce_pairs} real pairs, dynamic padding")  # fmt: skip
+        ce = row(
+            "e2e",
+            "cross-encoder (DistilBERT)",
+            n,
+            ce_seconds_per_pair * n,
+            note=f"timed on {args.ce_pairs} real pairs, dynamic padding",
+        )
         cached["speedup_vs_cross_encoder"] = cached["candidates_per_s"] / ce["candidates_per_s"]
     return rows
 
@@ -245,8 +271,14 @@ def storage_rows(args, tokenizer, passages) -> list[dict]:
         for cache_dtype in (torch.float16, torch.int8):
             stored = TokenEmbeddingStore(model.config.doc_scored_tokens, model.config.embedding_dim, cache_dtype)
             stored.add(doc_ids, vectors, mask)
-            rows.append({"kind": "storage", "name": name, "cache_dtype": str(cache_dtype).split(".")[-1],
-                         "bytes_per_doc": stored.nbytes / len(docs)})  # fmt: skip
+            rows.append(
+                {
+                    "kind": "storage",
+                    "name": name,
+                    "cache_dtype": str(cache_dtype).split(".")[-1],
+                    "bytes_per_doc": stored.nbytes / len(docs),
+                }
+            )
     return rows
 
 
@@ -255,16 +287,24 @@ def main(argv=None):
     tokenizer = _tokenizer()
     passages = load_texts("corpus", max(args.candidates + [args.ce_pairs, args.storage_docs]))
     queries = load_texts("queries", args.queries)
-    lengths = {"query": statistics.median(len(x) for x in tokenizer(queries, truncation=True, max_length=30)["input_ids"]),
-               "passage": statistics.median(len(x) for x in tokenizer(passages, truncation=True, max_length=200)["input_ids"])}  # fmt: skip
+    lengths = {
+        "query": statistics.median(len(x) for x in tokenizer(queries, truncation=True, max_length=30)["input_ids"]),
+        "passage": statistics.median(
+            len(x) for x in tokenizer(passages, truncation=True, max_length=200)["input_ids"]
+        ),
+    }
     rows = []
     for name in args.dtypes:
         rows += run_dtype(args, getattr(torch, name), tokenizer, passages, queries)
     rows += storage_rows(args, tokenizer, passages)
     print_tables(rows, args.device, lengths)
     if args.output:
-        Path(args.output).write_text(json.dumps({"device": describe(args.device), "torch": torch.__version__,
-                                                 "median_tokens": lengths, "rows": rows}, indent=2))  # fmt: skip
+        Path(args.output).write_text(
+            json.dumps(
+                {"device": describe(args.device), "torch": torch.__version__, "median_tokens": lengths, "rows": rows},
+                indent=2,
+            )
+        )
     return rows
 
 
@@ -285,12 +325,16 @@ def describe(device: str) -> str:
 
 
 def print_tables(rows, device, lengths):
-    print(f"\nMachine: {describe(device)}; torch {torch.__version__}; real lengths: median {lengths['query']:.0f} "
-          f"query and {lengths['passage']:.0f} passage tokens")  # fmt: skip
+    print(
+        f"\nMachine: {describe(device)}; torch {torch.__version__}; real lengths: median {lengths['query']:.0f} "
+        f"query and {lengths['passage']:.0f} passage tokens"
+    )
     for dtype in dict.fromkeys(r["dtype"] for r in rows if "dtype" in r):
         ceiling = next(r for r in rows if r["kind"] == "ceiling" and r["dtype"] == dtype)["gflops"]
         print(f"\n{dtype}, matmul ceiling {ceiling:.0f} GFLOP/s\n")
-        print("| what | system | lengths | path | candidates | ms / query | candidates / s | GFLOP/s (% of matmul) | notes |")
+        print(
+            "| what | system | lengths | path | candidates | ms / query | candidates / s | GFLOP/s (% of matmul) | notes |"
+        )
         print("|---|---|---|---|---|---|---|---|---|")
         previous = {}
         for r in (r for r in rows if r.get("dtype") == dtype and r["kind"] in ("scorer", "e2e")):
@@ -304,15 +348,24 @@ def print_tables(rows, device, lengths):
             if "speedup_vs_cross_encoder" in r:
                 note = f"{r['speedup_vs_cross_encoder']:.0f}× the cross-encoder"
             kind = "scorer only (cached)" if r["kind"] == "scorer" else "end to end from text"
-            print(f"| {kind} | {r['name']} | {r.get('lengths', 'real')} | {r.get('path', '')} | {r['candidates']} | "
-                  f"{r['ms_per_query']:.1f} | {r['candidates_per_s']:,.0f} | {gflops} | {note} |")  # fmt: skip
-    full = {r["cache_dtype"]: r["bytes_per_doc"] for r in rows if r["kind"] == "storage" and r["name"].startswith("LITE")}
+            print(
+                f"| {kind} | {r['name']} | {r.get('lengths', 'real')} | {r.get('path', '')} | {r['candidates']} | "
+                f"{r['ms_per_query']:.1f} | {r['candidates_per_s']:,.0f} | {gflops} | {note} |"
+            )
+    full = {
+        r["cache_dtype"]: r["bytes_per_doc"] for r in rows if r["kind"] == "storage" and r["name"].startswith("LITE")
+    }
     print("\n| cached document | fp16 bytes | int8 bytes | × LITE fp16 |\n|---|---|---|---|")
     for r in rows:
         if r["kind"] == "storage" and r["cache_dtype"] == "float16":
-            int8 = next(x["bytes_per_doc"] for x in rows if x["kind"] == "storage" and x["name"] == r["name"]
-                        and x["cache_dtype"] == "int8")  # fmt: skip
-            print(f"| {r['name']} | {r['bytes_per_doc']:,.0f} | {int8:,.0f} | {r['bytes_per_doc'] / full['float16']:.3f} |")
+            int8 = next(
+                x["bytes_per_doc"]
+                for x in rows
+                if x["kind"] == "storage" and x["name"] == r["name"] and x["cache_dtype"] == "int8"
+            )
+            print(
+                f"| {r['name']} | {r['bytes_per_doc']:,.0f} | {int8:,.0f} | {r['bytes_per_doc'] / full['float16']:.3f} |"
+            )
 
 
 if __name__ == "__main__":

@@ -65,8 +65,10 @@ class CrossEncoderScorer:
     def from_pretrained(cls, path, device="cpu", dtype=None) -> "CrossEncoderScorer":
         model = AutoModelForSequenceClassification.from_pretrained(path).to(device=device, dtype=dtype)
         if model.config.num_labels != 1:
-            raise ValueError(f"{path}: a cross-encoder re-ranker has one relevance logit, this model has "
-                             f"{model.config.num_labels} labels")  # fmt: skip
+            raise ValueError(
+                f"{path}: a cross-encoder re-ranker has one relevance logit, this model has "
+                f"{model.config.num_labels} labels"
+            )
         return cls(model.eval(), AutoTokenizer.from_pretrained(path))
 
     @property
@@ -74,8 +76,14 @@ class CrossEncoderScorer:
         return self.model.device
 
     @torch.inference_mode()
-    def score(self, queries: list[str], passages: list[str], batch_size: int = 64, progress: bool = False,
-              desc: str = "Scoring pairs") -> list[float]:  # fmt: skip
+    def score(
+        self,
+        queries: list[str],
+        passages: list[str],
+        batch_size: int = 64,
+        progress: bool = False,
+        desc: str = "Scoring pairs",
+    ) -> list[float]:
         """Raw logits of the pairs (queries[i], passages[i]), in input order. Pairs are batched by length."""
         token_ids = self.tokenizer(list(queries), list(passages), truncation=True, max_length=self.max_length)
         order = sorted(range(len(queries)), key=lambda i: -len(token_ids["input_ids"][i]))

@@ -4,7 +4,6 @@ Every reader fails on bad input with a `DataError` that names the file, the line
 work starts.
 """
 
-import csv
 import gzip
 import json
 from dataclasses import dataclass, field
@@ -102,8 +101,11 @@ def read_trec_run(path) -> dict[str, list[tuple[str, float]]]:
                 raise DataError(path, f"expected 6 columns 'qid Q0 docid rank score tag', got {len(fields)}", line_no)
             qid, _, docid, rank, score, _ = fields
             if (qid, docid) in seen:  # a document counted twice would inflate nDCG and Recall past 1
-                raise DataError(path, f"document {docid} is listed twice for query {qid} (first at line "
-                                      f"{seen[qid, docid]})", line_no)  # fmt: skip
+                raise DataError(
+                    path,
+                    f"document {docid} is listed twice for query {qid} (first at line {seen[qid, docid]})",
+                    line_no,
+                )
             seen[qid, docid] = line_no
             try:
                 ranked.setdefault(qid, []).append((int(rank), docid, float(score)))
@@ -231,10 +233,17 @@ def load_beir_rerank_set(folder, run_path, split: str = "dev", max_queries: int 
     queries = read_beir_texts(find_file(folder, "queries.jsonl"), with_title=False)
     corpus = read_corpus(find_file(folder, "corpus.jsonl"))
     counts = dict.fromkeys(
-        ("queries_without_candidates", "run_queries_without_judgments", "queries_without_text",
-         "candidates_missing_from_corpus"), 0,
-    )  # fmt: skip
-    counts["run_queries_without_judgments"] = sum(1 for qid in run if not any(g > 0 for g in qrels.get(qid, {}).values()))
+        (
+            "queries_without_candidates",
+            "run_queries_without_judgments",
+            "queries_without_text",
+            "candidates_missing_from_corpus",
+        ),
+        0,
+    )
+    counts["run_queries_without_judgments"] = sum(
+        1 for qid in run if not any(g > 0 for g in qrels.get(qid, {}).values())
+    )
     selected, candidates, scores = {}, {}, {}
     for qid, judged in qrels.items():
         if not any(grade > 0 for grade in judged.values()):
@@ -283,11 +292,15 @@ def msmarco_own_pool_set(rows, max_queries: int | None = None, source: str = "mi
         scores[qid] = [-float(i) for i in range(len(docids))]  # the given order is the "first stage"
         qrels[qid] = {docid: int(selected) for docid, selected in zip(docids, passages["is_selected"])}
     return RerankSet(
-        queries=queries, documents=documents, candidates=candidates, first_stage_scores=scores, qrels=qrels,
+        queries=queries,
+        documents=documents,
+        candidates=candidates,
+        first_stage_scores=scores,
+        qrels=qrels,
         protocol=f"{source} validation, own pool: each query re-ranks its own ~10 passages (easy protocol, not "
         "comparable to full-corpus MS MARCO dev figures)",
         counts={"queries_without_selected_passage": skipped},
-    )  # fmt: skip
+    )
 
 
 def load_rerank_set(spec: str, split: str | None = None, run: str | None = None, max_queries: int | None = None):

@@ -72,8 +72,10 @@ def _read_manifest(path: Path) -> dict:
     except json.JSONDecodeError as error:
         raise CacheError(f"{path}: not valid JSON ({error.msg}); the cache folder is damaged") from None
     if manifest.get("format") != FORMAT:
-        raise CacheError(f"{path}: cache format {manifest.get('format')!r}, this code reads {FORMAT!r}; build a new "
-                         "cache in another folder")  # fmt: skip
+        raise CacheError(
+            f"{path}: cache format {manifest.get('format')!r}, this code reads {FORMAT!r}; build a new "
+            "cache in another folder"
+        )
     return manifest
 
 
@@ -113,8 +115,10 @@ class DocumentCache:
         if self._checked_model == version:
             return
         if self.manifest["model_fingerprint"] != model_fingerprint(model):
-            raise CacheError(f"{self.folder}: this cache was built by another model (fingerprint differs); build one "
-                             "for this model in another folder")  # fmt: skip
+            raise CacheError(
+                f"{self.folder}: this cache was built by another model (fingerprint differs); build one "
+                "for this model in another folder"
+            )
         self._checked_model = version
 
     def _chunk(self, index: int) -> TokenEmbeddingStore:
@@ -124,8 +128,10 @@ class DocumentCache:
             chunk = self.manifest["chunks"][index]
             path = self.folder / chunk["file"]
             if file_sha256(path) != chunk["sha256"]:
-                raise CacheError(f"{path}: damaged (its sha256 differs from cache.json); rerun the build "
-                                 "(build_document_cache / eval_rerank.py --doc-cache) to re-encode it")  # fmt: skip
+                raise CacheError(
+                    f"{path}: damaged (its sha256 differs from cache.json); rerun the build "
+                    "(build_document_cache / eval_rerank.py --doc-cache) to re-encode it"
+                )
             self._loaded[index] = TokenEmbeddingStore.load(path, self.device)
         self._loaded.move_to_end(index)
         return self._loaded[index]
@@ -142,8 +148,10 @@ class DocumentCache:
     def _gather(self, ids, read):
         """Call `read(chunk_store, chunk_ids)` per chunk and put the (tensor, mask) parts back in `ids` order."""
         ids = list(ids)
-        parts = [(positions, *read(self._chunk(index), [ids[p] for p in positions]))
-                 for index, positions in self._by_chunk(ids).items()]  # fmt: skip
+        parts = [
+            (positions, *read(self._chunk(index), [ids[p] for p in positions]))
+            for index, positions in self._by_chunk(ids).items()
+        ]
         if len(parts) == 1:
             return parts[0][1], parts[0][2]
         values = torch.empty(len(ids), *parts[0][1].shape[1:], dtype=parts[0][1].dtype, device=self.device)
@@ -178,14 +186,24 @@ class Corpus:
     def changed(self, cached_hashes: dict[str, str], batch: int = 10_000) -> list[str]:
         """Ids whose text no longer has the hash it was cached with."""
         ids = [doc_id for doc_id in self.ids if doc_id in cached_hashes]
-        return [doc_id for start in range(0, len(ids), batch) for doc_id, text in
-                zip(ids[start : start + batch], self.texts(ids[start : start + batch]))
-                if cached_hashes[doc_id] != text_hash(text)]  # fmt: skip
+        return [
+            doc_id
+            for start in range(0, len(ids), batch)
+            for doc_id, text in zip(ids[start : start + batch], self.texts(ids[start : start + batch]))
+            if cached_hashes[doc_id] != text_hash(text)
+        ]
 
 
 def _new_manifest(model, dtype: str) -> dict:
-    return {"format": FORMAT, "model": model.name_or_path, "model_fingerprint": model_fingerprint(model), "dtype": dtype,
-            "doc_tokens": model.config.doc_scored_tokens, "dim": model.config.embedding_dim, "chunks": []}  # fmt: skip
+    return {
+        "format": FORMAT,
+        "model": model.name_or_path,
+        "model_fingerprint": model_fingerprint(model),
+        "dtype": dtype,
+        "doc_tokens": model.config.doc_scored_tokens,
+        "dim": model.config.embedding_dim,
+        "chunks": [],
+    }
 
 
 def _chunk_index(chunk: dict) -> int:
@@ -199,12 +217,15 @@ def _prepare(folder: Path, model, dtype: str, progress: bool, verify: bool = Tru
     manifest_path = folder / "cache.json"
     manifest = _read_manifest(manifest_path) if manifest_path.exists() else _new_manifest(model, dtype)
     if manifest["model_fingerprint"] != model_fingerprint(model) or manifest["dtype"] != dtype:
-        raise CacheError(f"{folder}: cache built by another model or with dtype {manifest['dtype']}; use another "
-                         "folder")  # fmt: skip
+        raise CacheError(
+            f"{folder}: cache built by another model or with dtype {manifest['dtype']}; use another folder"
+        )
     parts = sorted(folder.glob("cache.rank*.json"))
     listed = {chunk["file"] for chunk in manifest["chunks"]}
     for part in parts:
-        manifest["chunks"] += [chunk for chunk in json.loads(part.read_text())["chunks"] if chunk["file"] not in listed]
+        manifest["chunks"] += [
+            chunk for chunk in json.loads(part.read_text())["chunks"] if chunk["file"] not in listed
+        ]
     if verify:
         kept = []
         for chunk in tqdm(manifest["chunks"], desc="Checking cache chunks", disable=not progress):
@@ -222,9 +243,18 @@ def _prepare(folder: Path, model, dtype: str, progress: bool, verify: bool = Tru
     return manifest
 
 
-def build_document_cache(model, documents, folder, dtype: str = "float16", chunk_docs: int = 8192,
-                         batch_size: int = 64, progress: bool = True, process_index: int = 0, num_processes: int = 1,
-                         wait_for_everyone=None) -> DocumentCache:  # fmt: skip
+def build_document_cache(
+    model,
+    documents,
+    folder,
+    dtype: str = "float16",
+    chunk_docs: int = 8192,
+    batch_size: int = 64,
+    progress: bool = True,
+    process_index: int = 0,
+    num_processes: int = 1,
+    wait_for_everyone=None,
+) -> DocumentCache:
     """Encode `documents` ({id: text} or a Dataset with `_id`, `text`) into `folder`; documents already cached there
     (by the same model, with the same text) are skipped, so an interrupted build resumes.
 
@@ -242,20 +272,26 @@ def build_document_cache(model, documents, folder, dtype: str = "float16", chunk
     barrier()
     manifest = _read_manifest(folder / "cache.json")
     headers = {_chunk_index(chunk): _chunk_header(folder / chunk["file"]) for chunk in manifest["chunks"]}
-    cached = {doc_id: digest for header in headers.values() for doc_id, digest in zip(header["ids"], header["text_hashes"])}
+    cached = {
+        doc_id: digest for header in headers.values() for doc_id, digest in zip(header["ids"], header["text_hashes"])
+    }
     changed = corpus.changed(cached)
     if changed:
-        raise CacheError(f"{folder}: {len(changed)} passage(s) changed since they were cached (e.g. {changed[0]!r}); "
-                         "build into another folder")  # fmt: skip
+        raise CacheError(
+            f"{folder}: {len(changed)} passage(s) changed since they were cached (e.g. {changed[0]!r}); "
+            "build into another folder"
+        )
     if process_index == 0:
         _plan(folder, corpus, manifest, cached, chunk_docs)
     barrier()
     plan = json.loads((folder / "plan.json").read_text())
     first = plan["first_index"]
     earlier = {doc_id for index, header in headers.items() if index < first for doc_id in header["ids"]}
-    mine = [(first + j, [corpus.ids[p] for p in range(start, end) if corpus.ids[p] not in earlier])
-            for j, (start, end) in enumerate(plan["chunks"])
-            if j % num_processes == process_index and first + j not in headers]  # fmt: skip
+    mine = [
+        (first + j, [corpus.ids[p] for p in range(start, end) if corpus.ids[p] not in earlier])
+        for j, (start, end) in enumerate(plan["chunks"])
+        if j % num_processes == process_index and first + j not in headers
+    ]
     record = folder / ("cache.json" if num_processes == 1 else f"cache.rank{process_index}.json")
     done = manifest if num_processes == 1 else {"chunks": []}
     bar = tqdm(total=sum(len(ids) for _, ids in mine), desc="Caching documents", unit="doc", disable=not progress)
@@ -267,8 +303,15 @@ def build_document_cache(model, documents, folder, dtype: str = "float16", chunk
             text_of = dict(zip(ids, texts))
             hashes = json.dumps([text_hash(text_of[doc_id]) for doc_id in store.row_of])  # in stored order
             write_atomically(folder / name, lambda path: store.save(path, {"text_hashes": hashes}))
-            done["chunks"].append({"file": name, "num_docs": len(ids), "vector_bytes": store.nbytes,
-                                   "size": (folder / name).stat().st_size, "sha256": file_sha256(folder / name)})  # fmt: skip
+            done["chunks"].append(
+                {
+                    "file": name,
+                    "num_docs": len(ids),
+                    "vector_bytes": store.nbytes,
+                    "size": (folder / name).stat().st_size,
+                    "sha256": file_sha256(folder / name),
+                }
+            )
             write_text_atomically(record, json.dumps(done, indent=2) + "\n")
             bar.update(len(ids))
     bar.close()
@@ -293,9 +336,12 @@ def _plan(folder: Path, corpus: Corpus, manifest: dict, cached: dict, chunk_docs
             return plan
     positions = [p for p, doc_id in enumerate(corpus.ids) if doc_id not in cached]
     groups = [positions[start : start + chunk_docs] for start in range(0, len(positions), chunk_docs)]
-    plan = {"corpus": ids_digest, "chunk_docs": chunk_docs,
-            "first_index": 1 + max((_chunk_index(chunk) for chunk in manifest["chunks"]), default=-1),
-            "chunks": [[group[0], group[-1] + 1] for group in groups]}  # fmt: skip
+    plan = {
+        "corpus": ids_digest,
+        "chunk_docs": chunk_docs,
+        "first_index": 1 + max((_chunk_index(chunk) for chunk in manifest["chunks"]), default=-1),
+        "chunks": [[group[0], group[-1] + 1] for group in groups],
+    }
     write_text_atomically(path, json.dumps(plan) + "\n")
     return plan
 

@@ -44,7 +44,9 @@ class TokenEmbeddingStore:
     def add(self, ids, vectors: torch.Tensor, mask: torch.Tensor):
         """Store `vectors` (n, K, dim) with `mask` (n, K); only the masked-in (real) token vectors are kept."""
         if vectors.shape[1:] != (self.doc_tokens, self.dim):
-            raise ValueError(f"expected vectors of shape (n, {self.doc_tokens}, {self.dim}), got {tuple(vectors.shape)}")
+            raise ValueError(
+                f"expected vectors of shape (n, {self.doc_tokens}, {self.dim}), got {tuple(vectors.shape)}"
+            )
         if not bool((mask[:, 1:] <= mask[:, :-1]).all()):
             raise ValueError("document masks must be contiguous from the first position")
         for doc_id in ids:

@@ -34,8 +34,14 @@ def query_blocks(rerank_set: RerankSet, max_docs: int):
 
 
 @torch.inference_mode()
-def score_rerank_set(model, rerank_set: RerankSet, batch_size: int = 64, max_docs_in_memory: int = 100_000,
-                     progress: bool = True, doc_store=None) -> dict[str, list[float]]:  # fmt: skip
+def score_rerank_set(
+    model,
+    rerank_set: RerankSet,
+    batch_size: int = 64,
+    max_docs_in_memory: int = 100_000,
+    progress: bool = True,
+    doc_store=None,
+) -> dict[str, list[float]]:
     """{qid: scores of its candidates}. Each distinct document is encoded once (per block of queries whose documents
     fit in memory together), then every query is scored against its cached candidates in one batched call.
     With `doc_store` (e.g. a `DocumentCache` built by this model), document vectors come from there instead.
@@ -49,10 +55,12 @@ def score_rerank_set(model, rerank_set: RerankSet, batch_size: int = 64, max_doc
             docs = doc_store
             if docs is None:
                 doc_ids = sorted(doc_ids)
-                docs = encode_texts(model, doc_ids, texts_of(rerank_set.documents, doc_ids), "documents",
-                                    batch_size, progress=progress)  # fmt: skip
-            queries = encode_texts(model, qids, [rerank_set.queries[q] for q in qids], "queries", batch_size,
-                                   progress=progress)  # fmt: skip
+                docs = encode_texts(
+                    model, doc_ids, texts_of(rerank_set.documents, doc_ids), "documents", batch_size, progress=progress
+                )
+            queries = encode_texts(
+                model, qids, [rerank_set.queries[q] for q in qids], "queries", batch_size, progress=progress
+            )
             for qid in tqdm(qids, desc="Scoring queries", disable=not progress):
                 if not rerank_set.candidates[qid]:
                     scores[qid] = []
@@ -63,8 +71,9 @@ def score_rerank_set(model, rerank_set: RerankSet, batch_size: int = 64, max_doc
     return scores
 
 
-def score_pairs(cross_encoder: CrossEncoderScorer, rerank_set: RerankSet, batch_size: int = 64,
-                progress: bool = True) -> dict[str, list[float]]:  # fmt: skip
+def score_pairs(
+    cross_encoder: CrossEncoderScorer, rerank_set: RerankSet, batch_size: int = 64, progress: bool = True
+) -> dict[str, list[float]]:
     """{qid: scores of its candidates} from a cross-encoder: every (query, candidate) pair, batched by length."""
     qids = list(rerank_set.candidates)
     queries = [rerank_set.queries[qid] for qid in qids for _ in rerank_set.candidates[qid]]
@@ -77,8 +86,9 @@ def score_pairs(cross_encoder: CrossEncoderScorer, rerank_set: RerankSet, batch_
     return scores
 
 
-def compute_metrics(rerank_set: RerankSet, scores: dict[str, list[float]], k_values=(10,), metrics=None,
-                    return_per_query: bool = False) -> dict:  # fmt: skip
+def compute_metrics(
+    rerank_set: RerankSet, scores: dict[str, list[float]], k_values=(10,), metrics=None, return_per_query: bool = False
+) -> dict:
     """Metric means over the set's queries (each query's candidates scored by `scores`)."""
     metrics = metrics or load_metrics()
     qids = list(rerank_set.queries)

@@ -24,9 +24,20 @@ TESTED_TRANSFORMERS = ("4.46.3", "4.51.3", "4.57.6", "5.0.0", "5.12.1", "5.24.0"
 TESTED_SENTENCE_TRANSFORMERS = ("5.7.0", "6.2.0")
 REQUIREMENTS = "transformers>=4.46.3,<6\n"
 # Everything a stage holds; a folder with anything else in it is not a previous stage and is never replaced.
-STAGE_FILES = {"README.md", "config.json", "configuration_lite.py", "modeling_lite.py", "handler.py", "requirements.txt",
-               "model.safetensors", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt",
-               "chat_template.jinja"}  # fmt: skip
+STAGE_FILES = {
+    "README.md",
+    "config.json",
+    "configuration_lite.py",
+    "modeling_lite.py",
+    "handler.py",
+    "requirements.txt",
+    "model.safetensors",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "vocab.txt",
+    "chat_template.jinja",
+}
 TOKENIZER_LOCAL_KEYS = ("is_local", "local_files_only")  # where the builder loaded it from: not the Hub's business
 
 
@@ -42,8 +53,10 @@ def load_results(path) -> dict:
     try:
         results = json.loads(path.read_text())
     except json.JSONDecodeError as error:
-        raise ValueError(f"{path}: not valid JSON ({error.msg} at line {error.lineno}); expected the file written by "
-                         "eval_rerank.py --output") from None  # fmt: skip
+        raise ValueError(
+            f"{path}: not valid JSON ({error.msg} at line {error.lineno}); expected the file written by "
+            "eval_rerank.py --output"
+        ) from None
     if not isinstance(results, dict) or not isinstance(results.get("models"), dict) or not results["models"]:
         raise ValueError(f"{path}: no 'models' section; expected the JSON written by eval_rerank.py --output")
     for name, row in results["models"].items():
@@ -62,9 +75,16 @@ def eval_results(results: dict, model_key: str) -> list[EvalResult] | None:
         return None
     row = results["models"][model_key]
     return [
-        EvalResult(task_type="text-ranking", dataset_type=spec, dataset_name=spec,
-                   dataset_split=data.get("split") or "dev", metric_type=metric_type, metric_value=round(row[key], 4),
-                   metric_name=metric_name, dataset_args={"protocol": results.get("protocol")})  # fmt: skip
+        EvalResult(
+            task_type="text-ranking",
+            dataset_type=spec,
+            dataset_name=spec,
+            dataset_split=data.get("split") or "dev",
+            metric_type=metric_type,
+            metric_value=round(row[key], 4),
+            metric_name=metric_name,
+            dataset_args={"protocol": results.get("protocol")},
+        )
         for key, (metric_type, metric_name) in METRIC_NAMES.items()
     ]
 
@@ -76,12 +96,14 @@ def widget_examples(model, examples) -> list[dict]:
     for example in examples:
         ranked = model.rerank(example["query"], example["passages"])
         scores = {r["index"]: round(1 / (1 + math.exp(-r["score"])), 4) for r in ranked}
-        widget.append({
-            "example_title": short_title(example["query"]),
-            "source_sentence": example["query"],
-            "sentences": example["passages"],
-            "output": [{"label": f"passage {i}", "score": scores[i]} for i in range(len(example["passages"]))],
-        })  # fmt: skip
+        widget.append(
+            {
+                "example_title": short_title(example["query"]),
+                "source_sentence": example["query"],
+                "sentences": example["passages"],
+                "output": [{"label": f"passage {i}", "score": scores[i]} for i in range(len(example["passages"]))],
+            }
+        )
     return widget
 
 
@@ -116,41 +138,67 @@ def training_description(summary: dict) -> str:
     )
 
 
-def render_card(model, repo_id: str, results: dict | None, model_key: str | None, widget: list[dict],
-                summary: dict, base_model: str | None = None, dataset_name: str | None = None,
-                dataset_url: str | None = None) -> ModelCard:  # fmt: skip
+def render_card(
+    model,
+    repo_id: str,
+    results: dict | None,
+    model_key: str | None,
+    widget: list[dict],
+    summary: dict,
+    base_model: str | None = None,
+    dataset_name: str | None = None,
+    dataset_url: str | None = None,
+) -> ModelCard:
     config = model.config
     encoder = base_model or summary.get("args", {}).get("encoder") or config.encoder_config.model_type
     train_data = str(summary.get("args", {}).get("train_data", ""))
     card_data = ModelCardData(
-        language="en", license="apache-2.0", library_name="transformers", pipeline_tag="text-ranking",
+        language="en",
+        license="apache-2.0",
+        library_name="transformers",
+        pipeline_tag="text-ranking",
         tags=["reranker", "late-interaction", "lite", "custom_code"],
         base_model=encoder if is_hub_id(encoder) else None,
         datasets=[train_data] if is_hub_id(train_data) else None,
         model_name=repo_id.split("/")[-1],
         eval_results=eval_results(results, model_key) if results else None,
         widget=widget,
-    )  # fmt: skip
+    )
     data = (results or {}).get("data", {})
     spec = str(data.get("spec", ""))
     dataset = spec if is_hub_id(spec) else (dataset_name or Path(spec).name or "local data")
     example = widget[0]["sentences"] if widget else ["passage one", "passage two"]
     return ModelCard.from_template(
-        card_data, template_path=str(CARD_TEMPLATE), repo_id=repo_id, model_name=repo_id.split("/")[-1],
-        encoder=display_name(encoder), scorer=config.scorer, query_max_length=config.query_max_length,
-        doc_max_length=config.doc_max_length, row_hidden_size=config.row_hidden_size,
-        col_hidden_size=config.col_hidden_size, projection_dim=config.projection_dim,
+        card_data,
+        template_path=str(CARD_TEMPLATE),
+        repo_id=repo_id,
+        model_name=repo_id.split("/")[-1],
+        encoder=display_name(encoder),
+        scorer=config.scorer,
+        query_max_length=config.query_max_length,
+        doc_max_length=config.doc_max_length,
+        row_hidden_size=config.row_hidden_size,
+        col_hidden_size=config.col_hidden_size,
+        projection_dim=config.projection_dim,
         doc_stored_tokens=config.doc_stored_tokens,
         example_query=widget[0]["source_sentence"] if widget else "a query",
-        example_passages=json.dumps(example), example_passages_first=json.dumps(example[0]),
+        example_passages=json.dumps(example),
+        example_passages_first=json.dumps(example[0]),
         results_table=results_table(results["models"], data.get("candidate_depth", "k"), with_queries=False)
-        if results else None, protocol=(results or {}).get("protocol"),
-        num_queries=data.get("num_queries"), candidate_depth=data.get("candidate_depth"),
-        results_caveat=RESULTS_CAVEAT, training_description=training_description(summary),
-        dataset=dataset, dataset_url=dataset_url, dataset_is_hub=is_hub_id(spec),
-        transformers_versions=", ".join(TESTED_TRANSFORMERS), oldest_transformers=TESTED_TRANSFORMERS[0],
+        if results
+        else None,
+        protocol=(results or {}).get("protocol"),
+        num_queries=data.get("num_queries"),
+        candidate_depth=data.get("candidate_depth"),
+        results_caveat=RESULTS_CAVEAT,
+        training_description=training_description(summary),
+        dataset=dataset,
+        dataset_url=dataset_url,
+        dataset_is_hub=is_hub_id(spec),
+        transformers_versions=", ".join(TESTED_TRANSFORMERS),
+        oldest_transformers=TESTED_TRANSFORMERS[0],
         sentence_transformers_versions=", ".join(TESTED_SENTENCE_TRANSFORMERS),
-    )  # fmt: skip
+    )
 
 
 RESULTS_CAVEAT = (
@@ -177,14 +225,25 @@ def check_stage_dir(stage_dir, model_dir=None) -> Path:
             raise StageDirError(f"--stage-dir {stage_dir} is a file; stage into a new folder")
         others = sorted(p.name for p in stage_dir.iterdir() if p.name not in STAGE_FILES)
         if others:
-            raise StageDirError(f"--stage-dir {stage_dir} holds {others[:5]}, which a stage never does; nothing was "
-                                "deleted: stage into a new or empty folder")  # fmt: skip
+            raise StageDirError(
+                f"--stage-dir {stage_dir} holds {others[:5]}, which a stage never does; nothing was "
+                "deleted: stage into a new or empty folder"
+            )
     return stage_dir
 
 
-def stage_model(model, stage_dir, repo_id: str, results: dict | None = None, model_key: str | None = None,
-                summary: dict | None = None, examples=None, base_model: str | None = None,
-                dataset_name: str | None = None, dataset_url: str | None = None) -> Path:  # fmt: skip
+def stage_model(
+    model,
+    stage_dir,
+    repo_id: str,
+    results: dict | None = None,
+    model_key: str | None = None,
+    summary: dict | None = None,
+    examples=None,
+    base_model: str | None = None,
+    dataset_name: str | None = None,
+    dataset_url: str | None = None,
+) -> Path:
     """Write the Hub folder: weights, config (with auto_map), both code files, tokenizer, handler.py,
     requirements.txt, README.md. The folder must be new, empty or a previous stage (`check_stage_dir`)."""
     stage_dir = check_stage_dir(stage_dir)
@@ -198,13 +257,23 @@ def stage_model(model, stage_dir, repo_id: str, results: dict | None = None, mod
     tokenizer_config = stage_dir / "tokenizer_config.json"
     if tokenizer_config.is_file():
         values = json.loads(tokenizer_config.read_text())
-        tokenizer_config.write_text(json.dumps({k: v for k, v in values.items() if k not in TOKENIZER_LOCAL_KEYS},
-                                               indent=2) + "\n")  # fmt: skip
+        tokenizer_config.write_text(
+            json.dumps({k: v for k, v in values.items() if k not in TOKENIZER_LOCAL_KEYS}, indent=2) + "\n"
+        )
     shutil.copy(HANDLER, stage_dir / "handler.py")
     (stage_dir / "requirements.txt").write_text(REQUIREMENTS)
     examples = examples if examples is not None else json.loads(WIDGET_EXAMPLES.read_text())
-    card = render_card(model, repo_id, results, model_key, widget_examples(model, examples), summary or {}, base_model,
-                       dataset_name, dataset_url)  # fmt: skip
+    card = render_card(
+        model,
+        repo_id,
+        results,
+        model_key,
+        widget_examples(model, examples),
+        summary or {},
+        base_model,
+        dataset_name,
+        dataset_url,
+    )
     card.save(stage_dir / "README.md")
     return stage_dir
 
@@ -220,15 +289,29 @@ print(json.dumps(model.compute_score(json.loads(sys.argv[2]))))
 def validate_stage(stage_dir, pairs, expected_scores, tolerance: float = 1e-4):
     """Load the stage in a fresh process (offline, outside this checkout) and compare its scores with the source's."""
     stage_dir = Path(stage_dir)
-    required = ["model.safetensors", "config.json", "modeling_lite.py", "configuration_lite.py", "handler.py",
-                "README.md", "tokenizer_config.json", "requirements.txt"]  # fmt: skip
+    required = [
+        "model.safetensors",
+        "config.json",
+        "modeling_lite.py",
+        "configuration_lite.py",
+        "handler.py",
+        "README.md",
+        "tokenizer_config.json",
+        "requirements.txt",
+    ]
     missing = [name for name in required if not (stage_dir / name).is_file()]
     if missing:
         raise StageError(f"{stage_dir}: missing {missing}")
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"} | {"HF_HUB_OFFLINE": "1"}
-    result = subprocess.run([sys.executable, "-c", VALIDATE, str(stage_dir.resolve()), json.dumps(pairs)],
-                            cwd=stage_dir.parent, env=env, capture_output=True, text=True, stdin=subprocess.DEVNULL,
-                            timeout=600)  # fmt: skip
+    result = subprocess.run(
+        [sys.executable, "-c", VALIDATE, str(stage_dir.resolve()), json.dumps(pairs)],
+        cwd=stage_dir.parent,
+        env=env,
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+        timeout=600,
+    )
     if result.returncode != 0:
         raise StageError(f"{stage_dir} does not load with trust_remote_code=True:\n{result.stderr[-3000:]}")
     scores = json.loads(result.stdout.strip().splitlines()[-1])

@@ -35,8 +35,10 @@ class TeacherScoreCache:
         if meta_path.exists():
             stored = json.loads(meta_path.read_text())
             if stored != meta:
-                raise ValueError(f"{meta_path}: teacher cache was built for {stored}, not {meta}; use another "
-                                 "--teacher-cache folder")  # fmt: skip
+                raise ValueError(
+                    f"{meta_path}: teacher cache was built for {stored}, not {meta}; use another "
+                    "--teacher-cache folder"
+                )
         elif process_index == 0:
             meta_path.write_text(json.dumps(meta, indent=2))
         self.scores: dict[int, list[float]] = {}

@@ -51,20 +51,33 @@ def check_row(path, where, row: dict, with_teacher: bool, min_negatives: int = 1
     if listwise:
         negatives = row["negatives"]
         if not isinstance(negatives, (list, tuple)) or len(negatives) < min_negatives:
-            raise DataError(path, f"field 'negatives' must be a list of at least {min_negatives} passage(s), "
-                                  f"got {negatives!r:.80}", where)  # fmt: skip
+            raise DataError(
+                path,
+                f"field 'negatives' must be a list of at least {min_negatives} passage(s), got {negatives!r:.80}",
+                where,
+            )
         triplet["negatives"] = [_text(path, where, f"negatives[{i}]", text) for i, text in enumerate(negatives)]
     elif min_negatives > 1:
-        raise DataError(path, f"--hard-negatives {min_negatives} needs listwise rows with a 'negatives' list; "
-                              "this row has one 'negative'", where)  # fmt: skip
+        raise DataError(
+            path,
+            f"--hard-negatives {min_negatives} needs listwise rows with a 'negatives' list; "
+            "this row has one 'negative'",
+            where,
+        )
     if with_teacher:
         triplet["teacher_positive"] = _number(path, where, "teacher_positive", row.get("teacher_positive"))
         if listwise:
             scores = row.get("teacher_negatives")
             if not isinstance(scores, (list, tuple)) or len(scores) != len(negatives):
-                raise DataError(path, f"field 'teacher_negatives' must be a list of {len(negatives)} numbers (one "
-                                      f"per negative), got {scores!r:.80}", where)  # fmt: skip
-            triplet["teacher_negatives"] = [_number(path, where, f"teacher_negatives[{i}]", v) for i, v in enumerate(scores)]
+                raise DataError(
+                    path,
+                    f"field 'teacher_negatives' must be a list of {len(negatives)} numbers (one "
+                    f"per negative), got {scores!r:.80}",
+                    where,
+                )
+            triplet["teacher_negatives"] = [
+                _number(path, where, f"teacher_negatives[{i}]", v) for i, v in enumerate(scores)
+            ]
         else:
             triplet["teacher_negative"] = _number(path, where, "teacher_negative", row.get("teacher_negative"))
     return triplet
@@ -149,11 +162,14 @@ def margin_mse_triplets(triplets, queries, corpus):
                 "teacher_negative": 0.0,
             }
         except KeyError as error:
-            raise DataError("sentence-transformers/msmarco", f"id {error.args[0]} has no text", f"row {index}") from None
+            raise DataError(
+                "sentence-transformers/msmarco", f"id {error.args[0]} has no text", f"row {index}"
+            ) from None
 
 
-def load_train_dataset(spec: str, max_rows: int | None = None, seed: int = 0, log=print,
-                       min_negatives: int = 1) -> datasets.Dataset:  # fmt: skip
+def load_train_dataset(
+    spec: str, max_rows: int | None = None, seed: int = 0, log=print, min_negatives: int = 1
+) -> datasets.Dataset:
     """`--train-data SPEC` → a Dataset with query/positive/negative(s) (and teacher_* when the source has them)."""
     if Path(spec).exists():
         return load_local_triplets(spec, max_rows, min_negatives)
@@ -165,8 +181,10 @@ def load_train_dataset(spec: str, max_rows: int | None = None, seed: int = 0, lo
             rows = rows.select(range(min(max_rows, len(rows))))
         counts = {}
         triplets = datasets.Dataset.from_list(list(msmarco_v21_triplets(rows, seed, counts)))
-        log(f"MS MARCO v2.1: {len(triplets)} triplets from {len(rows)} rows; {counts['skipped']} rows skipped "
-            "(no selected or no unselected passage)")  # fmt: skip
+        log(
+            f"MS MARCO v2.1: {len(triplets)} triplets from {len(rows)} rows; {counts['skipped']} rows skipped "
+            "(no selected or no unselected passage)"
+        )
         return triplets
     if spec.startswith("sentence-transformers/msmarco"):
         repo = "sentence-transformers/msmarco"
@@ -206,15 +224,29 @@ class TripletCollator:
     teacher tokenizer is given.
     """
 
-    def __init__(self, tokenizer, query_max_length: int, doc_max_length: int, teacher_tokenizer=None,
-                 teacher_max_length: int = 512, hard_negatives: int = 1, pairs: bool = False):  # fmt: skip
+    def __init__(
+        self,
+        tokenizer,
+        query_max_length: int,
+        doc_max_length: int,
+        teacher_tokenizer=None,
+        teacher_max_length: int = 512,
+        hard_negatives: int = 1,
+        pairs: bool = False,
+    ):
         self.tokenizer, self.query_max_length, self.doc_max_length = tokenizer, query_max_length, doc_max_length
         self.teacher_tokenizer, self.teacher_max_length = teacher_tokenizer, teacher_max_length
         self.hard_negatives, self.pairs = hard_negatives, pairs
 
     def tokens(self, texts, max_length):
-        return self.tokenizer(texts, padding=True, truncation=True, max_length=max_length, return_tensors="pt",
-                              return_token_type_ids=False)  # fmt: skip
+        return self.tokenizer(
+            texts,
+            padding=True,
+            truncation=True,
+            max_length=max_length,
+            return_tensors="pt",
+            return_token_type_ids=False,
+        )
 
     def __call__(self, rows):
         per_query = 1 + self.hard_negatives
@@ -223,8 +255,14 @@ class TripletCollator:
         repeated_queries = [query for query in queries for _ in range(per_query)]
         batch = {"rows": torch.tensor([row["row"] for row in rows])}
         if self.pairs:
-            pair_tokens = self.tokenizer(repeated_queries, documents, padding=True, truncation=True,
-                                         max_length=self.query_max_length + self.doc_max_length, return_tensors="pt")
+            pair_tokens = self.tokenizer(
+                repeated_queries,
+                documents,
+                padding=True,
+                truncation=True,
+                max_length=self.query_max_length + self.doc_max_length,
+                return_tensors="pt",
+            )
             batch.update({f"pair_{key}": value for key, value in pair_tokens.items()})
         else:
             query_tokens = self.tokens(queries, self.query_max_length)
@@ -237,7 +275,13 @@ class TripletCollator:
         if teacher_scores[0] is not None:
             batch["teacher_scores"] = torch.tensor([scores[:per_query] for scores in teacher_scores])
         if self.teacher_tokenizer is not None:
-            pairs = self.teacher_tokenizer(repeated_queries, documents, padding=True, truncation=True,
-                                           max_length=self.teacher_max_length, return_tensors="pt")  # fmt: skip
+            pairs = self.teacher_tokenizer(
+                repeated_queries,
+                documents,
+                padding=True,
+                truncation=True,
+                max_length=self.teacher_max_length,
+                return_tensors="pt",
+            )
             batch["teacher_inputs"] = dict(pairs)
         return batch

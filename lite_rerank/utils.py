@@ -12,8 +12,9 @@ import torch
 LENGTH_GROUP_MIN_ROWS, LENGTH_GROUP_RATIO = 8, 0.75
 
 
-def length_groups(lengths: list[int], min_rows: int = LENGTH_GROUP_MIN_ROWS,
-                  ratio: float = LENGTH_GROUP_RATIO) -> list[list[int]]:  # fmt: skip
+def length_groups(
+    lengths: list[int], min_rows: int = LENGTH_GROUP_MIN_ROWS, ratio: float = LENGTH_GROUP_RATIO
+) -> list[list[int]]:
     """Row indices, longest first, cut into groups whose sequences are at least `ratio` × the group's longest."""
     order = sorted(range(len(lengths)), key=lambda row: -lengths[row])
     groups = [[order[0]]]

@@ -54,10 +54,12 @@ class NoLayerNormScorer(nn.Module):
     def __init__(self, config):
         super().__init__()
         q_len, d_len, act = config.query_max_length, config.doc_scored_tokens, ACT2FN[config.activation]
-        self.row_mlp = nn.Sequential(nn.Linear(d_len, config.row_hidden_size), act,
-                                     nn.Linear(config.row_hidden_size, d_len), act)  # fmt: skip
-        self.col_mlp = nn.Sequential(nn.Linear(q_len, config.col_hidden_size), act,
-                                     nn.Linear(config.col_hidden_size, q_len), act)  # fmt: skip
+        self.row_mlp = nn.Sequential(
+            nn.Linear(d_len, config.row_hidden_size), act, nn.Linear(config.row_hidden_size, d_len), act
+        )
+        self.col_mlp = nn.Sequential(
+            nn.Linear(q_len, config.col_hidden_size), act, nn.Linear(config.col_hidden_size, q_len), act
+        )
         self.out = nn.Linear(q_len * d_len, 1)
 
     def forward(self, similarity, doc_mask=None):  # (batch, q_len, d_len)
@@ -134,12 +136,20 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", required=True)
     parser.add_argument("--data", default=str(DATA))
-    parser.add_argument("--triplets", default=None,
-                        help="training triplets for the scorer probes (default: the data folder's triplets.train.jsonl.gz)")
+    parser.add_argument(
+        "--triplets",
+        default=None,
+        help="training triplets for the scorer probes (default: the data folder's triplets.train.jsonl.gz)",
+    )
     parser.add_argument("--heldout", type=int, default=2000, help="training triplets kept out of scorer training")
     parser.add_argument("--epochs", type=int, default=2)
-    parser.add_argument("--variants", nargs="+", choices=sorted(VARIANTS), default=["trained scorer continued", "fresh scorer"],
-                        help="scorer trainings to run on the frozen encoder")
+    parser.add_argument(
+        "--variants",
+        nargs="+",
+        choices=sorted(VARIANTS),
+        default=["trained scorer continued", "fresh scorer"],
+        help="scorer trainings to run on the frozen encoder",
+    )
     parser.add_argument("--max-queries", type=int, default=None, help="first N dev queries (smoke runs)")
     parser.add_argument("--max-triplets", type=int, default=None, help="first N training triplets (smoke runs)")
     parser.add_argument("--no-bf16", dest="bf16", action="store_false", help="encode in float32")
@@ -168,6 +178,7 @@ def main(argv=None):
     report["dev: LITE scorer"] = dev_mrr(dev, dev_sims, lite, metrics)
     report["dev: MaxSim on the LITE-trained encoder"] = dev_mrr(dev, dev_sims, maxsim, metrics)
     for cut in (160, 128, 96):
+
         def cut_scorer(s, m, cut=cut):
             s, m = s.clone(), m.clone()
             s[..., cut:], m[:, cut:] = 0, False
@@ -182,11 +193,19 @@ def main(argv=None):
     q_texts, d_texts = sorted(set(triplets["query"])), sorted(set(triplets["positive"]) | set(triplets["negative"]))
     q_row, d_row = {t: i for i, t in enumerate(q_texts)}, {t: i for i, t in enumerate(d_texts)}
     train_q, train_d = encode(model, q_texts, "queries", args.bf16), encode(model, d_texts, "documents", args.bf16)
-    rows = [(q_row[q], d_row[p], d_row[n]) for q, p, n in zip(triplets["query"], triplets["positive"], triplets["negative"])]
+    rows = [
+        (q_row[q], d_row[p], d_row[n])
+        for q, p, n in zip(triplets["query"], triplets["positive"], triplets["negative"])
+    ]
     order = torch.randperm(len(rows)).tolist()
     held, train = [rows[i] for i in order[: args.heldout]], [rows[i] for i in order[args.heldout :]]
-    held_sims = [[pair_similarity(train_q, train_d, [r[0] for r in held[s : s + 256]], [r[k] for r in held[s : s + 256]])
-                  for s in range(0, len(held), 256)] for k in (1, 2)]  # fmt: skip
+    held_sims = [
+        [
+            pair_similarity(train_q, train_d, [r[0] for r in held[s : s + 256]], [r[k] for r in held[s : s + 256]])
+            for s in range(0, len(held), 256)
+        ]
+        for k in (1, 2)
+    ]
     report["heldout: LITE scorer"] = heldout(held_sims, lite)
     report["heldout: MaxSim on the LITE-trained encoder"] = heldout(held_sims, maxsim)
     print(json.dumps(report, indent=2), flush=True)
@@ -199,8 +218,9 @@ def main(argv=None):
         scorer = make_scorer(model, start, form, base_state)
         optimizer = torch.optim.AdamW(scorer.parameters(), lr=lr, weight_decay=0.01)
         steps = args.epochs * (len(train) // 64)
-        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, step / (steps // 10 + 1),
-                                                                                 (steps - step) / steps))  # fmt: skip
+        schedule = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda step: min(1.0, step / (steps // 10 + 1), (steps - step) / steps)
+        )
         for epoch in range(args.epochs):
             scorer.train()
             shuffled = [train[i] for i in torch.randperm(len(train)).tolist()]
@@ -219,8 +239,10 @@ def main(argv=None):
                 optimizer.zero_grad()
             scorer.eval()
             key = f"{variant} (lr {lr}), +{epoch + 1} epoch(s) on the frozen encoder"
-            report[key] = {"heldout": heldout(held_sims, scorer),
-                           "dev mrr@10": dev_mrr(dev, dev_sims, scorer, metrics)}  # fmt: skip
+            report[key] = {
+                "heldout": heldout(held_sims, scorer),
+                "dev mrr@10": dev_mrr(dev, dev_sims, scorer, metrics),
+            }
             print(key, report[key], flush=True)
             save(report)
     return report

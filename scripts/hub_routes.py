@@ -18,7 +18,10 @@ def route(report, name, run):
     try:
         report[name] = run()
     except Exception as error:  # the report names the failing route and why; the caller decides
-        report[name] = {"error": f"{type(error).__name__}: {error}"[:2000], "traceback": traceback.format_exc()[-3000:]}
+        report[name] = {
+            "error": f"{type(error).__name__}: {error}"[:2000],
+            "traceback": traceback.format_exc()[-3000:],
+        }
 
 
 def main(stage, pairs):
@@ -57,8 +60,11 @@ def main(stage, pairs):
     def auto_model():
         model = transformers.AutoModel.from_pretrained(stage, trust_remote_code=True)
         ranked = model.rerank(query, same_query)
-        return {"module": type(model).__module__, "compute_score": model.compute_score(pairs),
-                "rerank": [[r["index"], r["score"]] for r in ranked]}  # fmt: skip
+        return {
+            "module": type(model).__module__,
+            "compute_score": model.compute_score(pairs),
+            "rerank": [[r["index"], r["score"]] for r in ranked],
+        }
 
     def sequence_classification():
         model = transformers.AutoModelForSequenceClassification.from_pretrained(stage, trust_remote_code=True).eval()
@@ -73,15 +79,19 @@ def main(stage, pairs):
 
         model = CrossEncoder(stage, trust_remote_code=True)
         ranked = model.rank(query, same_query)
-        return {"version": sentence_transformers.__version__,
-                "predict_default": [float(x) for x in model.predict(pairs)],
-                "rank": [[r["corpus_id"], float(r["score"])] for r in ranked]}  # fmt: skip
+        return {
+            "version": sentence_transformers.__version__,
+            "predict_default": [float(x) for x in model.predict(pairs)],
+            "rank": [[r["corpus_id"], float(r["score"])] for r in ranked],
+        }
 
     def pipeline():
         pipe = transformers.pipeline("text-classification", model=stage, trust_remote_code=True)
         inputs = [{"text": q, "text_pair": d} for q, d in pairs]
-        return {"default": [r["score"] for r in pipe(inputs)],
-                "raw": [r["score"] for r in pipe(inputs, function_to_apply="none")]}  # fmt: skip
+        return {
+            "default": [r["score"] for r in pipe(inputs)],
+            "raw": [r["score"] for r in pipe(inputs, function_to_apply="none")],
+        }
 
     def handler():
         spec = importlib.util.spec_from_file_location("stage_handler", f"{stage}/handler.py")
@@ -89,13 +99,21 @@ def main(stage, pairs):
         spec.loader.exec_module(module)
         endpoint = module.EndpointHandler(stage)
         ranked = endpoint({"inputs": {"query": query, "texts": same_query, "return_documents": True}})
-        return {"pairs": endpoint({"inputs": pairs})["scores"],
-                "ranked": [[r["index"], r["score"], r["text"] == same_query[r["index"]]] for r in ranked]}  # fmt: skip
+        return {
+            "pairs": endpoint({"inputs": pairs})["scores"],
+            "ranked": [[r["index"], r["score"], r["text"] == same_query[r["index"]]] for r in ranked],
+        }
 
-    for name, run in [("AutoConfig", auto_config), ("AutoTokenizer", tokenizer_as_is),
-                      ("AutoTokenizer (trust_remote_code=False)", tokenizer_without_remote_code),
-                      ("AutoModel", auto_model), ("AutoModelForSequenceClassification", sequence_classification),
-                      ("CrossEncoder", cross_encoder), ("pipeline", pipeline), ("handler", handler)]:  # fmt: skip
+    for name, run in [
+        ("AutoConfig", auto_config),
+        ("AutoTokenizer", tokenizer_as_is),
+        ("AutoTokenizer (trust_remote_code=False)", tokenizer_without_remote_code),
+        ("AutoModel", auto_model),
+        ("AutoModelForSequenceClassification", sequence_classification),
+        ("CrossEncoder", cross_encoder),
+        ("pipeline", pipeline),
+        ("handler", handler),
+    ]:
         route(report, name, run)
     return report
 

@@ -40,7 +40,9 @@ def main():
     dev_queries = {line.split("\t")[0] for line in judged}
     (TARGET / "qrels" / "dev.tsv").write_text("\n".join([header, *judged]) + "\n")
 
-    run = [line for line in (SOURCE / "runs" / "bm25.dev.trec").read_text().splitlines() if line.split()[0] in dev_queries]
+    run = [
+        line for line in (SOURCE / "runs" / "bm25.dev.trec").read_text().splitlines() if line.split()[0] in dev_queries
+    ]
     (TARGET / "runs" / "bm25.dev.trec").write_text("\n".join(run) + "\n")
     needed = {line.split()[2] for line in run} | {line.split("\t")[1] for line in judged}
 
@@ -49,8 +51,10 @@ def main():
     with gzip.open(SOURCE / "corpus.jsonl.gz", "rt") as lines:
         write_gz(TARGET / "corpus.jsonl.gz", (line for line in lines if json.loads(line)["_id"] in needed))
     shutil.copy(SOURCE / "README.md", TARGET / "SOURCE-README.md")
-    print(f"{TARGET}: {args.train} triplets, {len(dev_queries)} dev queries, {len(run)} candidates, "
-          f"{len(needed)} passages")
+    print(
+        f"{TARGET}: {args.train} triplets, {len(dev_queries)} dev queries, {len(run)} candidates, "
+        f"{len(needed)} passages"
+    )
 
 
 if __name__ == "__main__":

@@ -51,24 +51,38 @@ class BM25Index:
         return [[(self.doc_ids[r], float(s)) for r, s in zip(row, score)] for row, score in zip(rows, scores)]
 
 
-def check_reproduces(index: BM25Index, queries: dict[str, str], reference: dict[str, list[tuple[str, float]]], depth: int):
+def check_reproduces(
+    index: BM25Index, queries: dict[str, str], reference: dict[str, list[tuple[str, float]]], depth: int
+):
     qids = list(reference)
     for qid, hits in zip(qids, index.search([queries[q] for q in qids], depth)):
         expected = [doc_id for doc_id, _ in reference[qid]]
         if [doc_id for doc_id, _ in hits][: len(expected)] != expected:
-            raise SystemExit(f"BM25 does not reproduce the reference run for query {qid}: the index or tokenisation "
-                             "differs from the one that made the dev candidates; refusing to mine negatives with it.")
+            raise SystemExit(
+                f"BM25 does not reproduce the reference run for query {qid}: the index or tokenisation "
+                "differs from the one that made the dev candidates; refusing to mine negatives with it."
+            )
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", default=str(DATA), help="BEIR folder with corpus, queries, qrels/train.tsv, triplets")
+    parser.add_argument(
+        "--data", default=str(DATA), help="BEIR folder with corpus, queries, qrels/train.tsv, triplets"
+    )
     parser.add_argument("--depth", type=int, default=30, help="candidates per query, as in the dev run")
     parser.add_argument("--seed", type=int, default=42)
-    parser.add_argument("--selection-queries", type=int, default=0,
-                        help="carve a selection split of N training queries (excluded from the listwise file)")
-    parser.add_argument("--negatives-per-query", type=int, default=None,
-                        help="also write listwise.train.jsonl.gz with K negatives per query from its top-depth")
+    parser.add_argument(
+        "--selection-queries",
+        type=int,
+        default=0,
+        help="carve a selection split of N training queries (excluded from the listwise file)",
+    )
+    parser.add_argument(
+        "--negatives-per-query",
+        type=int,
+        default=None,
+        help="also write listwise.train.jsonl.gz with K negatives per query from its top-depth",
+    )
     parser.add_argument("--output-dir", required=True)
     args = parser.parse_args(argv)
     if args.negatives_per_query is not None and not 1 <= args.negatives_per_query < args.depth:
@@ -81,15 +95,19 @@ def main(argv=None):
     index = BM25Index(corpus)
     check_reproduces(index, queries, read_trec_run(data / "runs" / "bm25.dev.trec"), args.depth)
 
-    relevant = {qid: next(d for d, grade in judged.items() if grade > 0)
-                for qid, judged in read_qrels(data / "qrels" / "train.tsv").items()}  # fmt: skip
+    relevant = {
+        qid: next(d for d, grade in judged.items() if grade > 0)
+        for qid, judged in read_qrels(data / "qrels" / "train.tsv").items()
+    }
     qid_of = {queries[qid]: qid for qid in relevant}
     triplets_path = data / "triplets.train.jsonl.gz"
     numbered = list(read_jsonl(triplets_path, required=("query", "positive", "negative")))
     missing = [line_no for line_no, t in numbered if t["query"] not in qid_of]
     if missing:
-        raise SystemExit(f"{triplets_path}:{missing[0]}: query is not a training query of "
-                         f"qrels/train.tsv ({len(missing)} such lines)")
+        raise SystemExit(
+            f"{triplets_path}:{missing[0]}: query is not a training query of "
+            f"qrels/train.tsv ({len(missing)} such lines)"
+        )
     triplets = [t for _, t in numbered]
     qids = [qid_of[t["query"]] for t in triplets]
     hits = index.search([t["query"] for t in triplets], args.depth)
@@ -113,11 +131,16 @@ def main(argv=None):
                 if qid in selection:
                     continue
                 negatives = rng.sample([d for d, _ in ranked if d != relevant[qid]], args.negatives_per_query)
-                row = {"query": triplet["query"], "positive": triplet["positive"],
-                       "negatives": [corpus[d] for d in negatives]}  # fmt: skip
+                row = {
+                    "query": triplet["query"],
+                    "positive": triplet["positive"],
+                    "negatives": [corpus[d] for d in negatives],
+                }
                 gz.write((json.dumps(row, ensure_ascii=False) + "\n").encode())
-        print(f"{out / 'listwise.train.jsonl.gz'}: {len(set(qids) - selection)} queries, "
-              f"{args.negatives_per_query} negatives each")
+        print(
+            f"{out / 'listwise.train.jsonl.gz'}: {len(set(qids) - selection)} queries, "
+            f"{args.negatives_per_query} negatives each"
+        )
 
 
 def write_selection_split(data: Path, folder: Path, qids: set, relevant: dict, hits: dict):

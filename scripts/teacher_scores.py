@@ -35,16 +35,26 @@ from lite_rerank.utils import inference_dtype, write_atomically, write_text_atom
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--teacher", required=True, help="a cross-encoder (train_accelerate.py --scorer cross-encoder)")
+    parser.add_argument(
+        "--teacher", required=True, help="a cross-encoder (train_accelerate.py --scorer cross-encoder)"
+    )
     parser.add_argument("--train-data", required=True, help="a local triplet or listwise file")
-    parser.add_argument("--hard-negatives", type=int, default=None,
-                        help="score the first K negatives of each row (default: all of them)")
+    parser.add_argument(
+        "--hard-negatives",
+        type=int,
+        default=None,
+        help="score the first K negatives of each row (default: all of them)",
+    )
     parser.add_argument("--output", required=True, help="the scored training file (.jsonl.gz)")
     parser.add_argument("--batch-size", type=int, default=64, help="pairs per teacher batch")
     parser.add_argument("--part-rows", type=int, default=2048, help="rows per resumable part")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"],
-                        help="teacher dtype (auto: float16 on CUDA, float32 on CPU)")
+    parser.add_argument(
+        "--dtype",
+        default="auto",
+        choices=["auto", "float32", "bfloat16", "float16"],
+        help="teacher dtype (auto: float16 on CUDA, float32 on CPU)",
+    )
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
     for name in ("hard_negatives", "batch_size", "part_rows"):
@@ -62,10 +72,20 @@ def file_sha256(path) -> str:
 
 def scored_row(row: dict, scores: list[float], listwise: bool) -> dict:
     if listwise:
-        return {"query": row["query"], "positive": row["positive"], "negatives": row["negatives"][: len(scores) - 1],
-                "teacher_positive": scores[0], "teacher_negatives": scores[1:]}  # fmt: skip
-    return {"query": row["query"], "positive": row["positive"], "negative": row["negative"],
-            "teacher_positive": scores[0], "teacher_negative": scores[1]}  # fmt: skip
+        return {
+            "query": row["query"],
+            "positive": row["positive"],
+            "negatives": row["negatives"][: len(scores) - 1],
+            "teacher_positive": scores[0],
+            "teacher_negatives": scores[1:],
+        }
+    return {
+        "query": row["query"],
+        "positive": row["positive"],
+        "negative": row["negative"],
+        "teacher_positive": scores[0],
+        "teacher_negative": scores[1],
+    }
 
 
 def main(argv=None):
@@ -83,14 +103,21 @@ def main(argv=None):
         raise SystemExit(f"--teacher {args.teacher}: cannot load it: {error}") from None
     parts = output.with_name(output.name.removesuffix(".jsonl.gz") + ".parts")
     parts.mkdir(parents=True, exist_ok=True)
-    source = {"train_data": str(args.train_data), "sha256": file_sha256(args.train_data),
-              "hard_negatives": args.hard_negatives, "teacher": str(args.teacher),
-              "teacher_weights_sha256": file_sha256(Path(args.teacher) / "model.safetensors")
-              if (Path(args.teacher) / "model.safetensors").is_file() else None}  # fmt: skip
+    source = {
+        "train_data": str(args.train_data),
+        "sha256": file_sha256(args.train_data),
+        "hard_negatives": args.hard_negatives,
+        "teacher": str(args.teacher),
+        "teacher_weights_sha256": file_sha256(Path(args.teacher) / "model.safetensors")
+        if (Path(args.teacher) / "model.safetensors").is_file()
+        else None,
+    }
     meta_path = parts / "meta.json"
     if meta_path.is_file() and json.loads(meta_path.read_text()) != source:
-        raise SystemExit(f"{parts} holds parts scored for other inputs ({meta_path}); remove that folder (this command "
-                         "made it) or choose another --output")  # fmt: skip
+        raise SystemExit(
+            f"{parts} holds parts scored for other inputs ({meta_path}); remove that folder (this command "
+            "made it) or choose another --output"
+        )
     write_text_atomically(meta_path, json.dumps(source, indent=2) + "\n")
     starts = range(0, len(data), args.part_rows)
     start_time = time.perf_counter()
@@ -100,8 +127,11 @@ def main(argv=None):
         rows = data.select(range(start, min(start + args.part_rows, len(data))))
         if not part.is_file():
             documents = [[row["positive"], *negatives_of(row)[: args.hard_negatives]] for row in rows]
-            flat = teacher.score([row["query"] for row, docs in zip(rows, documents) for _ in docs],
-                                 [doc for docs in documents for doc in docs], args.batch_size)  # fmt: skip
+            flat = teacher.score(
+                [row["query"] for row, docs in zip(rows, documents) for _ in docs],
+                [doc for docs in documents for doc in docs],
+                args.batch_size,
+            )
             lines, offset = [], 0
             for row, docs in zip(rows, documents):
                 scores = flat[offset : offset + len(docs)]
@@ -117,11 +147,20 @@ def main(argv=None):
                 out.write((parts / f"part-{start:09d}.jsonl").read_bytes())
 
     write_atomically(output, join)
-    provenance = {**source, "output": str(output), "rows": len(data), "output_sha256": file_sha256(output),
-                  "command": "python " + shlex.join(["scripts/teacher_scores.py", *(argv or sys.argv[1:])]),
-                  "device": args.device, "dtype": str(dtype), "seconds_this_run": round(time.perf_counter() - start_time)}  # fmt: skip
-    write_text_atomically(output.with_name(output.name.removesuffix(".jsonl.gz") + ".provenance.json"),
-                          json.dumps(provenance, indent=2) + "\n")  # fmt: skip
+    provenance = {
+        **source,
+        "output": str(output),
+        "rows": len(data),
+        "output_sha256": file_sha256(output),
+        "command": "python " + shlex.join(["scripts/teacher_scores.py", *(argv or sys.argv[1:])]),
+        "device": args.device,
+        "dtype": str(dtype),
+        "seconds_this_run": round(time.perf_counter() - start_time),
+    }
+    write_text_atomically(
+        output.with_name(output.name.removesuffix(".jsonl.gz") + ".provenance.json"),
+        json.dumps(provenance, indent=2) + "\n",
+    )
     for start in starts:
         (parts / f"part-{start:09d}.jsonl").unlink()
     meta_path.unlink()

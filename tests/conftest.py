@@ -15,9 +15,14 @@ from modeling_lite import LiteModel  # noqa: E402
 
 SHARED_DEBIAN = ROOT.parent / "shared" / "data" / "debian-rerank"
 TINY_BERT = dict(
-    model_type="bert", hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
-    vocab_size=30522, max_position_embeddings=512,
-)  # fmt: skip
+    model_type="bert",
+    hidden_size=32,
+    num_hidden_layers=2,
+    num_attention_heads=2,
+    intermediate_size=64,
+    vocab_size=30522,
+    max_position_embeddings=512,
+)
 TINY_DISTILBERT = dict(model_type="distilbert", dim=32, n_layers=2, n_heads=2, hidden_dim=64, vocab_size=30522)
 
 
@@ -123,9 +128,22 @@ def run_script(script, args, processes: int = 1, check: bool = True):
     if processes == 1:
         command = [sys.executable, str(ROOT / script), *map(str, args)]
     else:
-        command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes",
-                   str(processes), "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-                   str(ROOT / script), *map(str, args)]  # fmt: skip
+        command = [
+            sys.executable,
+            "-m",
+            "accelerate.commands.launch",
+            "--multi_gpu",
+            "--num_processes",
+            str(processes),
+            "--num_machines",
+            "1",
+            "--mixed_precision",
+            "no",
+            "--dynamo_backend",
+            "no",
+            str(ROOT / script),
+            *map(str, args),
+        ]
     result = subprocess.run(command, env=env, cwd=ROOT, capture_output=True, text=True, timeout=900)
     if check:
         assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]

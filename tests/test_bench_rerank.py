@@ -24,7 +24,9 @@ def test_benchmark_smoke_run(tmp_path, capsys):
 
 
 def test_flops_of_the_padding_free_path_count_only_the_real_rows_and_columns():
-    config = bench_rerank.LiteConfig(query_max_length=30, doc_max_length=200, row_hidden_size=2400, col_hidden_size=360)
+    config = bench_rerank.LiteConfig(
+        query_max_length=30, doc_max_length=200, row_hidden_size=2400, col_hidden_size=360
+    )
     full = bench_rerank.scorer_flops(config)
     assert full == 2 * 30 * 200 * 768 + 2 * 30 * (200 * 2400 + 2400 * 200) + 2 * 200 * (2 * 30 * 360) + 2 * 30 * 200
     assert bench_rerank.scorer_flops(config, 30, 200) == full

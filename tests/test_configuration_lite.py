@@ -10,7 +10,11 @@ from configuration_lite import LiteConfig
 def test_defaults_follow_the_paper():
     config = LiteConfig()
     assert isinstance(config.encoder_config, DistilBertConfig)
-    assert (config.encoder_config.dim, config.encoder_config.n_layers, config.encoder_config.vocab_size) == (768, 6, 30522)
+    assert (config.encoder_config.dim, config.encoder_config.n_layers, config.encoder_config.vocab_size) == (
+        768,
+        6,
+        30522,
+    )
     assert (config.query_max_length, config.doc_max_length) == (30, 200)
     assert (config.row_hidden_size, config.col_hidden_size) == (2400, 360)
     assert config.scorer == "lite" and config.activation == "relu" and config.normalize_embeddings

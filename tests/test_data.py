@@ -4,8 +4,14 @@ import pytest
 from conftest import write_jsonl
 
 from lite_rerank.data import (
-    DataError, load_rerank_set, msmarco_own_pool_set, read_beir_texts, read_jsonl, read_qrels, read_trec_run,
-)  # fmt: skip
+    DataError,
+    load_rerank_set,
+    msmarco_own_pool_set,
+    read_beir_texts,
+    read_jsonl,
+    read_qrels,
+    read_trec_run,
+)
 
 
 def test_beir_rerank_set_reports_id_mismatches(beir_fixture):
@@ -17,9 +23,11 @@ def test_beir_rerank_set_reports_id_mismatches(beir_fixture):
     assert data.candidates["q2"] == []
     assert data.documents["d4"].startswith("Title ")
     assert data.counts == {
-        "queries_without_candidates": 1, "run_queries_without_judgments": 1, "queries_without_text": 1,
+        "queries_without_candidates": 1,
+        "run_queries_without_judgments": 1,
+        "queries_without_text": 1,
         "candidates_missing_from_corpus": 1,
-    }  # fmt: skip
+    }
     assert data.depth == 4
     assert len(load_rerank_set(str(beir_fixture), "dev", str(beir_fixture / "run.trec"), max_queries=2).queries) == 2
 

@@ -80,8 +80,15 @@ def test_store_files_hold_no_pickle(tmp_path):
 
 def test_eval_rerank_scores_from_the_cache_like_without(tmp_path, beir_fixture, tokenizer):
     tiny_model(tokenizer=tokenizer).save_pretrained(tmp_path / "model")
-    base = ["--model", f"m={tmp_path / 'model'}", "--data", str(beir_fixture), "--run", str(beir_fixture / "run.trec"),
-            "--no-progress"]  # fmt: skip
+    base = [
+        "--model",
+        f"m={tmp_path / 'model'}",
+        "--data",
+        str(beir_fixture),
+        "--run",
+        str(beir_fixture / "run.trec"),
+        "--no-progress",
+    ]
     plain = eval_rerank.main(base)
     cached = eval_rerank.main(base + ["--doc-cache", str(tmp_path / "caches"), "--cache-dtype", "float32"])
     again = eval_rerank.main(base + ["--doc-cache", str(tmp_path / "caches"), "--cache-dtype", "float32"])

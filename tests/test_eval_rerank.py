@@ -31,11 +31,23 @@ def test_two_models_end_to_end_on_a_beir_fixture(tmp_path, beir_fixture, tokeniz
     for name, scorer in (("lite", "lite"), ("maxsim", "maxsim")):
         tiny_model(tokenizer=tokenizer, scorer=scorer).save_pretrained(tmp_path / name)
     output = tmp_path / "out" / "results.json"
-    results = eval_rerank.main([
-        "--model", f"lite={tmp_path / 'lite'}", "--model", str(tmp_path / "maxsim"),
-        "--data", str(beir_fixture), "--run", str(beir_fixture / "run.trec"), "--output", str(output),
-        "--batch-size", "2", "--no-progress",
-    ])  # fmt: skip
+    results = eval_rerank.main(
+        [
+            "--model",
+            f"lite={tmp_path / 'lite'}",
+            "--model",
+            str(tmp_path / "maxsim"),
+            "--data",
+            str(beir_fixture),
+            "--run",
+            str(beir_fixture / "run.trec"),
+            "--output",
+            str(output),
+            "--batch-size",
+            "2",
+            "--no-progress",
+        ]
+    )
     table = capsys.readouterr().out
     assert "| first-stage |" in table and "| lite |" in table and "| maxsim |" in table
     report = json.loads(output.read_text())
@@ -62,9 +74,13 @@ def test_two_models_end_to_end_on_a_beir_fixture(tmp_path, beir_fixture, tokeniz
 def test_msmarco_own_pool_from_a_local_v21_file(tmp_path, tokenizer):
     tiny_model(tokenizer=tokenizer).save_pretrained(tmp_path / "model")
     rows = [
-        {"query_id": 1, "query": "python web framework", "passages": {"is_selected": [0, 1], "passage_text": ["cats", "flask is a python web framework"]}},
+        {
+            "query_id": 1,
+            "query": "python web framework",
+            "passages": {"is_selected": [0, 1], "passage_text": ["cats", "flask is a python web framework"]},
+        },
         {"query_id": 2, "query": "nothing selected", "passages": {"is_selected": [0, 0], "passage_text": ["a", "b"]}},
-    ]  # fmt: skip
+    ]
     data = write_jsonl(tmp_path / "dev.jsonl", rows)
     results = eval_rerank.main(["--model", str(tmp_path / "model"), "--data", str(data), "--no-progress"])
     assert results["model"]["num_queries"] == 1 and results["first-stage"]["mrr@10"] == 0.5

@@ -20,8 +20,16 @@ CORPUS = {f"d{i}": f"{doc} {i}" for i, doc in enumerate(DOCUMENTS * 3)}
 
 
 def eval_args(model_dir, beir_fixture, *extra):
-    return ["--model", f"m={model_dir}", "--data", str(beir_fixture), "--run", str(beir_fixture / "run.trec"),
-            "--no-progress", *extra]  # fmt: skip
+    return [
+        "--model",
+        f"m={model_dir}",
+        "--data",
+        str(beir_fixture),
+        "--run",
+        str(beir_fixture / "run.trec"),
+        "--no-progress",
+        *extra,
+    ]
 
 
 # ---------------------------------------------------------------- S1: non-finite scores
@@ -39,8 +47,9 @@ def test_s1_a_model_with_nan_scores_gets_an_error_not_the_first_stage_metrics(tm
 
 def test_s1_the_metric_module_refuses_non_finite_scores():
     with pytest.raises(ValueError, match="query 1: scores that are not finite"):
-        load_metrics().compute(predictions=[[1.0, 0.0], [float("nan"), 0.5]], references=[[1, 0], [0, 1]],
-                               judged_relevances=[[1], [1]])  # fmt: skip
+        load_metrics().compute(
+            predictions=[[1.0, 0.0], [float("nan"), 0.5]], references=[[1, 0], [0, 1]], judged_relevances=[[1], [1]]
+        )
 
 
 # ---------------------------------------------------------------- S3: duplicate candidates
@@ -60,8 +69,11 @@ def test_s4_a_changed_passage_is_not_scored_from_its_stale_vectors(tmp_path, sav
     args = eval_args(saved_tiny_model, beir_fixture, "--doc-cache", str(tmp_path / "caches"))
     eval_rerank.main(args)
     corpus = beir_fixture / "corpus.jsonl"
-    corpus.write_text(corpus.read_text().replace('"_id": "d3", "title": "", "text": "', '"_id": "d3", "title": "", '
-                                                 '"text": "edited: '))  # fmt: skip
+    corpus.write_text(
+        corpus.read_text().replace(
+            '"_id": "d3", "title": "", "text": "', '"_id": "d3", "title": "", "text": "edited: '
+        )
+    )
     with pytest.raises(SystemExit, match=r"1 passage\(s\) changed since they were cached \(e.g. 'd3'\)"):
         eval_rerank.main(args)
 
@@ -188,8 +200,19 @@ def test_every_model_is_checked_before_any_is_scored(tmp_path, saved_tiny_model,
     bad = tmp_path / "bad"
     shutil.copytree(saved_tiny_model, bad)
     (bad / "model.safetensors").write_bytes((bad / "model.safetensors").read_bytes()[:64])  # cut short
-    args = ["--model", f"good={saved_tiny_model}", "--model", f"bad={bad}", "--data", str(beir_fixture), "--run",
-            str(beir_fixture / "run.trec"), "--output", str(tmp_path / "out.json"), "--no-progress"]  # fmt: skip
+    args = [
+        "--model",
+        f"good={saved_tiny_model}",
+        "--model",
+        f"bad={bad}",
+        "--data",
+        str(beir_fixture),
+        "--run",
+        str(beir_fixture / "run.trec"),
+        "--output",
+        str(tmp_path / "out.json"),
+        "--no-progress",
+    ]
     with pytest.raises(SystemExit, match=r"--model bad=.*model.safetensors does not read"):
         eval_rerank.main(args)
     assert "scoring with" not in capsys.readouterr().err and not (tmp_path / "out.json").exists()

@@ -27,20 +27,26 @@ def good_report(expected):
         "AutoConfig": {"model_type": "lite_reranker", "scorer": "lite", "module": "transformers_modules.x"},
         "AutoTokenizer": {"ids": [101, 102], "prompted": False},
         "AutoTokenizer (trust_remote_code=False)": {"ids": [101, 102]},
-        "AutoModel": {"module": "transformers_modules.x", "compute_score": expected,
-                      "rerank": [[i, expected[i]] for i in order]},
+        "AutoModel": {
+            "module": "transformers_modules.x",
+            "compute_score": expected,
+            "rerank": [[i, expected[i]] for i in order],
+        },
         "AutoModelForSequenceClassification": {"logits": expected},
         "CrossEncoder": {"predict_default": sigmoid, "rank": [[i, sigmoid[i]] for i in order]},
         "pipeline": {"default": sigmoid, "raw": expected},
         "handler": {"pairs": expected, "ranked": [[i, expected[i], True] for i in order]},
-    }  # fmt: skip
+    }
 
 
 @pytest.mark.parametrize(
     "break_it, message",
     [
         (lambda r: r["pipeline"].update(default=r["pipeline"]["raw"]), "pipeline (sigmoid)"),
-        (lambda r: r["AutoModelForSequenceClassification"].update(logits=[0.0] * 4), "AutoModelForSequenceClassification"),
+        (
+            lambda r: r["AutoModelForSequenceClassification"].update(logits=[0.0] * 4),
+            "AutoModelForSequenceClassification",
+        ),
         (lambda r: r.update(CrossEncoder={"error": "ImportError: x"}), "CrossEncoder: ImportError"),
         (lambda r: r["AutoTokenizer"].update(prompted=True), "asked to run custom code"),
         (lambda r: r["handler"]["ranked"].reverse(), "handler ranking"),

@@ -14,12 +14,38 @@ from conftest import ROOT
 
 sys.path.insert(0, str(ROOT / "scripts"))
 import mine_bm25_negatives  # noqa: E402
+
 from lite_rerank.data import read_trec_run  # noqa: E402
 
 # Made-up words: none is an English stop word, so tokenising is lower-casing and splitting on words.
-VOCAB = ["alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel", "india", "juliett", "kilo", "lima",
-         "mike", "november", "oscar", "papa", "quebec", "romeo", "sierra", "tango", "uniform", "victor", "whiskey",
-         "xray", "yankee", "zulu"]  # fmt: skip
+VOCAB = [
+    "alpha",
+    "bravo",
+    "charlie",
+    "delta",
+    "echo",
+    "foxtrot",
+    "golf",
+    "hotel",
+    "india",
+    "juliett",
+    "kilo",
+    "lima",
+    "mike",
+    "november",
+    "oscar",
+    "papa",
+    "quebec",
+    "romeo",
+    "sierra",
+    "tango",
+    "uniform",
+    "victor",
+    "whiskey",
+    "xray",
+    "yankee",
+    "zulu",
+]
 DEPTH = 5
 
 
@@ -56,7 +82,9 @@ def beir(tmp_path):
     write_gz(data / "corpus.jsonl.gz", [{"_id": d, "title": "", "text": t} for d, t in corpus.items()])
     write_gz(data / "queries.jsonl.gz", [{"_id": q, "text": t} for q, t in queries.items()])
     train, dev = [f"q{i}" for i in range(16)], [f"q{i}" for i in range(16, 24)]
-    (data / "qrels" / "train.tsv").write_text("query-id\tcorpus-id\tscore\n" + "".join(f"{q}\td{q[1:]}\t1\n" for q in train))
+    (data / "qrels" / "train.tsv").write_text(
+        "query-id\tcorpus-id\tscore\n" + "".join(f"{q}\td{q[1:]}\t1\n" for q in train)
+    )
     with open(data / "runs" / "bm25.dev.trec", "w") as run:
         for q in dev:
             ranked = naive_bm25_top(queries[q], corpus, DEPTH)
@@ -91,8 +119,9 @@ def test_same_seed_same_file_and_other_seed_other_draws(beir, tmp_path):
     data = beir[0]
     paths = {}
     for name, seed in (("a", 1), ("b", 1), ("c", 2)):
-        mine_bm25_negatives.main(["--data", str(data), "--depth", str(DEPTH), "--seed", str(seed),
-                                  "--output-dir", str(tmp_path / name)])  # fmt: skip
+        mine_bm25_negatives.main(
+            ["--data", str(data), "--depth", str(DEPTH), "--seed", str(seed), "--output-dir", str(tmp_path / name)]
+        )
         paths[name] = (tmp_path / name / "triplets.train.jsonl.gz").read_bytes()
     assert paths["a"] == paths["b"] and paths["a"] != paths["c"]
 
@@ -118,8 +147,20 @@ def test_a_triplet_whose_query_is_not_a_training_query_is_named_with_its_line(be
 def test_selection_split_and_listwise_rows_from_the_top_k(beir, tmp_path):
     data, corpus, queries, train, triplets = beir
     out = tmp_path / "out"
-    mine_bm25_negatives.main(["--data", str(data), "--depth", str(DEPTH), "--output-dir", str(out),
-                              "--selection-queries", "4", "--negatives-per-query", "3"])  # fmt: skip
+    mine_bm25_negatives.main(
+        [
+            "--data",
+            str(data),
+            "--depth",
+            str(DEPTH),
+            "--output-dir",
+            str(out),
+            "--selection-queries",
+            "4",
+            "--negatives-per-query",
+            "3",
+        ]
+    )
     from lite_rerank.data import load_beir_rerank_set
 
     selection = load_beir_rerank_set(out / "selection", out / "selection" / "bm25.selection.trec", "selection")
@@ -139,5 +180,15 @@ def test_selection_split_and_listwise_rows_from_the_top_k(beir, tmp_path):
     mine_bm25_negatives.main(["--data", str(data), "--depth", str(DEPTH), "--output-dir", str(again)])
     assert (again / "triplets.train.jsonl.gz").read_bytes() == (out / "triplets.train.jsonl.gz").read_bytes()
     with pytest.raises(SystemExit):
-        mine_bm25_negatives.main(["--data", str(data), "--depth", str(DEPTH), "--output-dir", str(tmp_path / "x"),
-                                  "--negatives-per-query", str(DEPTH)])  # fmt: skip
+        mine_bm25_negatives.main(
+            [
+                "--data",
+                str(data),
+                "--depth",
+                str(DEPTH),
+                "--output-dir",
+                str(tmp_path / "x"),
+                "--negatives-per-query",
+                str(DEPTH),
+            ]
+        )

@@ -33,11 +33,16 @@ def dual_scores(model, tokenizer, queries, docs, **kwargs):
 def naive_layer_norm(values, norm):
     mean = sum(values) / len(values)
     var = sum((v - mean) ** 2 for v in values) / len(values)
-    return [(v - mean) / (var + norm.eps) ** 0.5 * w + b for v, w, b in zip(values, norm.weight.tolist(), norm.bias.tolist())]
+    return [
+        (v - mean) / (var + norm.eps) ** 0.5 * w + b
+        for v, w, b in zip(values, norm.weight.tolist(), norm.bias.tolist())
+    ]
 
 
 def naive_linear(values, linear):
-    return [sum(w * v for w, v in zip(row, values)) + b for row, b in zip(linear.weight.tolist(), linear.bias.tolist())]
+    return [
+        sum(w * v for w, v in zip(row, values)) + b for row, b in zip(linear.weight.tolist(), linear.bias.tolist())
+    ]
 
 
 def naive_mlp(values, mlp):
@@ -109,9 +114,11 @@ def test_documents_per_query_give_the_same_scores_as_pairs(tokenizer):
     d_ids, d_mask = tokens(tokenizer, DOCUMENTS[:4], 24)
     with torch.no_grad():
         listwise = model(
-            query_input_ids=q_ids, query_attention_mask=q_mask,
-            doc_input_ids=d_ids.view(2, 2, -1), doc_attention_mask=d_mask.view(2, 2, -1),
-        ).logits  # fmt: skip
+            query_input_ids=q_ids,
+            query_attention_mask=q_mask,
+            doc_input_ids=d_ids.view(2, 2, -1),
+            doc_attention_mask=d_mask.view(2, 2, -1),
+        ).logits
     expected = dual_scores(model, tokenizer, [QUERIES[0]] * 2 + [QUERIES[1]] * 2, DOCUMENTS[:4])
     torch.testing.assert_close(listwise, expected.view(2, 2), rtol=1e-5, atol=1e-5)
 
@@ -178,7 +185,12 @@ def test_text_api_switches_dropout_off_and_restores_training_mode(tokenizer):
         (lambda m: m(query_input_ids=torch.ones(1, 3).long()), "both"),
         (lambda m: m(input_ids=torch.tensor([[101, 2000, 2001]])), "no \\[SEP\\]"),
         (lambda m: m(input_ids=torch.tensor([[101, 2000, 102]])), "no document"),
-        (lambda m: m(input_ids=torch.tensor([[0, 101, 102, 7, 102]]), attention_mask=torch.tensor([[0, 1, 1, 1, 1]])), "right-padded"),
+        (
+            lambda m: m(
+                input_ids=torch.tensor([[0, 101, 102, 7, 102]]), attention_mask=torch.tensor([[0, 1, 1, 1, 1]])
+            ),
+            "right-padded",
+        ),
         (lambda m: m(input_ids=torch.tensor([[101, 102, 7, 102]]), labels=torch.tensor([1.0])), "labels"),
         (lambda m: m.score_embeddings(torch.zeros(1, 8, 32), None, torch.zeros(1, 5, 32), None), "expects"),
     ],
@@ -266,9 +278,14 @@ def run_fresh(code, *args, cwd):
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     env.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
     return subprocess.run(
-        [sys.executable, "-c", code, *args], cwd=cwd, env=env, capture_output=True, text=True,
-        stdin=subprocess.DEVNULL, timeout=300,
-    )  # fmt: skip
+        [sys.executable, "-c", code, *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+        timeout=300,
+    )
 
 
 def test_remote_code_round_trip_in_a_fresh_process(saved_tiny_model, tmp_path, tokenizer):
@@ -324,8 +341,13 @@ def test_in_batch_negatives_score_each_query_against_other_queries_documents(tok
     q_ids, q_mask = tokens(tokenizer, QUERIES, 8)
     d_ids, d_mask = tokens(tokenizer, [d for pair in docs for d in pair], 24)
     with torch.no_grad():
-        logits = model(query_input_ids=q_ids, query_attention_mask=q_mask, doc_input_ids=d_ids.view(3, 2, -1),
-                       doc_attention_mask=d_mask.view(3, 2, -1), in_batch_negatives=count).logits  # fmt: skip
+        logits = model(
+            query_input_ids=q_ids,
+            query_attention_mask=q_mask,
+            doc_input_ids=d_ids.view(3, 2, -1),
+            doc_attention_mask=d_mask.view(3, 2, -1),
+            in_batch_negatives=count,
+        ).logits
     flat_docs = [d for pair in docs for d in pair]
     extra = 4 if count == -1 else count
     assert logits.shape == (3, 2 + extra)
@@ -334,8 +356,13 @@ def test_in_batch_negatives_score_each_query_against_other_queries_documents(tok
         expected = model.compute_score([[query, doc] for doc in docs[i] + others])
         assert logits[i].tolist() == pytest.approx(expected, abs=1e-5)
     with pytest.raises(ValueError, match="holds only 4 documents of other queries"):
-        model(query_input_ids=q_ids, query_attention_mask=q_mask, doc_input_ids=d_ids.view(3, 2, -1),
-              doc_attention_mask=d_mask.view(3, 2, -1), in_batch_negatives=5)  # fmt: skip
+        model(
+            query_input_ids=q_ids,
+            query_attention_mask=q_mask,
+            doc_input_ids=d_ids.view(3, 2, -1),
+            doc_attention_mask=d_mask.view(3, 2, -1),
+            in_batch_negatives=5,
+        )
 
 
 # ---------------------------------------------------------------- saved formats and exact sparsity
@@ -359,8 +386,10 @@ def test_models_saved_by_earlier_code_load_and_score_the_same(tmp_path, tokenize
         "import json, sys; from transformers import AutoModel\n"
         "m = AutoModel.from_pretrained(sys.argv[1], trust_remote_code=True)\n"
         "print(json.dumps(m.compute_score(json.loads(sys.argv[2]))))",
-        str(folder), json.dumps(expected["pairs"]), cwd=tmp_path,
-    )  # fmt: skip
+        str(folder),
+        json.dumps(expected["pairs"]),
+        cwd=tmp_path,
+    )
     assert fresh.returncode == 0, fresh.stderr[-3000:]
     assert json.loads(fresh.stdout.strip().splitlines()[-1]) == pytest.approx(expected["scores"], abs=1e-5)
 
@@ -375,14 +404,26 @@ def full_matrix_scores(model, queries, query_mask, docs, doc_mask):
     return torch.cat(scores)
 
 
-RAGGED_QUERIES = ["a", "search files", QUERIES[0], "find the package that converts images between many formats "
-                  "quickly and well"]  # fmt: skip
+RAGGED_QUERIES = [
+    "a",
+    "search files",
+    QUERIES[0],
+    "find the package that converts images between many formats quickly and well",
+]
 RAGGED_DOCS = ["a", "an image editor", DOCUMENTS[0], DOCUMENTS[2], DOCUMENTS[3], "web " * 7, DOCUMENTS[1] + " python"]
 
 
-@pytest.mark.parametrize("overrides", [{}, {"projection_dim": 16}, {"doc_stored_tokens": 6},
-                                       {"projection_dim": 16, "doc_stored_tokens": 6}, {"scorer": "maxsim"}],
-                         ids=["lite", "small-d", "small-k", "small-both", "maxsim"])  # fmt: skip
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {},
+        {"projection_dim": 16},
+        {"doc_stored_tokens": 6},
+        {"projection_dim": 16, "doc_stored_tokens": 6},
+        {"scorer": "maxsim"},
+    ],
+    ids=["lite", "small-d", "small-k", "small-both", "maxsim"],
+)
 def test_padding_free_scorer_equals_the_full_matrix_in_scores_and_gradients(tokenizer, overrides):
     model = tiny_model(tokenizer=tokenizer, **overrides).double()
     model.inference_block = 2  # several blocks of different document lengths
@@ -429,7 +470,9 @@ def test_padding_free_scorer_matches_naive_loops_in_lower_precision(tokenizer, d
     for s in similarity:
         rows = [naive_mlp(s[i].tolist(), scorer.row_mlp) for i in range(s.shape[0])]
         cols = [naive_mlp([rows[i][j] for i in range(s.shape[0])], scorer.col_mlp) for j in range(s.shape[1])]
-        expected.append(naive_linear([cols[j][i] for j in range(s.shape[1]) for i in range(s.shape[0])], scorer.out)[0])
+        expected.append(
+            naive_linear([cols[j][i] for j in range(s.shape[1]) for i in range(s.shape[0])], scorer.out)[0]
+        )
     model.to(dtype)
     with torch.no_grad():
         fast = model.score_embeddings(q.to(dtype), q_mask, docs.to(dtype), doc_mask)

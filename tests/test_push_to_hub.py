@@ -7,24 +7,46 @@ import pytest
 import yaml
 from conftest import DOCUMENTS, QUERIES, tiny_model, write_beir_fixture
 from huggingface_hub import HfApi
+from test_modeling_lite import run_fresh
 
 import eval_rerank
 import push_to_hub
 from lite_rerank import publishing
 from modeling_lite import LiteModel
-from test_modeling_lite import run_fresh
 
-STAGED_FILES = {"README.md", "config.json", "configuration_lite.py", "modeling_lite.py", "handler.py",
-                "model.safetensors", "tokenizer.json", "tokenizer_config.json", "requirements.txt"}  # fmt: skip
+STAGED_FILES = {
+    "README.md",
+    "config.json",
+    "configuration_lite.py",
+    "modeling_lite.py",
+    "handler.py",
+    "model.safetensors",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "requirements.txt",
+}
 
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory, tokenizer):
     folder = tmp_path_factory.mktemp("runs") / "lite" / "best"
     tiny_model(tokenizer=tokenizer).save_pretrained(folder)
-    (folder / "training_summary.json").write_text(json.dumps({"step": 7, "args": {
-        "encoder": "sentence-transformers/all-MiniLM-L6-v2", "train_data": "/somewhere/debian-rerank/triplets.jsonl",
-        "loss": "ce", "batch_size": 64, "lr": 2.8e-5, "scorer_lr": 1e-3, "mixed_precision": "bf16"}}))  # fmt: skip
+    (folder / "training_summary.json").write_text(
+        json.dumps(
+            {
+                "step": 7,
+                "args": {
+                    "encoder": "sentence-transformers/all-MiniLM-L6-v2",
+                    "train_data": "/somewhere/debian-rerank/triplets.jsonl",
+                    "loss": "ce",
+                    "batch_size": 64,
+                    "lr": 2.8e-5,
+                    "scorer_lr": 1e-3,
+                    "mixed_precision": "bf16",
+                },
+            }
+        )
+    )
     # things a run folder may hold that must never reach the Hub
     (folder / "optimizer.pt").write_bytes(b"state")
     (folder / ".hf_token").write_text("hf_secret")
@@ -34,8 +56,19 @@ def model_dir(tmp_path_factory, tokenizer):
 @pytest.fixture(scope="module")
 def results_file(model_dir, beir_fixture_module):
     output = model_dir.parent.parent / "results.json"
-    eval_rerank.main(["--model", f"lite={model_dir}", "--data", str(beir_fixture_module),
-                      "--run", str(beir_fixture_module / "run.trec"), "--output", str(output), "--no-progress"])  # fmt: skip
+    eval_rerank.main(
+        [
+            "--model",
+            f"lite={model_dir}",
+            "--data",
+            str(beir_fixture_module),
+            "--run",
+            str(beir_fixture_module / "run.trec"),
+            "--output",
+            str(output),
+            "--no-progress",
+        ]
+    )
     return output
 
 
@@ -47,8 +80,19 @@ def beir_fixture_module(tmp_path_factory):
 @pytest.fixture(scope="module")
 def staged(model_dir, results_file, tmp_path_factory):
     stage = tmp_path_factory.mktemp("stage") / "hub"
-    push_to_hub.main(["--model-dir", str(model_dir), "--repo-id", "me/lite-tiny", "--results", str(results_file),
-                      "--dry-run", "--stage-dir", str(stage)])  # fmt: skip
+    push_to_hub.main(
+        [
+            "--model-dir",
+            str(model_dir),
+            "--repo-id",
+            "me/lite-tiny",
+            "--results",
+            str(results_file),
+            "--dry-run",
+            "--stage-dir",
+            str(stage),
+        ]
+    )
     return stage
 
 
@@ -125,11 +169,24 @@ def test_upload_calls(model_dir, results_file, tmp_path, monkeypatch, private, r
         uploaded.update(kwargs, files={p.name for p in (tmp_path / "stage").iterdir()})
         return "https://huggingface.co/me/lite-tiny/commit/abc"
 
-    args = ["--model-dir", str(model_dir), "--repo-id", "me/lite-tiny", "--results", str(results_file),
-            "--stage-dir", str(tmp_path / "stage"), "--commit-message", "first upload"]  # fmt: skip
+    args = [
+        "--model-dir",
+        str(model_dir),
+        "--repo-id",
+        "me/lite-tiny",
+        "--results",
+        str(results_file),
+        "--stage-dir",
+        str(tmp_path / "stage"),
+        "--commit-message",
+        "first upload",
+    ]
     args += (["--private"] if private else []) + (["--revision", revision] if revision else [])
-    with patch.object(HfApi, "create_repo") as create_repo, patch.object(HfApi, "create_branch") as create_branch, \
-            patch.object(HfApi, "upload_folder", fake_upload):  # fmt: skip
+    with (
+        patch.object(HfApi, "create_repo") as create_repo,
+        patch.object(HfApi, "create_branch") as create_branch,
+        patch.object(HfApi, "upload_folder", fake_upload),
+    ):
         push_to_hub.main(args)
     create_repo.assert_called_once_with("me/lite-tiny", private=private, exist_ok=True, repo_type="model")
     if revision:
@@ -187,8 +244,19 @@ def test_hub_dataset_results_go_into_the_model_index(model_dir, results_file, tm
     results["data"]["spec"] = "microsoft/ms_marco"
     hub_results = tmp_path / "hub.json"
     hub_results.write_text(json.dumps(results))
-    push_to_hub.main(["--model-dir", str(model_dir), "--repo-id", "me/lite-tiny", "--results", str(hub_results),
-                      "--dry-run", "--stage-dir", str(tmp_path / "stage")])  # fmt: skip
+    push_to_hub.main(
+        [
+            "--model-dir",
+            str(model_dir),
+            "--repo-id",
+            "me/lite-tiny",
+            "--results",
+            str(hub_results),
+            "--dry-run",
+            "--stage-dir",
+            str(tmp_path / "stage"),
+        ]
+    )
     entry = front_matter(tmp_path / "stage")["model-index"][0]["results"][0]
     assert entry["dataset"]["type"] == "microsoft/ms_marco"
     metrics = {m["name"]: m["value"] for m in entry["metrics"]}
@@ -197,9 +265,23 @@ def test_hub_dataset_results_go_into_the_model_index(model_dir, results_file, tm
 
 
 def test_local_data_is_named_with_its_provenance_link(model_dir, results_file, tmp_path):
-    push_to_hub.main(["--model-dir", str(model_dir), "--repo-id", "me/lite-tiny", "--results", str(results_file),
-                      "--dataset-name", "Debian 12 package descriptions", "--dataset-url", "https://deb.debian.org/x",
-                      "--dry-run", "--stage-dir", str(tmp_path / "stage")])  # fmt: skip
+    push_to_hub.main(
+        [
+            "--model-dir",
+            str(model_dir),
+            "--repo-id",
+            "me/lite-tiny",
+            "--results",
+            str(results_file),
+            "--dataset-name",
+            "Debian 12 package descriptions",
+            "--dataset-url",
+            "https://deb.debian.org/x",
+            "--dry-run",
+            "--stage-dir",
+            str(tmp_path / "stage"),
+        ]
+    )
     body = (tmp_path / "stage" / "README.md").read_text()
     assert "Data: Debian 12 package descriptions ([provenance](https://deb.debian.org/x))." in body
 
@@ -229,27 +311,49 @@ def test_a_previous_stage_is_replaced(model_dir, tmp_path):
 @pytest.mark.parametrize("repo_id", ["not a valid/repo id!!/x", "noslash", "a/b/c", "-x/y", "user/../etc"])
 def test_bad_repo_ids_are_refused_before_anything_happens(model_dir, tmp_path, repo_id):
     with pytest.raises(SystemExit, match="--repo-id"):
-        push_to_hub.main(["--model-dir", str(model_dir), f"--repo-id={repo_id}", "--dry-run",
-                          "--stage-dir", str(tmp_path / "stage")])  # fmt: skip
+        push_to_hub.main(
+            [
+                "--model-dir",
+                str(model_dir),
+                f"--repo-id={repo_id}",
+                "--dry-run",
+                "--stage-dir",
+                str(tmp_path / "stage"),
+            ]
+        )
     assert not (tmp_path / "stage").exists()
 
 
 @pytest.mark.parametrize(
     "content, message",
-    [("{not json", r"bad.json: not valid JSON"),
-     ('{"models": {"lite": {"mrr@10": 0.5}}}', r"bad.json: model 'lite' lacks \['ndcg@10'"),
-     ('{"rows": []}', r"bad.json: no 'models' section")],
-)  # fmt: skip
+    [
+        ("{not json", r"bad.json: not valid JSON"),
+        ('{"models": {"lite": {"mrr@10": 0.5}}}', r"bad.json: model 'lite' lacks \['ndcg@10'"),
+        ('{"rows": []}', r"bad.json: no 'models' section"),
+    ],
+)
 def test_bad_results_files_are_named(model_dir, tmp_path, content, message):
     (tmp_path / "bad.json").write_text(content)
     with pytest.raises(SystemExit, match=message):
-        push_to_hub.main(["--model-dir", str(model_dir), "--repo-id", "me/x", "--dry-run",
-                          "--results", str(tmp_path / "bad.json"), "--stage-dir", str(tmp_path / "stage")])  # fmt: skip
+        push_to_hub.main(
+            [
+                "--model-dir",
+                str(model_dir),
+                "--repo-id",
+                "me/x",
+                "--dry-run",
+                "--results",
+                str(tmp_path / "bad.json"),
+                "--stage-dir",
+                str(tmp_path / "stage"),
+            ]
+        )
 
 
 def test_a_model_folder_without_a_tokenizer_is_named(tmp_path):
     folder = tmp_path / "no-tokenizer"
     tiny_model().save_pretrained(folder)
     with pytest.raises(SystemExit, match=r"no-tokenizer.*tokenizer"):
-        push_to_hub.main(["--model-dir", str(folder), "--repo-id", "me/x", "--dry-run",
-                          "--stage-dir", str(tmp_path / "stage")])  # fmt: skip
+        push_to_hub.main(
+            ["--model-dir", str(folder), "--repo-id", "me/x", "--dry-run", "--stage-dir", str(tmp_path / "stage")]
+        )

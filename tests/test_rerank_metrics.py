@@ -71,7 +71,10 @@ def test_equals_trec_eval_with_ties(metric, seed):
     assert any(len(set(s)) < len(s) for s, _, _ in queries), "the fixture must contain ties"
     per_query = pytrec_eval.RelevanceEvaluator(qrels, {"ndcg_cut.10", "recall.10"}).evaluate(run)
     # trec_eval breaks ties by docno, descending; candidate i is d{999-i}, so that order is the candidate order.
-    top10 = {q: dict(sorted(docs.items(), key=lambda kv: (-kv[1], [-ord(c) for c in kv[0]]))[:10]) for q, docs in run.items()}
+    top10 = {
+        q: dict(sorted(docs.items(), key=lambda kv: (-kv[1], [-ord(c) for c in kv[0]]))[:10])
+        for q, docs in run.items()
+    }
     reciprocal = pytrec_eval.RelevanceEvaluator(qrels, {"recip_rank"}).evaluate(top10)
     got = ours(metric, queries, [10])
     n = len(queries)

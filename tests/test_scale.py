@@ -12,14 +12,32 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture
 def corpus(tmp_path):
-    rows = [{"_id": f"p{i:02d}", "title": "", "text": f"{DOCUMENTS[i % 4]} {QUERIES[i % 3]} {' extra' * (i % 5)} {i}"}
-            for i in range(23)]  # fmt: skip
+    rows = [
+        {"_id": f"p{i:02d}", "title": "", "text": f"{DOCUMENTS[i % 4]} {QUERIES[i % 3]} {' extra' * (i % 5)} {i}"}
+        for i in range(23)
+    ]
     return write_jsonl(tmp_path / "corpus.jsonl", rows)
 
 
 def build(model, corpus, output, processes, *extra):
-    return run_script("scripts/build_doc_cache.py", ["--model", model, "--corpus", corpus, "--output", output,
-                      "--chunk-docs", "4", "--dtype", "float16", "--no-progress", *extra], processes)  # fmt: skip
+    return run_script(
+        "scripts/build_doc_cache.py",
+        [
+            "--model",
+            model,
+            "--corpus",
+            corpus,
+            "--output",
+            output,
+            "--chunk-docs",
+            "4",
+            "--dtype",
+            "float16",
+            "--no-progress",
+            *extra,
+        ],
+        processes,
+    )
 
 
 def chunks(folder):
@@ -35,8 +53,9 @@ def chunks(folder):
     return content
 
 
-def test_two_processes_write_the_cache_one_process_writes_and_a_dead_process_is_resumed(tmp_path, saved_tiny_model,
-                                                                                          corpus):  # fmt: skip
+def test_two_processes_write_the_cache_one_process_writes_and_a_dead_process_is_resumed(
+    tmp_path, saved_tiny_model, corpus
+):
     build(saved_tiny_model, corpus, tmp_path / "one", 1)
     result = build(saved_tiny_model, corpus, tmp_path / "two", 2)
     assert json.loads(result.stdout.strip().splitlines()[-1])["processes"] == 2
@@ -63,7 +82,9 @@ def test_two_processes_write_the_cache_one_process_writes_and_a_dead_process_is_
     by_file = {chunk["file"]: chunk for chunk in manifest["chunks"]}
     (crashed / "cache.json").write_text(json.dumps({**manifest, "chunks": []}))
     _plan(crashed, Corpus(datasets.load_dataset("json", data_files=str(corpus), split="train")), {"chunks": []}, {}, 4)
-    (crashed / "cache.rank0.json").write_text(json.dumps({"chunks": [by_file[f"chunk-0000{i}.safetensors"] for i in (0, 2, 4)]}))
+    (crashed / "cache.rank0.json").write_text(
+        json.dumps({"chunks": [by_file[f"chunk-0000{i}.safetensors"] for i in (0, 2, 4)]})
+    )
     (crashed / "cache.rank1.json").write_text(json.dumps({"chunks": [by_file["chunk-00001.safetensors"]]}))
     kept = {name: (crashed / name).stat().st_mtime_ns for name in chunks(crashed)}
     build(saved_tiny_model, corpus, crashed, 2)
@@ -74,8 +95,17 @@ def test_two_processes_write_the_cache_one_process_writes_and_a_dead_process_is_
 
 
 def test_evaluation_sharded_over_two_processes_equals_one_process(tmp_path, saved_tiny_model, beir_fixture):
-    args = ["--model", f"m={saved_tiny_model}", "--data", beir_fixture, "--run", beir_fixture / "run.trec",
-            "--no-progress", "--doc-cache", tmp_path / "caches"]  # fmt: skip
+    args = [
+        "--model",
+        f"m={saved_tiny_model}",
+        "--data",
+        beir_fixture,
+        "--run",
+        beir_fixture / "run.trec",
+        "--no-progress",
+        "--doc-cache",
+        tmp_path / "caches",
+    ]
     run_script("eval_rerank.py", [*args, "--output", tmp_path / "one" / "r.json"])
     run_script("eval_rerank.py", [*args, "--output", tmp_path / "two" / "r.json"], processes=2)
     one, two = (json.loads((tmp_path / name / "r.json").read_text()) for name in ("one", "two"))

@@ -12,6 +12,7 @@ from conftest import DOCUMENTS, QUERIES, ROOT, TINY_BERT, run_script, write_json
 
 sys.path.insert(0, str(ROOT / "scripts"))
 import teacher_scores  # noqa: E402
+
 from lite_rerank.cross_encoder import CrossEncoderScorer  # noqa: E402
 
 
@@ -22,15 +23,23 @@ def teacher(tmp_path_factory, tokenizer):
     folder = tmp_path_factory.mktemp("teacher")
     fields = {key: value for key, value in TINY_BERT.items() if key != "model_type"}
     torch.manual_seed(1)
-    AutoModelForSequenceClassification.from_config(AutoConfig.for_model("bert", num_labels=1, **fields)).save_pretrained(folder)
+    AutoModelForSequenceClassification.from_config(
+        AutoConfig.for_model("bert", num_labels=1, **fields)
+    ).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
 
 
 @pytest.fixture
 def listwise(tmp_path):
-    rows = [{"query": f"{q} {i}", "positive": DOCUMENTS[(i + k) % 4], "negatives": [DOCUMENTS[(i + k + j) % 4] for j in (1, 2, 3)]}
-            for i, (k, q) in enumerate(itertools.islice(itertools.cycle(enumerate(QUERIES)), 10))]  # fmt: skip
+    rows = [
+        {
+            "query": f"{q} {i}",
+            "positive": DOCUMENTS[(i + k) % 4],
+            "negatives": [DOCUMENTS[(i + k + j) % 4] for j in (1, 2, 3)],
+        }
+        for i, (k, q) in enumerate(itertools.islice(itertools.cycle(enumerate(QUERIES)), 10))
+    ]
     return write_jsonl(tmp_path / "listwise.jsonl", rows), rows
 
 
@@ -39,11 +48,26 @@ def read(path):
         return [json.loads(line) for line in lines]
 
 
-def test_scores_are_the_teachers_and_a_student_trains_on_them_without_it(tmp_path, teacher, listwise, tiny_encoder_dir):
+def test_scores_are_the_teachers_and_a_student_trains_on_them_without_it(
+    tmp_path, teacher, listwise, tiny_encoder_dir
+):
     path, rows = listwise
     output = tmp_path / "scored.jsonl.gz"
-    teacher_scores.main(["--teacher", str(teacher), "--train-data", str(path), "--hard-negatives", "2",
-                         "--output", str(output), "--part-rows", "4", "--no-progress"])  # fmt: skip
+    teacher_scores.main(
+        [
+            "--teacher",
+            str(teacher),
+            "--train-data",
+            str(path),
+            "--hard-negatives",
+            "2",
+            "--output",
+            str(output),
+            "--part-rows",
+            "4",
+            "--no-progress",
+        ]
+    )
     scored = read(output)
     assert [row["query"] for row in scored] == [row["query"] for row in rows]
     reference = CrossEncoderScorer.from_pretrained(teacher)
@@ -55,10 +79,37 @@ def test_scores_are_the_teachers_and_a_student_trains_on_them_without_it(tmp_pat
     assert provenance["rows"] == 10 and provenance["teacher"] == str(teacher) and len(provenance["sha256"]) == 64
     assert "scripts/teacher_scores.py" in provenance["command"] and not (tmp_path / "scored.parts").exists()
     student = tmp_path / "student"
-    run_script("train_accelerate.py", ["--encoder", tiny_encoder_dir, "--train-data", output, "--loss", "kl",
-               "--hard-negatives", "2", "--batch-size", "4", "--max-steps", "2", "--output-dir", student,
-               "--mixed-precision", "no", "--num-workers", "0", "--query-max-length", "8", "--doc-max-length", "24",
-               "--row-hidden-size", "48", "--col-hidden-size", "16"])  # fmt: skip
+    run_script(
+        "train_accelerate.py",
+        [
+            "--encoder",
+            tiny_encoder_dir,
+            "--train-data",
+            output,
+            "--loss",
+            "kl",
+            "--hard-negatives",
+            "2",
+            "--batch-size",
+            "4",
+            "--max-steps",
+            "2",
+            "--output-dir",
+            student,
+            "--mixed-precision",
+            "no",
+            "--num-workers",
+            "0",
+            "--query-max-length",
+            "8",
+            "--doc-max-length",
+            "24",
+            "--row-hidden-size",
+            "48",
+            "--col-hidden-size",
+            "16",
+        ],
+    )
     assert (student / "best" / "model.safetensors").is_file() and not (student / "teacher-cache").exists()
 
 
@@ -70,11 +121,20 @@ def test_an_interrupted_run_scores_only_the_missing_parts(tmp_path, teacher, lis
     resumed = tmp_path / "resumed.jsonl.gz"
     parts = tmp_path / "resumed.parts"
     parts.mkdir()
-    source = {"train_data": str(path), "sha256": teacher_scores.file_sha256(path), "hard_negatives": None,
-              "teacher": str(teacher), "teacher_weights_sha256": teacher_scores.file_sha256(teacher / "model.safetensors")}  # fmt: skip
+    source = {
+        "train_data": str(path),
+        "sha256": teacher_scores.file_sha256(path),
+        "hard_negatives": None,
+        "teacher": str(teacher),
+        "teacher_weights_sha256": teacher_scores.file_sha256(teacher / "model.safetensors"),
+    }
     (parts / "meta.json").write_text(json.dumps(source))
-    sentinel = json.dumps({"query": "kept", "positive": "p", "negatives": ["n"], "teacher_positive": 9.0,
-                           "teacher_negatives": [1.0]}) + "\n"  # fmt: skip
+    sentinel = (
+        json.dumps(
+            {"query": "kept", "positive": "p", "negatives": ["n"], "teacher_positive": 9.0, "teacher_negatives": [1.0]}
+        )
+        + "\n"
+    )
     (parts / "part-000000004.jsonl").write_text(sentinel * 4)  # a part finished before the interruption
     teacher_scores.main([*args, "--output", str(resumed)])
     rows = read(resumed)
@@ -85,8 +145,26 @@ def test_an_interrupted_run_scores_only_the_missing_parts(tmp_path, teacher, lis
 def test_bad_inputs_are_named(tmp_path, teacher):
     bad = write_jsonl(tmp_path / "bad.jsonl", [{"query": "q", "positive": "p", "negatives": ["n"]}])
     with pytest.raises(SystemExit, match=r"bad.jsonl:1: field 'negatives' must be a list of at least 2"):
-        teacher_scores.main(["--teacher", str(teacher), "--train-data", str(bad), "--hard-negatives", "2",
-                             "--output", str(tmp_path / "o.jsonl.gz")])  # fmt: skip
+        teacher_scores.main(
+            [
+                "--teacher",
+                str(teacher),
+                "--train-data",
+                str(bad),
+                "--hard-negatives",
+                "2",
+                "--output",
+                str(tmp_path / "o.jsonl.gz"),
+            ]
+        )
     with pytest.raises(SystemExit, match="--teacher .*nowhere: cannot load it"):
-        teacher_scores.main(["--teacher", str(tmp_path / "nowhere"), "--train-data", str(bad),
-                             "--output", str(tmp_path / "o.jsonl.gz")])  # fmt: skip
+        teacher_scores.main(
+            [
+                "--teacher",
+                str(tmp_path / "nowhere"),
+                "--train-data",
+                str(bad),
+                "--output",
+                str(tmp_path / "o.jsonl.gz"),
+            ]
+        )

@@ -16,7 +16,16 @@ from safetensors.torch import load_file
 
 import train_accelerate
 
-TINY_SCORER = ["--query-max-length", "8", "--doc-max-length", "24", "--row-hidden-size", "48", "--col-hidden-size", "16"]
+TINY_SCORER = [
+    "--query-max-length",
+    "8",
+    "--doc-max-length",
+    "24",
+    "--row-hidden-size",
+    "48",
+    "--col-hidden-size",
+    "16",
+]
 
 
 @pytest.fixture(scope="module")
@@ -31,10 +40,13 @@ def train_file(tmp_path_factory):
 @pytest.fixture(scope="module")
 def listwise_file(tmp_path_factory):
     rows = [
-        {"query": f"{q} {i}", "positive": DOCUMENTS[(i + k) % 4],
-         "negatives": [DOCUMENTS[(i + k + j) % 4] for j in (1, 2, 3)]}
+        {
+            "query": f"{q} {i}",
+            "positive": DOCUMENTS[(i + k) % 4],
+            "negatives": [DOCUMENTS[(i + k + j) % 4] for j in (1, 2, 3)],
+        }
         for i, (k, q) in enumerate(itertools.islice(itertools.cycle(enumerate(QUERIES)), 24))
-    ]  # fmt: skip
+    ]
     return write_jsonl(tmp_path_factory.mktemp("data") / "listwise.jsonl", rows)
 
 
@@ -45,7 +57,9 @@ def teacher_dir(tmp_path_factory, tokenizer):
     folder = tmp_path_factory.mktemp("teacher")
     fields = {key: value for key, value in TINY_BERT.items() if key != "model_type"}
     torch.manual_seed(1)
-    AutoModelForSequenceClassification.from_config(AutoConfig.for_model("bert", num_labels=1, **fields)).save_pretrained(folder)
+    AutoModelForSequenceClassification.from_config(
+        AutoConfig.for_model("bert", num_labels=1, **fields)
+    ).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
 
@@ -55,9 +69,22 @@ def launch(args, processes=1, check=True, **popen):
     if processes == 1:
         command = [sys.executable, str(ROOT / "train_accelerate.py"), *args]
     else:
-        command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes",
-                   str(processes), "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-                   str(ROOT / "train_accelerate.py"), *args]  # fmt: skip
+        command = [
+            sys.executable,
+            "-m",
+            "accelerate.commands.launch",
+            "--multi_gpu",
+            "--num_processes",
+            str(processes),
+            "--num_machines",
+            "1",
+            "--mixed_precision",
+            "no",
+            "--dynamo_backend",
+            "no",
+            str(ROOT / "train_accelerate.py"),
+            *args,
+        ]
     if popen:
         return subprocess.Popen(command, env=env, cwd=ROOT, **popen)
     result = subprocess.run(command, env=env, cwd=ROOT, capture_output=True, text=True, timeout=600)
@@ -67,22 +94,57 @@ def launch(args, processes=1, check=True, **popen):
 
 
 def tiny_run(encoder, train_file, output, *extra):
-    return ["--encoder", str(encoder), "--train-data", str(train_file), "--output-dir", str(output),
-            "--mixed-precision", "no", "--num-workers", "0", "--log-every", "1", *TINY_SCORER, *extra]  # fmt: skip
+    return [
+        "--encoder",
+        str(encoder),
+        "--train-data",
+        str(train_file),
+        "--output-dir",
+        str(output),
+        "--mixed-precision",
+        "no",
+        "--num-workers",
+        "0",
+        "--log-every",
+        "1",
+        *TINY_SCORER,
+        *extra,
+    ]
 
 
-def test_two_processes_shard_the_data_and_agree_on_dev_metrics(tmp_path, tiny_encoder_dir, train_file, teacher_dir,
-                                                               beir_fixture):  # fmt: skip
+def test_two_processes_shard_the_data_and_agree_on_dev_metrics(
+    tmp_path, tiny_encoder_dir, train_file, teacher_dir, beir_fixture
+):
     output = tmp_path / "run"
-    result = launch(tiny_run(
-        tiny_encoder_dir, train_file, output, "--loss", "margin_mse", "--teacher", str(teacher_dir),
-        "--batch-size", "8", "--max-steps", "3", "--eval-every", "3",
-        "--dev-data", str(beir_fixture), "--dev-run", str(beir_fixture / "run.trec"),
-    ), processes=2)  # fmt: skip
+    result = launch(
+        tiny_run(
+            tiny_encoder_dir,
+            train_file,
+            output,
+            "--loss",
+            "margin_mse",
+            "--teacher",
+            str(teacher_dir),
+            "--batch-size",
+            "8",
+            "--max-steps",
+            "3",
+            "--eval-every",
+            "3",
+            "--dev-data",
+            str(beir_fixture),
+            "--dev-run",
+            str(beir_fixture / "run.trec"),
+        ),
+        processes=2,
+    )
     assert "2 process(es)" in result.stdout + result.stderr
     # Teacher scores were computed on the fly; each process cached the rows it trained on.
     shards = [
-        {json.loads(line)["row"] for line in (output / "teacher-cache" / f"scores.rank{rank}.jsonl").read_text().splitlines()}
+        {
+            json.loads(line)["row"]
+            for line in (output / "teacher-cache" / f"scores.rank{rank}.jsonl").read_text().splitlines()
+        }
         for rank in (0, 1)
     ]
     assert len(shards[0]) == len(shards[1]) == 12 and not shards[0] & shards[1]
@@ -92,12 +154,23 @@ def test_two_processes_shard_the_data_and_agree_on_dev_metrics(tmp_path, tiny_en
     # The dev MRR@10 gathered from two processes equals a single-process evaluation of best/.
     import eval_rerank
 
-    results = eval_rerank.main(["--model", f"best={output / 'best'}", "--data", str(beir_fixture),
-                                "--run", str(beir_fixture / "run.trec"), "--no-progress"])  # fmt: skip
+    results = eval_rerank.main(
+        [
+            "--model",
+            f"best={output / 'best'}",
+            "--data",
+            str(beir_fixture),
+            "--run",
+            str(beir_fixture / "run.trec"),
+            "--no-progress",
+        ]
+    )
     assert summary["dev"]["mrr@10"] == pytest.approx(results["best"]["mrr@10"], abs=1e-6)
     assert summary["dev"]["ndcg@10"] == pytest.approx(results["best"]["ndcg@10"], abs=1e-6)
     log = [json.loads(line) for line in (output / "metrics.jsonl").read_text().splitlines()]
-    assert [r["step"] for r in log if "loss" in r] == [1, 2, 3] and all(r["pairs_per_s"] > 0 for r in log if "loss" in r)
+    assert [r["step"] for r in log if "loss" in r] == [1, 2, 3] and all(
+        r["pairs_per_s"] > 0 for r in log if "loss" in r
+    )
 
 
 def test_resume_is_exact(tmp_path, tiny_encoder_dir, train_file):
@@ -130,8 +203,19 @@ def test_resume_is_exact(tmp_path, tiny_encoder_dir, train_file):
 
 def test_sigterm_to_the_process_group_saves_a_checkpoint_and_the_run_resumes(tmp_path, tiny_encoder_dir, train_file):
     output = tmp_path / "run"
-    args = tiny_run(tiny_encoder_dir, train_file, output, "--loss", "ce", "--batch-size", "4", "--max-steps", "100000",
-                    "--save-every", "100000")  # fmt: skip
+    args = tiny_run(
+        tiny_encoder_dir,
+        train_file,
+        output,
+        "--loss",
+        "ce",
+        "--batch-size",
+        "4",
+        "--max-steps",
+        "100000",
+        "--save-every",
+        "100000",
+    )
     args[args.index("--num-workers") + 1] = "1"  # a DataLoader worker gets the signal too, as under a scheduler
     process = launch(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
     log = output / "metrics.jsonl"
@@ -152,10 +236,38 @@ def test_sigterm_to_the_process_group_saves_a_checkpoint_and_the_run_resumes(tmp
 
 def test_training_on_debian_lowers_the_loss(tmp_path, minilm_path):
     output = tmp_path / "run"
-    launch(["--encoder", str(minilm_path), "--train-data", str(SHARED_DEBIAN / "triplets.train.jsonl.gz"),
-            "--max-train-rows", "32", "--loss", "ce", "--batch-size", "16", "--max-steps", "6", "--lr", "5e-5",
-            "--scorer-lr", "1e-3", "--output-dir", str(output), "--mixed-precision", "no", "--num-workers", "0",
-            "--query-max-length", "16", "--doc-max-length", "64", "--log-every", "1"])  # fmt: skip
+    launch(
+        [
+            "--encoder",
+            str(minilm_path),
+            "--train-data",
+            str(SHARED_DEBIAN / "triplets.train.jsonl.gz"),
+            "--max-train-rows",
+            "32",
+            "--loss",
+            "ce",
+            "--batch-size",
+            "16",
+            "--max-steps",
+            "6",
+            "--lr",
+            "5e-5",
+            "--scorer-lr",
+            "1e-3",
+            "--output-dir",
+            str(output),
+            "--mixed-precision",
+            "no",
+            "--num-workers",
+            "0",
+            "--query-max-length",
+            "16",
+            "--doc-max-length",
+            "64",
+            "--log-every",
+            "1",
+        ]
+    )
     from lite_rerank.losses import ContrastiveCrossEntropyLoss
     from lite_rerank.triplets import IndexedTriplets, TripletCollator, load_local_triplets
     from modeling_lite import LiteModel
@@ -212,8 +324,25 @@ def test_overwrite_output_dir_starts_clean(tmp_path, tiny_encoder_dir, train_fil
 
 def test_freeze_encoder_steps_train_only_the_scorer_first(tmp_path, tiny_encoder_dir, train_file):
     output = tmp_path / "run"
-    launch(tiny_run(tiny_encoder_dir, train_file, output, "--loss", "ce", "--batch-size", "4", "--max-steps", "2",
-                    "--freeze-encoder-steps", "2", "--lr", "1e-2", "--scorer-lr", "1e-2"))  # fmt: skip
+    launch(
+        tiny_run(
+            tiny_encoder_dir,
+            train_file,
+            output,
+            "--loss",
+            "ce",
+            "--batch-size",
+            "4",
+            "--max-steps",
+            "2",
+            "--freeze-encoder-steps",
+            "2",
+            "--lr",
+            "1e-2",
+            "--scorer-lr",
+            "1e-2",
+        )
+    )
     trained = load_file(output / "best" / "model.safetensors")
     initial = load_file(tiny_encoder_dir / "model.safetensors")
     for key, value in initial.items():
@@ -222,8 +351,9 @@ def test_freeze_encoder_steps_train_only_the_scorer_first(tmp_path, tiny_encoder
     from modeling_lite import LiteModel
 
     torch.manual_seed(42)
-    fresh = LiteModel.from_encoder(str(tiny_encoder_dir), query_max_length=8, doc_max_length=24, row_hidden_size=48,
-                                   col_hidden_size=16)  # fmt: skip
+    fresh = LiteModel.from_encoder(
+        str(tiny_encoder_dir), query_max_length=8, doc_max_length=24, row_hidden_size=48, col_hidden_size=16
+    )
     assert not torch.equal(trained["lite_scorer.out.weight"], fresh.state_dict()["lite_scorer.out.weight"])
 
 
@@ -231,17 +361,47 @@ def test_cross_encoder_student_selects_on_dev_loads_as_a_cross_encoder_and_teach
     tmp_path, tiny_encoder_dir, listwise_file, beir_fixture
 ):
     output = tmp_path / "teacher"
-    launch(tiny_run(
-        tiny_encoder_dir, listwise_file, output, "--scorer", "cross-encoder", "--loss", "ce", "--hard-negatives", "2",
-        "--batch-size", "4", "--max-steps", "4", "--eval-every", "2", "--lr", "1e-3",
-        "--dev-data", str(beir_fixture), "--dev-run", str(beir_fixture / "run.trec"),
-    ), processes=2)  # fmt: skip
+    launch(
+        tiny_run(
+            tiny_encoder_dir,
+            listwise_file,
+            output,
+            "--scorer",
+            "cross-encoder",
+            "--loss",
+            "ce",
+            "--hard-negatives",
+            "2",
+            "--batch-size",
+            "4",
+            "--max-steps",
+            "4",
+            "--eval-every",
+            "2",
+            "--lr",
+            "1e-3",
+            "--dev-data",
+            str(beir_fixture),
+            "--dev-run",
+            str(beir_fixture / "run.trec"),
+        ),
+        processes=2,
+    )
     best = output / "best"
     summary = json.loads((best / "training_summary.json").read_text())
     import eval_rerank
 
-    results = eval_rerank.main(["--model", f"CE={best}", "--data", str(beir_fixture), "--run",
-                                str(beir_fixture / "run.trec"), "--no-progress"])  # fmt: skip
+    results = eval_rerank.main(
+        [
+            "--model",
+            f"CE={best}",
+            "--data",
+            str(beir_fixture),
+            "--run",
+            str(beir_fixture / "run.trec"),
+            "--no-progress",
+        ]
+    )
     assert summary["dev"]["mrr@10"] == pytest.approx(results["CE"]["mrr@10"], abs=1e-6)
     # A plain cross-encoder: AutoModelForSequenceClassification and sentence-transformers CrossEncoder agree.
     from sentence_transformers import CrossEncoder
@@ -257,8 +417,23 @@ def test_cross_encoder_student_selects_on_dev_loads_as_a_cross_encoder_and_teach
     assert raw.tolist() == pytest.approx(logits.squeeze(-1).tolist(), abs=1e-5)
     # ... and the teacher of a LITE student: on-the-fly scores of 1 + 2 documents per row, cached.
     student = tmp_path / "student"
-    launch(tiny_run(tiny_encoder_dir, listwise_file, student, "--loss", "kl", "--hard-negatives", "2",
-                    "--teacher", str(best), "--batch-size", "4", "--max-steps", "2"))  # fmt: skip
+    launch(
+        tiny_run(
+            tiny_encoder_dir,
+            listwise_file,
+            student,
+            "--loss",
+            "kl",
+            "--hard-negatives",
+            "2",
+            "--teacher",
+            str(best),
+            "--batch-size",
+            "4",
+            "--max-steps",
+            "2",
+        )
+    )
     from lite_rerank.cross_encoder import CrossEncoderScorer
     from lite_rerank.triplets import load_train_dataset
 
@@ -271,8 +446,23 @@ def test_cross_encoder_student_selects_on_dev_loads_as_a_cross_encoder_and_teach
 
 def test_listwise_ce_with_in_batch_negatives_trains(tmp_path, tiny_encoder_dir, listwise_file):
     output = tmp_path / "run"
-    launch(tiny_run(tiny_encoder_dir, listwise_file, output, "--loss", "ce", "--hard-negatives", "3",
-                    "--in-batch-negatives", "-1", "--batch-size", "4", "--max-steps", "3"))  # fmt: skip
+    launch(
+        tiny_run(
+            tiny_encoder_dir,
+            listwise_file,
+            output,
+            "--loss",
+            "ce",
+            "--hard-negatives",
+            "3",
+            "--in-batch-negatives",
+            "-1",
+            "--batch-size",
+            "4",
+            "--max-steps",
+            "3",
+        )
+    )
     log = [json.loads(line) for line in (output / "metrics.jsonl").read_text().splitlines()]
     # 1 + 3 own documents and 3 × 4 in-batch ones per query: the loss starts near log(16)
     assert log[0]["loss"] == pytest.approx(math.log(16), abs=0.3)
@@ -305,19 +495,25 @@ def test_output_dir_that_is_a_file_is_refused_before_any_work(tmp_path, capsys):
     assert "is a file" in capsys.readouterr().err and (tmp_path / "file").read_text() == "mine"
 
 
-def test_a_run_folder_refuses_other_settings_and_overwrite_waits_for_the_inputs(tmp_path, tiny_encoder_dir, train_file):
+def test_a_run_folder_refuses_other_settings_and_overwrite_waits_for_the_inputs(
+    tmp_path, tiny_encoder_dir, train_file
+):
     output = tmp_path / "run"
     common = ["--loss", "ce", "--batch-size", "4"]
     launch(tiny_run(tiny_encoder_dir, train_file, output, *common, "--max-steps", "4", "--stop-after", "2"))
     before = sorted(p.relative_to(output).as_posix() for p in output.rglob("*"))
     # Resuming with another learning rate would train the old weights under new flags: refused, nothing touched.
-    other = launch(tiny_run(tiny_encoder_dir, train_file, output, *common, "--max-steps", "4", "--lr", "1e-3"),
-                   check=False)  # fmt: skip
-    assert other.returncode != 0 and "--lr 2.8e-05 → 0.001" in other.stderr and "--overwrite-output-dir" in other.stderr
+    other = launch(
+        tiny_run(tiny_encoder_dir, train_file, output, *common, "--max-steps", "4", "--lr", "1e-3"), check=False
+    )
+    assert (
+        other.returncode != 0 and "--lr 2.8e-05 → 0.001" in other.stderr and "--overwrite-output-dir" in other.stderr
+    )
     assert sorted(p.relative_to(output).as_posix() for p in output.rglob("*")) == before
     # --overwrite-output-dir with a mistyped data path: the data is checked first, the old run survives.
-    typo = launch(tiny_run(tiny_encoder_dir, tmp_path / "typo.jsonl", output, *common, "--overwrite-output-dir"),
-                  check=False)  # fmt: skip
+    typo = launch(
+        tiny_run(tiny_encoder_dir, tmp_path / "typo.jsonl", output, *common, "--overwrite-output-dir"), check=False
+    )
     assert typo.returncode != 0 and "typo.jsonl: file not found" in typo.stderr
     assert sorted(p.relative_to(output).as_posix() for p in output.rglob("*")) == before
     # A folder with someone else's best/ and no run of ours to continue is not taken over.
@@ -331,9 +527,28 @@ def test_a_run_folder_refuses_other_settings_and_overwrite_waits_for_the_inputs(
 
 def test_a_diverging_run_stops_before_the_weights_turn_non_finite(tmp_path, tiny_encoder_dir, train_file):
     output = tmp_path / "run"
-    result = launch(tiny_run(tiny_encoder_dir, train_file, output, "--loss", "ce", "--batch-size", "4",
-                             "--max-steps", "50", "--lr", "1e30", "--scorer-lr", "1e30", "--save-every", "1",
-                             "--max-grad-norm", "0"), check=False)  # fmt: skip
+    result = launch(
+        tiny_run(
+            tiny_encoder_dir,
+            train_file,
+            output,
+            "--loss",
+            "ce",
+            "--batch-size",
+            "4",
+            "--max-steps",
+            "50",
+            "--lr",
+            "1e30",
+            "--scorer-lr",
+            "1e30",
+            "--save-every",
+            "1",
+            "--max-grad-norm",
+            "0",
+        ),
+        check=False,
+    )
     assert result.returncode != 0 and "not finite" in result.stderr
     assert not (output / "best").exists()
     for line in (output / "metrics.jsonl").read_text().splitlines():
@@ -353,8 +568,12 @@ def test_dev_scores_that_are_not_finite_stop_the_run_and_never_reach_best(tmp_pa
     with torch.no_grad():
         model.lite_scorer.out.bias.fill_(float("nan"))
     args = train_accelerate.parse_args(["--output-dir", str(tmp_path / "run"), "--eval-batch-size", "4"])
-    dev = train_accelerate.DevSelection(args, Accelerator(cpu=True), load_rerank_set(
-        str(beir_fixture), "dev", str(beir_fixture / "run.trec")), tokenizer)  # fmt: skip
+    dev = train_accelerate.DevSelection(
+        args,
+        Accelerator(cpu=True),
+        load_rerank_set(str(beir_fixture), "dev", str(beir_fixture / "run.trec")),
+        tokenizer,
+    )
     progress = train_accelerate.TrainingProgress()
     with pytest.raises(SystemExit, match="dev scores are not finite"):
         dev.select(model, progress, log=lambda step, record: None)

@@ -8,9 +8,13 @@ from conftest import write_jsonl
 
 from lite_rerank.data import DataError
 from lite_rerank.triplets import (
-    IndexedTriplets, TripletCollator, load_local_triplets, load_train_dataset, margin_mse_triplets,
+    IndexedTriplets,
+    TripletCollator,
+    load_local_triplets,
+    load_train_dataset,
+    margin_mse_triplets,
     msmarco_v21_triplets,
-)  # fmt: skip
+)
 
 ROWS = [
     {"query": "q one", "positive": "p one", "negative": "n one", "teacher_positive": 3.5, "teacher_negative": 1},
@@ -32,8 +36,13 @@ def test_local_formats_read_alike(tmp_path, suffix):
         datasets.Dataset.from_list(ROWS).to_parquet(str(path))
     data = load_train_dataset(str(path))
     assert data.column_names == ["query", "positive", "negative", "teacher_positive", "teacher_negative"]
-    assert data[1] == {"query": "q two", "positive": "p two", "negative": "n two", "teacher_positive": 0.5,
-                       "teacher_negative": 2.0}  # fmt: skip
+    assert data[1] == {
+        "query": "q two",
+        "positive": "p two",
+        "negative": "n two",
+        "teacher_positive": 0.5,
+        "teacher_negative": 2.0,
+    }
     assert len(load_train_dataset(str(path), max_rows=1)) == 1
 
 
@@ -47,15 +56,24 @@ def test_the_debian_triplets_load(tmp_path):
 @pytest.mark.parametrize(
     "name, content, message",
     [
-        ("t.jsonl", '{"query": "q", "positive": "p", "negative": "n"}\n{"query": "q", "positive": "p"}\n',
-         r"t.jsonl:2: missing field 'negative'"),
-        ("t.jsonl", '{"query": "q", "positive": "p", "negative": "n"}\n{"query": "q", "positive": \n',
-         r"t.jsonl:2: invalid JSON"),
+        (
+            "t.jsonl",
+            '{"query": "q", "positive": "p", "negative": "n"}\n{"query": "q", "positive": "p"}\n',
+            r"t.jsonl:2: missing field 'negative'",
+        ),
+        (
+            "t.jsonl",
+            '{"query": "q", "positive": "p", "negative": "n"}\n{"query": "q", "positive": \n',
+            r"t.jsonl:2: invalid JSON",
+        ),
         ("t.jsonl", '{"query": "", "positive": "p", "negative": "n"}\n', r"t.jsonl:1: field 'query' must be"),
         ("t.jsonl", "", r"t.jsonl: no triplets \(empty file\)"),
         ("t.csv", "query,positive\nq,p\n", r"t.csv: missing column\(s\) \['negative'\]"),
-        ("t.csv", "query,positive,negative,teacher_positive,teacher_negative\nq,p,n,1,2\nq,p,n,high,2\n",
-         r"t.csv:3: field 'teacher_positive' must be a number"),
+        (
+            "t.csv",
+            "query,positive,negative,teacher_positive,teacher_negative\nq,p,n,1,2\nq,p,n,high,2\n",
+            r"t.csv:3: field 'teacher_positive' must be a number",
+        ),
         ("t.txt", "anything", "unknown triplet format"),
     ],
 )
@@ -83,15 +101,24 @@ def test_msmarco_v21_rows_become_triplets():
 
 
 def test_margin_mse_ids_join_to_text():
-    triplets = datasets.Dataset.from_list([
-        {"query_id": "10", "positive_id": "100", "negative_id": "200", "score": 4.25},
-        {"query_id": "11", "positive_id": "200", "negative_id": "100", "score": -1.5},
-    ])  # fmt: skip
+    triplets = datasets.Dataset.from_list(
+        [
+            {"query_id": "10", "positive_id": "100", "negative_id": "200", "score": 4.25},
+            {"query_id": "11", "positive_id": "200", "negative_id": "100", "score": -1.5},
+        ]
+    )
     queries = datasets.Dataset.from_list([{"query_id": "10", "query": "ten"}, {"query_id": "11", "query": "eleven"}])
-    corpus = datasets.Dataset.from_list([{"passage_id": "100", "passage": "P100"}, {"passage_id": "200", "passage": "P200"}])
+    corpus = datasets.Dataset.from_list(
+        [{"passage_id": "100", "passage": "P100"}, {"passage_id": "200", "passage": "P200"}]
+    )
     rows = list(margin_mse_triplets(triplets, queries, corpus))
-    assert rows[1] == {"query": "eleven", "positive": "P200", "negative": "P100", "teacher_positive": -1.5,
-                       "teacher_negative": 0.0}  # fmt: skip
+    assert rows[1] == {
+        "query": "eleven",
+        "positive": "P200",
+        "negative": "P100",
+        "teacher_positive": -1.5,
+        "teacher_negative": 0.0,
+    }
     broken = datasets.Dataset.from_list([{"query_id": "12", "positive_id": "100", "negative_id": "200", "score": 1.0}])
     with pytest.raises(DataError, match="row 0"):
         list(margin_mse_triplets(broken, queries, corpus))
@@ -109,11 +136,21 @@ def test_collator_tokenises_triplets(tokenizer):
 
 
 LISTWISE = [
-    {"query": "q one", "positive": "p one", "negatives": ["n1", "n2", "n3"], "teacher_positive": 4.0,
-     "teacher_negatives": [1.0, 2.0, 3.0]},
-    {"query": "q two", "positive": "p two", "negatives": ["m1", "m2"], "teacher_positive": 0.5,
-     "teacher_negatives": [-1.0, 0.25]},
-]  # fmt: skip
+    {
+        "query": "q one",
+        "positive": "p one",
+        "negatives": ["n1", "n2", "n3"],
+        "teacher_positive": 4.0,
+        "teacher_negatives": [1.0, 2.0, 3.0],
+    },
+    {
+        "query": "q two",
+        "positive": "p two",
+        "negatives": ["m1", "m2"],
+        "teacher_positive": 0.5,
+        "teacher_negatives": [-1.0, 0.25],
+    },
+]
 
 
 def test_listwise_rows_give_k_hard_negatives_and_their_teacher_scores(tmp_path, tokenizer):
@@ -135,8 +172,16 @@ def test_listwise_rows_give_k_hard_negatives_and_their_teacher_scores(tmp_path, 
     "rows, min_negatives, message",
     [
         ([LISTWISE[0], LISTWISE[1]], 3, r"l.jsonl:2: field 'negatives' must be a list of at least 3"),
-        ([{**LISTWISE[0], "teacher_negatives": [1.0]}], 1, r"l.jsonl:1: field 'teacher_negatives' must be a list of 3"),
-        ([{**LISTWISE[0], "negatives": ["n1", "", "n3"]}], 1, r"l.jsonl:1: field 'negatives\[1\]' must be a non-empty"),
+        (
+            [{**LISTWISE[0], "teacher_negatives": [1.0]}],
+            1,
+            r"l.jsonl:1: field 'teacher_negatives' must be a list of 3",
+        ),
+        (
+            [{**LISTWISE[0], "negatives": ["n1", "", "n3"]}],
+            1,
+            r"l.jsonl:1: field 'negatives\[1\]' must be a non-empty",
+        ),
         ([{**LISTWISE[0], "teacher_positive": "NaN"}], 1, r"l.jsonl:1: field 'teacher_positive' must be a finite"),
         ([{"query": "q", "positive": "p", "negative": "n"}], 2, r"l.jsonl:1: --hard-negatives 2 needs listwise rows"),
     ],

@@ -18,8 +18,16 @@ def write_run(path, rankings):
 
 def test_wrong_top1_counted_by_its_first_stage_rank(tmp_path):
     first = {f"q{i}": [f"q{i}d{r}" for r in range(1, 7)] for i in range(5)}  # six candidates each
-    relevant = {"q0": "q0d1", "q1": "q1d2", "q2": "q2d5", "q3": "q3d4", "q4": "elsewhere"}  # q4: relevant not a candidate
-    (tmp_path / "qrels.tsv").write_text("query-id\tcorpus-id\tscore\n" + "".join(f"{q}\t{d}\t1\n" for q, d in relevant.items()))
+    relevant = {
+        "q0": "q0d1",
+        "q1": "q1d2",
+        "q2": "q2d5",
+        "q3": "q3d4",
+        "q4": "elsewhere",
+    }  # q4: relevant not a candidate
+    (tmp_path / "qrels.tsv").write_text(
+        "query-id\tcorpus-id\tscore\n" + "".join(f"{q}\t{d}\t1\n" for q, d in relevant.items())
+    )
     rerank = {
         "q0": ["q0d1", *first["q0"][1:]],  # right
         "q1": ["q1d1", "q1d2", *first["q1"][2:]],  # wrong, its top-1 has first-stage rank 1
@@ -27,12 +35,28 @@ def test_wrong_top1_counted_by_its_first_stage_rank(tmp_path):
         "q3": ["q3d3", "q3d4", "q3d1", "q3d2", "q3d5", "q3d6"],  # wrong, rank 3 (= split: the high band)
         "q4": first["q4"],  # not counted at all
     }
-    report = first_stage_errors.main(["--qrels", str(tmp_path / "qrels.tsv"),
-                                      "--first-stage", write_run(tmp_path / "first.trec", first),
-                                      "--run", f"model={write_run(tmp_path / 'model.trec', rerank)}",
-                                      "--run", f"first={tmp_path / 'first.trec'}", "--split", "3"])  # fmt: skip
-    assert report["model"] == {"queries": 4, "wrong top-1 from first-stage ranks 1-3": 2,
-                               "wrong top-1 from first-stage ranks 4+": 1}  # fmt: skip
+    report = first_stage_errors.main(
+        [
+            "--qrels",
+            str(tmp_path / "qrels.tsv"),
+            "--first-stage",
+            write_run(tmp_path / "first.trec", first),
+            "--run",
+            f"model={write_run(tmp_path / 'model.trec', rerank)}",
+            "--run",
+            f"first={tmp_path / 'first.trec'}",
+            "--split",
+            "3",
+        ]
+    )
+    assert report["model"] == {
+        "queries": 4,
+        "wrong top-1 from first-stage ranks 1-3": 2,
+        "wrong top-1 from first-stage ranks 4+": 1,
+    }
     # The first stage itself is wrong where the relevant passage is not its rank 1, always from its own top band.
-    assert report["first"] == {"queries": 4, "wrong top-1 from first-stage ranks 1-3": 3,
-                               "wrong top-1 from first-stage ranks 4+": 0}  # fmt: skip
+    assert report["first"] == {
+        "queries": 4,
+        "wrong top-1 from first-stage ranks 1-3": 3,
+        "wrong top-1 from first-stage ranks 4+": 0,
+    }

