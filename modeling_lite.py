@@ -286,7 +286,11 @@ def length_groups(lengths: list[int], min_rows: int, ratio: float) -> list[list[
 
 def in_batch_candidates(batch: int, docs_per_query: int, count: int, device) -> torch.Tensor:
     """(batch, count) indices into the batch's documents (query-major, `docs_per_query` each): for query i, the
-    documents of queries i+1, i+2, … (cyclically), never its own; count -1 takes all of them."""
+    documents of queries i+1, i+2, … (cyclically), never its own; count -1 takes all of them.
+
+    >>> in_batch_candidates(3, 2, -1, "cpu").tolist()  # 3 queries, documents [0, 1], [2, 3], [4, 5]
+    [[2, 3, 4, 5], [4, 5, 0, 1], [0, 1, 2, 3]]
+    """
     available = (batch - 1) * docs_per_query
     if count > available:
         raise ValueError(

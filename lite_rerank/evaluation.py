@@ -110,7 +110,14 @@ def rankings(rerank_set: RerankSet, scores: dict[str, list[float]]) -> dict[str,
 
 
 def results_table(models: dict, depth, with_queries: bool = True) -> str:
-    """Markdown table of {system: metrics} as eval_rerank.py reports it (and the model card shows it)."""
+    """Markdown table of {system: metrics} as eval_rerank.py reports it (and the model card shows it).
+
+    >>> row = {"mrr@10": 0.5, "ndcg@10": 0.6, "recall@10": 0.9, "recall@k": 1.0, "num_queries": 3}
+    >>> print(results_table({"bm25": row}, 30, with_queries=False))
+    | system | MRR@10 | nDCG@10 | Recall@10 | Recall@30 |
+    |---|---|---|---|---|
+    | bm25 | 0.5000 | 0.6000 | 0.9000 | 1.0000 |
+    """
     header = f"| system | MRR@10 | nDCG@10 | Recall@10 | Recall@{depth} |" + (" queries |" if with_queries else "")
     lines = [header, "|---" * (6 if with_queries else 5) + "|"]
     for name, m in models.items():

@@ -108,7 +108,13 @@ def widget_examples(model, examples) -> list[dict]:
 
 
 def short_title(text: str, limit: int = 40) -> str:
-    """`text` cut at a word boundary to at most `limit` characters (an ellipsis marks the cut)."""
+    """`text` cut at a word boundary to at most `limit` characters (an ellipsis marks the cut).
+
+    >>> short_title("Recursively searches directories for a regex pattern")
+    'Recursively searches directories for a…'
+    >>> short_title("a short query")
+    'a short query'
+    """
     if len(text) <= limit:
         return text
     cut = text[: limit - 1].rsplit(" ", 1)[0].rstrip(" ,;:")

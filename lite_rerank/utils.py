@@ -15,7 +15,11 @@ LENGTH_GROUP_MIN_ROWS, LENGTH_GROUP_RATIO = 8, 0.75
 def length_groups(
     lengths: list[int], min_rows: int = LENGTH_GROUP_MIN_ROWS, ratio: float = LENGTH_GROUP_RATIO
 ) -> list[list[int]]:
-    """Row indices, longest first, cut into groups whose sequences are at least `ratio` × the group's longest."""
+    """Row indices, longest first, cut into groups whose sequences are at least `ratio` × the group's longest.
+
+    >>> length_groups([10, 200, 12, 190, 11, 205], min_rows=2, ratio=0.75)
+    [[5, 1, 3], [2, 4, 0]]
+    """
     order = sorted(range(len(lengths)), key=lambda row: -lengths[row])
     groups = [[order[0]]]
     for row in order[1:]:

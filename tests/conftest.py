@@ -148,3 +148,7 @@ def run_script(script, args, processes: int = 1, check: bool = True):
     if check:
         assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
     return result
+
+
+# Tests that read the shared Debian set (../shared/data/debian-rerank): run wherever it is present, as in CI.
+needs_shared_data = pytest.mark.skipif(not SHARED_DEBIAN.is_dir(), reason=f"{SHARED_DEBIAN} is not on this machine")

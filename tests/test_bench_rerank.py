@@ -2,12 +2,14 @@
 
 import sys
 
+import pytest
 from conftest import ROOT
 
 sys.path.insert(0, str(ROOT / "benchmarks"))
 import bench_rerank  # noqa: E402
 
 
+@pytest.mark.slow
 def test_benchmark_smoke_run(tmp_path, capsys):
     rows = bench_rerank.main(["--smoke", "--output", str(tmp_path / "bench.json")])
     table = capsys.readouterr().out

@@ -1,7 +1,7 @@
 import json
 
 import pytest
-from conftest import SHARED_DEBIAN, tiny_model, write_jsonl
+from conftest import SHARED_DEBIAN, needs_shared_data, tiny_model, write_jsonl
 from ranx import Qrels, Run
 from ranx import evaluate as ranx_evaluate
 
@@ -10,6 +10,8 @@ from lite_rerank.data import read_beir_texts, read_trec_run
 from modeling_lite import LiteModel
 
 
+@pytest.mark.slow
+@needs_shared_data
 def test_first_stage_on_debian_dev_equals_ranx(tmp_path):
     run = SHARED_DEBIAN / "runs" / "bm25.dev.trec"
     results = eval_rerank.main(["--data", str(SHARED_DEBIAN), "--run", str(run), "--output", str(tmp_path / "r.json")])

@@ -288,6 +288,7 @@ def run_fresh(code, *args, cwd):
     )
 
 
+@pytest.mark.slow
 def test_remote_code_round_trip_in_a_fresh_process(saved_tiny_model, tmp_path, tokenizer):
     files = {p.name for p in saved_tiny_model.iterdir()}
     assert {"model.safetensors", "config.json", "modeling_lite.py", "configuration_lite.py", "tokenizer.json"} <= files
@@ -305,6 +306,7 @@ def test_remote_code_round_trip_in_a_fresh_process(saved_tiny_model, tmp_path, t
     assert got["cross_rank"] == order
 
 
+@pytest.mark.slow
 def test_loading_without_trust_remote_code_fails_clearly(saved_tiny_model, tmp_path):
     code = "import sys; from transformers import AutoModel; AutoModel.from_pretrained(sys.argv[1])"
     result = run_fresh(code, str(saved_tiny_model), cwd=tmp_path)
@@ -370,6 +372,7 @@ def test_in_batch_negatives_score_each_query_against_other_queries_documents(tok
 FIXTURES = ROOT / "tests" / "fixtures"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["lite-v0.1", "small-lite-v0.1"])
 def test_models_saved_by_earlier_code_load_and_score_the_same(tmp_path, tokenizer, name):
     import shutil

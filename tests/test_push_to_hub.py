@@ -118,6 +118,7 @@ print(json.dumps(orders))
 """
 
 
+@pytest.mark.slow
 def test_stage_holds_exactly_the_hub_files(staged):
     assert {p.name for p in staged.iterdir()} == STAGED_FILES
     config = json.loads((staged / "config.json").read_text())
@@ -125,6 +126,7 @@ def test_stage_holds_exactly_the_hub_files(staged):
     assert json.loads((staged / "tokenizer_config.json").read_text())["model_max_length"] == 512
 
 
+@pytest.mark.slow
 def test_stage_loads_four_ways_in_a_fresh_process_and_all_rank_alike(staged, model_dir, tmp_path):
     result = run_fresh(FOUR_WAYS, str(staged), QUERIES[0], json.dumps(DOCUMENTS), cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -133,6 +135,7 @@ def test_stage_loads_four_ways_in_a_fresh_process_and_all_rank_alike(staged, mod
     assert orders == {"auto": expected, "seq": expected, "cross": expected, "handler": expected}
 
 
+@pytest.mark.slow
 def test_card_front_matter_matches_results_and_model(staged, model_dir, results_file):
     meta = front_matter(staged)
     assert meta["library_name"] == "transformers" and meta["pipeline_tag"] == "text-ranking"
@@ -160,6 +163,7 @@ def test_card_front_matter_matches_results_and_model(staged, model_dir, results_
     assert "4.46.3" in body and "raw logits" in body and "sigmoid" in body
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("private, revision", [(True, "dev"), (False, None)])
 def test_upload_calls(model_dir, results_file, tmp_path, monkeypatch, private, revision):
     monkeypatch.setenv("HF_TOKEN", "hf_test_token")
@@ -213,6 +217,7 @@ def test_missing_token_results_or_weights_stop_before_any_upload(model_dir, resu
     upload.assert_not_called()
 
 
+@pytest.mark.slow
 def test_a_broken_stage_is_never_uploaded(model_dir, tmp_path, monkeypatch):
     monkeypatch.setenv("HF_TOKEN", "hf_test_token")
     real_stage = publishing.stage_model
@@ -230,6 +235,7 @@ def test_a_broken_stage_is_never_uploaded(model_dir, tmp_path, monkeypatch):
     upload.assert_not_called()
 
 
+@pytest.mark.slow
 def test_stage_carries_no_local_paths_and_a_requirements_file(staged):
     config = json.loads((staged / "config.json").read_text())
     assert "_name_or_path" not in config["encoder_config"] and config["tokenizer_class"] == "BertTokenizer"
@@ -239,6 +245,7 @@ def test_stage_carries_no_local_paths_and_a_requirements_file(staged):
     assert str(staged.parent.parent) not in (staged / "config.json").read_text()
 
 
+@pytest.mark.slow
 def test_hub_dataset_results_go_into_the_model_index(model_dir, results_file, tmp_path):
     results = json.loads(results_file.read_text())
     results["data"]["spec"] = "microsoft/ms_marco"
@@ -264,6 +271,7 @@ def test_hub_dataset_results_go_into_the_model_index(model_dir, results_file, tm
     assert metrics == {"MRR@10": round(row["mrr@10"], 4), "nDCG@10": round(row["ndcg@10"], 4)}
 
 
+@pytest.mark.slow
 def test_local_data_is_named_with_its_provenance_link(model_dir, results_file, tmp_path):
     push_to_hub.main(
         [
@@ -301,6 +309,7 @@ def test_stage_dir_never_deletes_what_it_did_not_stage(model_dir, tmp_path, wher
     assert {p: p.stat().st_mtime_ns for p in stage.rglob("*")} == before
 
 
+@pytest.mark.slow
 def test_a_previous_stage_is_replaced(model_dir, tmp_path):
     stage = tmp_path / "stage"
     for _ in range(2):

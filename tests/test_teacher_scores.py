@@ -48,6 +48,7 @@ def read(path):
         return [json.loads(line) for line in lines]
 
 
+@pytest.mark.slow
 def test_scores_are_the_teachers_and_a_student_trains_on_them_without_it(
     tmp_path, teacher, listwise, tiny_encoder_dir
 ):

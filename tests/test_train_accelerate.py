@@ -11,7 +11,7 @@ import time
 
 import pytest
 import torch
-from conftest import DOCUMENTS, QUERIES, ROOT, SHARED_DEBIAN, TINY_BERT, write_jsonl
+from conftest import DOCUMENTS, QUERIES, ROOT, SHARED_DEBIAN, TINY_BERT, needs_shared_data, write_jsonl
 from safetensors.torch import load_file
 
 import train_accelerate
@@ -112,6 +112,7 @@ def tiny_run(encoder, train_file, output, *extra):
     ]
 
 
+@pytest.mark.slow
 def test_two_processes_shard_the_data_and_agree_on_dev_metrics(
     tmp_path, tiny_encoder_dir, train_file, teacher_dir, beir_fixture
 ):
@@ -173,6 +174,7 @@ def test_two_processes_shard_the_data_and_agree_on_dev_metrics(
     )
 
 
+@pytest.mark.slow
 def test_resume_is_exact(tmp_path, tiny_encoder_dir, train_file):
     common = ["--loss", "ce", "--batch-size", "4", "--max-steps", "10", "--lr", "1e-3", "--seed", "7"]
     straight = tmp_path / "straight"
@@ -201,6 +203,7 @@ def test_resume_is_exact(tmp_path, tiny_encoder_dir, train_file):
     assert (resumed / "best" / "model.safetensors").stat().st_mtime_ns == best_written
 
 
+@pytest.mark.slow
 def test_sigterm_to_the_process_group_saves_a_checkpoint_and_the_run_resumes(tmp_path, tiny_encoder_dir, train_file):
     output = tmp_path / "run"
     args = tiny_run(
@@ -234,6 +237,8 @@ def test_sigterm_to_the_process_group_saves_a_checkpoint_and_the_run_resumes(tmp
     assert (output / "checkpoints" / f"step-{step + 1:08d}").exists()
 
 
+@pytest.mark.slow
+@needs_shared_data
 def test_training_on_debian_lowers_the_loss(tmp_path, minilm_path):
     output = tmp_path / "run"
     launch(
@@ -286,6 +291,7 @@ def test_training_on_debian_lowers_the_loss(tmp_path, minilm_path):
     assert losses[-1] < losses[0]
 
 
+@pytest.mark.slow
 def test_bad_training_data_fails_before_training(tmp_path, tiny_encoder_dir):
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"query": "q", "positive": "p", "negative": "n"}\n' * 2 + '{"query": "q", "negative": "n"}\n')
@@ -312,6 +318,7 @@ def test_shipped_configs_parse(config):
     assert args.batch_size > 0 and args.encoder
 
 
+@pytest.mark.slow
 def test_overwrite_output_dir_starts_clean(tmp_path, tiny_encoder_dir, train_file):
     output = tmp_path / "run"
     common = ["--loss", "ce", "--batch-size", "4"]
@@ -322,6 +329,7 @@ def test_overwrite_output_dir_starts_clean(tmp_path, tiny_encoder_dir, train_fil
     assert steps == [1, 2]
 
 
+@pytest.mark.slow
 def test_freeze_encoder_steps_train_only_the_scorer_first(tmp_path, tiny_encoder_dir, train_file):
     output = tmp_path / "run"
     launch(
@@ -357,6 +365,7 @@ def test_freeze_encoder_steps_train_only_the_scorer_first(tmp_path, tiny_encoder
     assert not torch.equal(trained["lite_scorer.out.weight"], fresh.state_dict()["lite_scorer.out.weight"])
 
 
+@pytest.mark.slow
 def test_cross_encoder_student_selects_on_dev_loads_as_a_cross_encoder_and_teaches(
     tmp_path, tiny_encoder_dir, listwise_file, beir_fixture
 ):
@@ -444,6 +453,7 @@ def test_cross_encoder_student_selects_on_dev_loads_as_a_cross_encoder_and_teach
     assert record["scores"] == pytest.approx(expected, abs=1e-4)
 
 
+@pytest.mark.slow
 def test_listwise_ce_with_in_batch_negatives_trains(tmp_path, tiny_encoder_dir, listwise_file):
     output = tmp_path / "run"
     launch(
@@ -495,6 +505,7 @@ def test_output_dir_that_is_a_file_is_refused_before_any_work(tmp_path, capsys):
     assert "is a file" in capsys.readouterr().err and (tmp_path / "file").read_text() == "mine"
 
 
+@pytest.mark.slow
 def test_a_run_folder_refuses_other_settings_and_overwrite_waits_for_the_inputs(
     tmp_path, tiny_encoder_dir, train_file
 ):
@@ -525,6 +536,7 @@ def test_a_run_folder_refuses_other_settings_and_overwrite_waits_for_the_inputs(
     assert (foreign / "best" / "notes.txt").read_text() == "keep"
 
 
+@pytest.mark.slow
 def test_a_diverging_run_stops_before_the_weights_turn_non_finite(tmp_path, tiny_encoder_dir, train_file):
     output = tmp_path / "run"
     result = launch(

@@ -4,7 +4,7 @@ import json
 import datasets
 import pytest
 import torch
-from conftest import write_jsonl
+from conftest import needs_shared_data, write_jsonl
 
 from lite_rerank.data import DataError
 from lite_rerank.triplets import (
@@ -46,6 +46,7 @@ def test_local_formats_read_alike(tmp_path, suffix):
     assert len(load_train_dataset(str(path), max_rows=1)) == 1
 
 
+@needs_shared_data
 def test_the_debian_triplets_load(tmp_path):
     from conftest import SHARED_DEBIAN
 
