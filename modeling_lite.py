@@ -116,19 +116,29 @@ class LiteMLP(nn.Module):
 _ONEDNN_LINEAR = getattr(getattr(torch.ops, "mkldnn", None), "_linear_pointwise", None)
 
 
-def _onednn_applies(x: torch.Tensor) -> bool:
+def _autocast_on_cpu() -> bool:
+    try:
+        return torch.is_autocast_enabled("cpu")
+    except TypeError:  # torch before 2.4
+        return torch.is_autocast_cpu_enabled()
+
+
+def _onednn_applies(x: torch.Tensor, weight: torch.Tensor) -> bool:
+    """The fused op takes its inputs as they are: same dtype for input and weights, no autocast to cast them."""
     return (
         _ONEDNN_LINEAR is not None
         and x.device.type == "cpu"
         and x.dtype in (torch.float32, torch.bfloat16)
+        and weight.dtype == x.dtype
         and torch.backends.mkldnn.is_available()
         and not torch.is_grad_enabled()
+        and not _autocast_on_cpu()
     )
 
 
 def _linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None, post: str = "none"):
     """F.linear(x, weight, bias), then ReLU when post == "relu" (inference, 2-D or more)."""
-    if _onednn_applies(x):
+    if _onednn_applies(x, weight):
         flat = x.reshape(-1, x.shape[-1])
         out = _ONEDNN_LINEAR(flat, weight.contiguous(), bias, post, [], "")
         return out.view(*x.shape[:-1], weight.shape[0])

@@ -481,3 +481,13 @@ def test_padding_free_scorer_matches_naive_loops_in_lower_precision(tokenizer, d
         fast = model.score_embeddings(q.to(dtype), q_mask, docs.to(dtype), doc_mask)
     assert fast.dtype == torch.float32
     assert fast.tolist() == pytest.approx(expected, abs=tolerance, rel=tolerance)
+
+
+def test_scoring_under_bf16_autocast_matches_a_bf16_model(tokenizer):
+    """Training evaluates dev under Accelerate's autocast: float32 weights, bfloat16 activations."""
+    model = tiny_model(tokenizer=tokenizer)
+    pairs = [[QUERIES[i % 3], doc] for i, doc in enumerate(DOCUMENTS)]
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        autocast = model.compute_score(pairs)
+    reference = model.compute_score(pairs)
+    assert autocast == pytest.approx(reference, abs=0.05)
