@@ -580,9 +580,10 @@ class MetricsLog:
     """metrics.jsonl (main process): one JSON record per line, never NaN; loss and throughput averaged over the
     steps since the previous record."""
 
-    def __init__(self, path, accelerator, pairs_per_step: int, every: int, max_steps: int):
-        self.path, self.accelerator, self.pairs_per_step = Path(path), accelerator, pairs_per_step
-        self.every, self.max_steps = every, max_steps
+    def __init__(self, path, accelerator, args, max_steps: int):
+        self.path, self.accelerator = Path(path), accelerator
+        self.pairs_per_step = args.batch_size * (1 + args.hard_negatives)
+        self.every, self.max_steps = args.log_every, max_steps
         self.loss, self.steps, self.since = 0.0, 0, time.perf_counter()
 
     def __call__(self, step: int, record: dict):
@@ -619,10 +620,7 @@ def precision(args) -> str:
     return "no" if args.mixed_precision == "fp16" and use_cpu else args.mixed_precision
 
 
-# ---------------------------------------------------------------------------------------------- training
-
-
-def training_function(args) -> TrainingProgress:
+def make_accelerator(args) -> Accelerator:
     accelerator = Accelerator(
         mixed_precision=precision(args),
         gradient_accumulation_steps=args.grad_accum,
@@ -630,12 +628,54 @@ def training_function(args) -> TrainingProgress:
     )
     if accelerator.mixed_precision != args.mixed_precision:
         accelerator.print("note: fp16 needs a GPU; training in float32 (use --mixed-precision bf16 on CPU)")
-    processes, output_dir = accelerator.num_processes, Path(args.output_dir)
-    if args.batch_size % (processes * args.grad_accum):
+    if args.batch_size % (accelerator.num_processes * args.grad_accum):
         raise SystemExit(
-            f"--batch-size {args.batch_size} is not divisible by {processes} processes × "
+            f"--batch-size {args.batch_size} is not divisible by {accelerator.num_processes} processes × "
             f"--grad-accum {args.grad_accum}"
         )
+    return accelerator
+
+
+def optimizer_step(accelerator, model, optimizer, scheduler, loss, max_grad_norm: float, step: int):
+    """Backward, clip, step. Non-finite gradients (the same on every process, after the all-reduce) stop the run
+    before the weights are touched; with fp16 loss scaling, the scaler skips such steps itself."""
+    accelerator.backward(loss)
+    if accelerator.sync_gradients:
+        norm = accelerator.clip_grad_norm_(model.parameters(), max_grad_norm or math.inf)
+        if accelerator.scaler is None and not math.isfinite(norm):
+            raise SystemExit(
+                f"step {step + 1}: the loss or its gradients are not finite; stopped before updating the weights "
+                "(checkpoints and best/ are from earlier steps). Lower --lr / --scorer-lr."
+            )
+    optimizer.step()
+    scheduler.step()
+    optimizer.zero_grad()
+
+
+def finish(args, accelerator, model, tokenizer, progress, dev, finished: bool, paused: bool, already_done: bool):
+    """End of a session: report, and without a dev set keep the last model (a rerun of a finished run keeps what it
+    saved)."""
+    output_dir = Path(args.output_dir)
+    if paused and not finished:
+        accelerator.print(f"paused at step {progress.step} (--stop-after); rerun to continue")
+    elif dev is None and not (already_done and (output_dir / "best").is_dir()):
+        info = {"step": progress.step, "num_processes": accelerator.num_processes, "args": vars(args)}
+        save_model(accelerator, model, tokenizer, output_dir / "best", info)
+    accelerator.wait_for_everyone()
+    if finished:
+        selection = (
+            f"best dev MRR@10 {progress.best_mrr:.4f} at step {progress.best_step}" if dev else "the last model"
+        )
+        accelerator.print(f"done: step {progress.step}; {selection}; model in {output_dir / 'best'}")
+    accelerator.end_training()
+
+
+# ---------------------------------------------------------------------------------------------- training
+
+
+def training_function(args) -> TrainingProgress:
+    accelerator = make_accelerator(args)
+    processes, output_dir = accelerator.num_processes, Path(args.output_dir)
     train_data, dev_set = load_data(args, accelerator)
     loss_fn = LOSSES[args.loss]()
     teacher = TeacherScores.create(args, train_data, loss_fn, accelerator)
@@ -659,42 +699,22 @@ def training_function(args) -> TrainingProgress:
         f"{len(train_data)} training rows, {processes} process(es), {steps_per_epoch} steps/epoch, "
         f"{max_steps} steps, precision {accelerator.mixed_precision}, device {accelerator.device}"
     )
-
-    log = MetricsLog(
-        output_dir / "metrics.jsonl",
-        accelerator,
-        args.batch_size * (1 + args.hard_negatives),
-        args.log_every,
-        max_steps,
-    )
-    already_done = progress.step >= max_steps or progress.stopped_early
+    log = MetricsLog(output_dir / "metrics.jsonl", accelerator, args, max_steps)
+    finished = already_done = progress.step >= max_steps or progress.stopped_early
     if resume_from is not None and not already_done:
         log(progress.step, {"event": "resumed", "checkpoint": resume_from.name})  # later steps may repeat earlier ones
     stop = StopSignal(accelerator)
     bar = tqdm(total=max_steps, initial=progress.step, disable=not accelerator.is_main_process, desc="Training")
-    finished, paused, first_step = already_done, False, progress.step
+    paused, first_step = False, progress.step
     model.train()
     while not (finished or paused):
         train_loader.set_epoch(progress.epoch)
-        batches = (
-            skip_first_batches(train_loader, progress.batch_in_epoch) if progress.batch_in_epoch else train_loader
-        )
-        for batch in batches:
+        skip = progress.batch_in_epoch  # a resumed epoch continues where it stopped
+        for batch in skip_first_batches(train_loader, skip) if skip else train_loader:
             with accelerator.accumulate(model):
-                scores = student_scores(model, batch, args.in_batch_negatives)
-                loss = loss_fn(scores, teacher(batch, accelerator.device) if teacher else None)
-                accelerator.backward(loss)
-                if accelerator.sync_gradients:
-                    norm = accelerator.clip_grad_norm_(model.parameters(), args.max_grad_norm or math.inf)
-                    if accelerator.scaler is None and not math.isfinite(norm):  # the same on every process
-                        raise SystemExit(
-                            f"step {progress.step + 1}: the loss or its gradients are not finite; "
-                            "stopped before updating the weights (checkpoints and best/ are from "
-                            "earlier steps). Lower --lr / --scorer-lr."
-                        )
-                optimizer.step()
-                scheduler.step()
-                optimizer.zero_grad()
+                loss = loss_fn(student_scores(model, batch, args.in_batch_negatives),
+                               teacher(batch, accelerator.device) if teacher else None)  # fmt: skip
+                optimizer_step(accelerator, model, optimizer, scheduler, loss, args.max_grad_norm, progress.step)
             progress.batch_in_epoch += 1
             log.add(loss.detach().float().item() / args.grad_accum)
             if not accelerator.sync_gradients:
@@ -720,26 +740,7 @@ def training_function(args) -> TrainingProgress:
         else:
             progress.epoch, progress.batch_in_epoch = progress.epoch + 1, 0
     bar.close()
-    if paused and not finished:
-        accelerator.print(f"paused at step {progress.step} of {max_steps} (--stop-after); rerun to continue")
-    elif dev is None and not (already_done and (output_dir / "best").is_dir()):
-        # nothing to select on: the last model is the one to keep (a rerun of a finished run keeps what it saved)
-        save_model(
-            accelerator,
-            model,
-            tokenizer,
-            output_dir / "best",
-            {"step": progress.step, "num_processes": processes, "args": vars(args)},
-        )
-    accelerator.wait_for_everyone()
-    if finished:
-        selection = (
-            f"best dev MRR@10 {progress.best_mrr:.4f} at step {progress.best_step}"
-            if dev is not None
-            else "no dev set: the last model"
-        )
-        accelerator.print(f"done: step {progress.step}; {selection}; model in {output_dir / 'best'}")
-    accelerator.end_training()
+    finish(args, accelerator, model, tokenizer, progress, dev, finished, paused, already_done)
     return progress
 
 
