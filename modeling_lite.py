@@ -201,9 +201,8 @@ class LiteSeparableScorer(nn.Module):
         cols = self.col_mlp.infer(rows.transpose(1, 2).reshape(batch * d_len, q_len), transposed_output=True)
         dtype = _accumulation_dtype(cols.dtype)
         weight = self.out.weight.view(d_len, q_len).T.to(dtype)
-        return (cols.view(q_len, batch, d_len).to(dtype) * weight.unsqueeze(1)).sum(dim=(0, 2)) + self.out.bias.to(
-            dtype
-        )
+        scores = (cols.view(q_len, batch, d_len).to(dtype) * weight.unsqueeze(1)).sum(dim=(0, 2))
+        return scores + self.out.bias.to(dtype)
 
 
 class MaxSimScorer(nn.Module):
@@ -294,6 +293,59 @@ def length_groups(lengths: list[int], min_rows: int, ratio: float) -> list[list[
     return groups
 
 
+def encode_in_length_groups(encoder, input_ids, attention_mask, min_rows: int, ratio: float):
+    """Encoder hidden states (batch, seq, hidden); a batch of mixed lengths is encoded in groups of similar length,
+    each padded only to its own longest sequence (results are the same, the padding compute is not)."""
+    lengths = attention_mask.sum(dim=1)
+    groups = length_groups(lengths.tolist(), min_rows, ratio)
+    if len(groups) == 1:
+        return encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+    outputs = []
+    for rows in groups:
+        rows = torch.tensor(rows, device=input_ids.device)
+        longest = int(lengths[rows].max())
+        hidden = encoder(input_ids=input_ids[rows, :longest], attention_mask=attention_mask[rows, :longest])
+        outputs.append(F.pad(hidden.last_hidden_state, (0, 0, 0, input_ids.shape[1] - longest)))
+    order = torch.tensor([row for rows in groups for row in rows], device=input_ids.device)
+    return torch.cat(outputs)[torch.argsort(order)]  # back to the batch's order
+
+
+def score_in_blocks(scorer, similarity_of, doc_mask, count: int, block: int):
+    """Scores of `count` candidates in blocks of `block` of similar document length; each block's S, from
+    `similarity_of(rows, width)`, is cut to its longest document, so padded columns cost nothing."""
+    if doc_mask.shape[0] == 1 and count > 1:
+        doc_mask = doc_mask.expand(count, -1)
+    lengths = doc_mask.sum(dim=1)
+    order = torch.argsort(lengths, descending=True, stable=True)
+    blocks = []
+    for start in range(0, count, block):
+        # index_select: on CPU several times faster than advanced indexing for these gathers
+        rows = order[start : start + block]
+        width = int(lengths[rows[0]])
+        blocks.append(scorer(similarity_of(rows, width), doc_mask.index_select(0, rows)[:, :width]))
+    return torch.cat(blocks)[torch.argsort(order)]  # back to the candidates' order
+
+
+def check_embeddings(config, query_embeddings, doc_embeddings):
+    """Embeddings of the shapes this model's `encode_queries` / `encode_documents` give, and batch sizes that pair."""
+    for name, tensor, tokens in (
+        ("query_embeddings", query_embeddings, config.query_max_length),
+        ("doc_embeddings", doc_embeddings, config.doc_scored_tokens),
+    ):
+        if not isinstance(tensor, torch.Tensor) or tensor.dim() != 3:
+            raise ValueError(f"{name} must be a 3-D tensor (batch, tokens, dim); see encode_queries/encode_documents.")
+        if tensor.shape[1:] != (tokens, config.embedding_dim):
+            raise ValueError(
+                f"{name} has shape {tuple(tensor.shape)}; this model expects (batch, {tokens}, {config.embedding_dim})."
+            )
+    q_batch, d_batch = query_embeddings.shape[0], doc_embeddings.shape[0]
+    if q_batch != d_batch and 1 not in (q_batch, d_batch):
+        raise ValueError(
+            f"{q_batch} queries cannot be scored against {d_batch} documents (equal sizes, or one of them 1)."
+        )
+    return q_batch, d_batch
+
+
 def in_batch_candidates(batch: int, docs_per_query: int, count: int, device) -> torch.Tensor:
     """(batch, count) indices into the batch's documents (query-major, `docs_per_query` each): for query i, the
     documents of queries i+1, i+2, … (cyclically), never its own; count -1 takes all of them.
@@ -311,6 +363,24 @@ def in_batch_candidates(batch: int, docs_per_query: int, count: int, device) -> 
     j = torch.arange(count, device=device)
     queries = torch.arange(batch, device=device).unsqueeze(1)
     return ((queries + 1 + j // docs_per_query) % batch) * docs_per_query + j % docs_per_query
+
+
+def pair_with_candidates(queries, query_mask, docs, doc_mask, docs_per_query: int, in_batch_negatives: int | None):
+    """Rows of (query, document) pairs: each query with its own `docs_per_query` documents (query-major), and with
+    `in_batch_negatives` documents of the other queries (encoded once, scored by several queries)."""
+    batch = queries.shape[0]
+    if in_batch_negatives:
+        own = torch.arange(batch * docs_per_query, device=docs.device).view(batch, docs_per_query)
+        others = in_batch_candidates(batch, docs_per_query, in_batch_negatives, docs.device)
+        candidates = torch.cat([own, others], dim=1).flatten()
+        docs, doc_mask = docs[candidates], doc_mask[candidates]
+    per_query = docs.shape[0] // batch
+    if per_query > 1:
+        queries, query_mask = (
+            queries.repeat_interleave(per_query, dim=0),
+            query_mask.repeat_interleave(per_query, dim=0),
+        )
+    return queries, query_mask, docs, doc_mask
 
 
 def _is_text(value) -> bool:
@@ -624,15 +694,10 @@ class LiteModel(LiteTextMixin, LitePreTrainedModel):
                 f"{doc_input_ids.shape[0]} documents."
             )
         docs, doc_mask = self.encode_documents(doc_input_ids, doc_attention_mask)  # (batch · n, K, d')
-        if in_batch_negatives:  # each document is encoded once and scored by its own query and by others
-            own = torch.arange(batch * docs_per_query, device=docs.device).view(batch, docs_per_query)
-            others = in_batch_candidates(batch, docs_per_query, in_batch_negatives, docs.device)
-            candidates = torch.cat([own, others], dim=1).flatten()
-            docs, doc_mask = docs[candidates], doc_mask[candidates]
+        queries, query_mask, docs, doc_mask = pair_with_candidates(
+            queries, query_mask, docs, doc_mask, docs_per_query, in_batch_negatives
+        )
         per_query = docs.shape[0] // batch
-        if per_query > 1:
-            queries = queries.repeat_interleave(per_query, dim=0)
-            query_mask = query_mask.repeat_interleave(per_query, dim=0)
         logits = self.score_embeddings(queries, query_mask, docs, doc_mask).view(batch, per_query)
         output = SequenceClassifierOutput(logits=logits)
         return output if return_dict is not False else output.to_tuple()
@@ -660,28 +725,13 @@ class LiteModel(LiteTextMixin, LitePreTrainedModel):
         padding), zero at padded positions (they add nothing to S)."""
         input_ids, attention_mask = check_token_batch(input_ids, attention_mask, name)
         input_ids, attention_mask = fit_to_length(input_ids, attention_mask, max_length, self.config.sep_token_id)
-        hidden = self._run_encoder(input_ids, attention_mask)  # (batch, seq, hidden)
-        if self.projection is not None:
+        hidden = encode_in_length_groups(
+            self.encoder, input_ids, attention_mask, self.length_group_min_rows, self.length_group_ratio
+        )  # (batch, seq, hidden)        if self.projection is not None:
             hidden = self.projection(hidden)  # (batch, seq, d')
         hidden = hidden * attention_mask.unsqueeze(-1).to(hidden.dtype)
         pad = max_length - hidden.shape[1]
         return F.pad(hidden, (0, 0, 0, pad)), F.pad(attention_mask, (0, pad)).bool()
-
-    def _run_encoder(self, input_ids, attention_mask):
-        """Encoder hidden states (batch, seq, hidden); a batch of mixed lengths is encoded in groups of similar length,
-        each padded only to its own longest sequence (results are the same, the padding compute is not)."""
-        lengths = attention_mask.sum(dim=1)
-        groups = length_groups(lengths.tolist(), self.length_group_min_rows, self.length_group_ratio)
-        if len(groups) == 1:
-            return self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-        outputs = []
-        for rows in groups:
-            rows = torch.tensor(rows, device=input_ids.device)
-            longest = int(lengths[rows].max())
-            hidden = self.encoder(input_ids=input_ids[rows, :longest], attention_mask=attention_mask[rows, :longest])
-            outputs.append(F.pad(hidden.last_hidden_state, (0, 0, 0, input_ids.shape[1] - longest)))
-        order = torch.tensor([row for rows in groups for row in rows], device=input_ids.device)
-        return torch.cat(outputs)[torch.argsort(order)]  # back to the batch's order
 
     def _normalize(self, vectors):
         if not self.config.normalize_embeddings:
@@ -696,25 +746,7 @@ class LiteModel(LiteTextMixin, LitePreTrainedModel):
         query's real tokens enter S (`query_mask`; None: all L1 positions). `doc_mask` may be None when every
         document position is real.
         """
-        config = self.config
-        for name, tensor, tokens in (
-            ("query_embeddings", query_embeddings, config.query_max_length),
-            ("doc_embeddings", doc_embeddings, config.doc_scored_tokens),
-        ):
-            if not isinstance(tensor, torch.Tensor) or tensor.dim() != 3:
-                raise ValueError(
-                    f"{name} must be a 3-D tensor (batch, tokens, dim); see encode_queries/encode_documents."
-                )
-            if tensor.shape[1:] != (tokens, config.embedding_dim):
-                raise ValueError(
-                    f"{name} has shape {tuple(tensor.shape)}; this model expects (batch, {tokens}, "
-                    f"{config.embedding_dim})."
-                )
-        q_batch, d_batch = query_embeddings.shape[0], doc_embeddings.shape[0]
-        if q_batch != d_batch and 1 not in (q_batch, d_batch):
-            raise ValueError(
-                f"{q_batch} queries cannot be scored against {d_batch} documents (equal sizes, or one of them 1)."
-            )
+        q_batch, d_batch = check_embeddings(self.config, query_embeddings, doc_embeddings)
         if query_mask is not None:  # padded query rows of S are zero: leave them out (the scorer accounts for them)
             query_embeddings = query_embeddings[:, : int(query_mask.sum(dim=1).max())]
         doc_embeddings = doc_embeddings.to(query_embeddings.dtype)
@@ -743,22 +775,10 @@ class LiteModel(LiteTextMixin, LitePreTrainedModel):
         )
 
     def _score_blocks(self, similarity_of, doc_mask, count: int):
-        """Scores of `count` candidates, in blocks of similar document length, each block's S (from
-        `similarity_of(rows, width)`) cut to its longest document: padded columns cost nothing. At inference the
-        blocks hold `inference_block` candidates (the scorer's activations stay cache-sized); training scores the
-        batch as one block."""
-        if doc_mask.shape[0] == 1 and count > 1:
-            doc_mask = doc_mask.expand(count, -1)
-        lengths = doc_mask.sum(dim=1)
+        # At inference, blocks of `inference_block` keep the scorer's activations cache-sized; training scores the
+        # batch as one block.
         block = count if torch.is_grad_enabled() else self.inference_block
-        order = torch.argsort(lengths, descending=True, stable=True)
-        blocks = []
-        for start in range(0, count, block):
-            # index_select: on CPU several times faster than advanced indexing for these gathers
-            rows = order[start : start + block]
-            width = int(lengths[rows[0]])
-            blocks.append(self.scorer(similarity_of(rows, width), doc_mask.index_select(0, rows)[:, :width]))
-        return torch.cat(blocks)[torch.argsort(order)]  # back to the candidates' order
+        return score_in_blocks(self.scorer, similarity_of, doc_mask, count, block)
 
 
 LiteModel.register_for_auto_class("AutoModel")
