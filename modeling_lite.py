@@ -727,7 +727,8 @@ class LiteModel(LiteTextMixin, LitePreTrainedModel):
         input_ids, attention_mask = fit_to_length(input_ids, attention_mask, max_length, self.config.sep_token_id)
         hidden = encode_in_length_groups(
             self.encoder, input_ids, attention_mask, self.length_group_min_rows, self.length_group_ratio
-        )  # (batch, seq, hidden)        if self.projection is not None:
+        )  # (batch, seq, hidden)
+        if self.projection is not None:
             hidden = self.projection(hidden)  # (batch, seq, d')
         hidden = hidden * attention_mask.unsqueeze(-1).to(hidden.dtype)
         pad = max_length - hidden.shape[1]
