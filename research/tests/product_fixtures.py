@@ -11,3 +11,4 @@ _spec.loader.exec_module(_product)
 
 ROOT = _product.ROOT
 minilm_path, tokenizer, saved_tiny_model = _product.minilm_path, _product.tokenizer, _product.saved_tiny_model
+tiny_encoder_dir = _product.tiny_encoder_dir

@@ -1,0 +1,76 @@
+"""research/frozen_encoder.py on a small generated set with a tiny encoder (a smoke run of every label variant)."""
+
+import gzip
+import json
+import random
+import sys
+
+import pytest
+from product_fixtures import ROOT, minilm_path, tiny_encoder_dir, tokenizer  # noqa: F401 (fixtures)
+
+pytestmark = pytest.mark.research
+
+sys.path.insert(0, str(ROOT / "research"))
+import frozen_encoder  # noqa: E402
+
+import eval_rerank  # noqa: E402
+
+WORDS = "grep image editor python web framework font viewer archive compress audio player network shell".split()
+
+
+def write_gz(path, rows):
+    with gzip.open(path, "wt") as out:
+        out.writelines(json.dumps(row) + "\n" for row in rows)
+
+
+@pytest.fixture
+def data(tmp_path):
+    rng = random.Random(0)
+    corpus = {f"d{i}": " ".join(rng.choices(WORDS, k=rng.randint(5, 15))) for i in range(40)}
+    queries = {f"q{i}": " ".join(corpus[f"d{i}"].split()[:3]) for i in range(24)}
+    data, negatives = tmp_path / "data", tmp_path / "neg"
+    (data / "qrels").mkdir(parents=True)
+    (data / "runs").mkdir()
+    (negatives / "selection" / "qrels").mkdir(parents=True)
+    write_gz(data / "corpus.jsonl.gz", [{"_id": d, "title": "", "text": t} for d, t in corpus.items()])
+    write_gz(data / "queries.jsonl.gz", [{"_id": q, "text": t} for q, t in queries.items()])
+    for name in ("corpus.jsonl.gz", "queries.jsonl.gz"):
+        (negatives / "selection" / name).symlink_to(data / name)
+
+    def run(qids):
+        return "".join(f"{q} Q0 {d} {r} {10 - r} bm25\n" for q in qids
+                       for r, d in enumerate([f"d{q[1:]}", *rng.sample(sorted(corpus), 5)], 1))  # fmt: skip
+
+    train, selection, dev = [f"q{i}" for i in range(16)], ["q16", "q17", "q18", "q19"], ["q20", "q21", "q22", "q23"]
+    (data / "qrels" / "dev.tsv").write_text(
+        "query-id\tcorpus-id\tscore\n" + "".join(f"{q}\td{q[1:]}\t1\n" for q in dev)
+    )
+    (data / "runs" / "bm25.dev.trec").write_text(run(dev))
+    (negatives / "selection" / "qrels" / "selection.tsv").write_text(
+        "query-id\tcorpus-id\tscore\n" + "".join(f"{q}\td{q[1:]}\t1\n" for q in selection)
+    )
+    (negatives / "selection" / "bm25.selection.trec").write_text(run(selection))
+    rows = [{"query": queries[q], "positive": corpus[f"d{q[1:]}"],
+             "negatives": [corpus[f"d{(int(q[1:]) + k) % 40}"] for k in range(1, 9)]} for q in train]  # fmt: skip
+    write_gz(negatives / "listwise.train.jsonl.gz", rows)
+    return data, negatives
+
+
+def test_every_label_variant_trains_and_maxsim_equals_eval_rerank(tmp_path, data, tiny_encoder_dir):  # noqa: F811
+    data_dir, negatives = data
+    variants = [name for name, spec in frozen_encoder.VARIANTS.items() if not spec[3]]
+    report = frozen_encoder.main([
+        "--encoder", str(tiny_encoder_dir), "--data", str(data_dir), "--negatives", str(negatives), "--epochs", "2",
+        "--batch-size", "4", "--no-bf16", "--variants", *variants, "--output", str(tmp_path / "report.json"),
+    ])  # fmt: skip
+    reference = eval_rerank.main([
+        "--zero-shot-encoder", f"tiny={tiny_encoder_dir}", "--data", str(data_dir), "--run",
+        str(data_dir / "runs" / "bm25.dev.trec"), "--no-progress", "--query-max-length", "30", "--doc-max-length", "200",
+    ])  # fmt: skip
+    maxsim = report["MaxSim (frozen all-MiniLM-L6-v2)"]
+    assert maxsim["dev"]["mrr@10"] == pytest.approx(reference["tiny (zero-shot MaxSim)"]["mrr@10"], abs=1e-6)
+    for name in variants:
+        record = report[name]
+        assert [e["epoch"] for e in record["epochs"]] == [1, 2] and record["selected_epoch"] in (1, 2)
+        assert record["epochs"][-1]["loss"] > 0 and 0.0 <= record["dev"]["mrr@10"] <= 1.0
+    assert json.loads((tmp_path / "report.json").read_text()) == report
