@@ -67,6 +67,16 @@ RUN_CONTROL_FLAGS = {
     "teacher_cache",
 }
 RUN_FILES = ("checkpoints", "best", "metrics.jsonl", "run_config.json")  # what a run writes into OUTPUT_DIR
+# Flags that are LiteConfig fields of the student.
+ARCHITECTURE = (
+    "query_max_length",
+    "doc_max_length",
+    "row_hidden_size",
+    "col_hidden_size",
+    "projection_dim",
+    "doc_stored_tokens",
+    "normalize_embeddings",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -360,15 +370,7 @@ def build_model(args):
     if args.scorer == "cross-encoder":
         return new_cross_encoder(args.encoder, args.query_max_length + args.doc_max_length)
     model = LiteModel.from_encoder(
-        args.encoder,
-        scorer=args.scorer,
-        query_max_length=args.query_max_length,
-        doc_max_length=args.doc_max_length,
-        row_hidden_size=args.row_hidden_size,
-        col_hidden_size=args.col_hidden_size,
-        projection_dim=args.projection_dim,
-        doc_stored_tokens=args.doc_stored_tokens,
-        normalize_embeddings=args.normalize_embeddings,
+        args.encoder, scorer=args.scorer, **{name: getattr(args, name) for name in ARCHITECTURE}
     )
     if model.tokenizer is None:
         raise SystemExit(f"--encoder {args.encoder} has no tokenizer files")
@@ -712,8 +714,10 @@ def training_function(args) -> TrainingProgress:
         skip = progress.batch_in_epoch  # a resumed epoch continues where it stopped
         for batch in skip_first_batches(train_loader, skip) if skip else train_loader:
             with accelerator.accumulate(model):
-                loss = loss_fn(student_scores(model, batch, args.in_batch_negatives),
-                               teacher(batch, accelerator.device) if teacher else None)  # fmt: skip
+                loss = loss_fn(
+                    student_scores(model, batch, args.in_batch_negatives),
+                    teacher(batch, accelerator.device) if teacher else None,
+                )
                 optimizer_step(accelerator, model, optimizer, scheduler, loss, args.max_grad_norm, progress.step)
             progress.batch_in_epoch += 1
             log.add(loss.detach().float().item() / args.grad_accum)

@@ -68,14 +68,27 @@ def build_curve(args, work: Path, model_dir: Path) -> list[dict]:
     points = []
     for size in args.sizes:
         corpus = repeated_corpus(work / f"corpus-{size}.jsonl", size)
-        command = [sys.executable, str(ROOT / "scripts" / "build_doc_cache.py"), "--model", str(model_dir),
-                   "--corpus", str(corpus), "--output", str(work / f"cache-{size}"), "--no-progress",
-                   "--model-dtype", args.dtype]  # fmt: skip
+        command = [
+            sys.executable,
+            str(ROOT / "scripts" / "build_doc_cache.py"),
+            "--model",
+            str(model_dir),
+            "--corpus",
+            str(corpus),
+            "--output",
+            str(work / f"cache-{size}"),
+            "--no-progress",
+            "--model-dtype",
+            args.dtype,
+        ]
         result = subprocess.run(command, capture_output=True, text=True, check=True)
         report = json.loads(result.stdout.strip().splitlines()[-1])
         points.append({"passages": size, **report})
-        print(f"  cache of {size:>7} passages: {report['seconds']:8.1f} s, {report['bytes'] / 1e6:9.1f} MB, "
-              f"peak {report['peak_memory_mb']} MB", file=sys.stderr)  # fmt: skip
+        print(
+            f"  cache of {size:>7} passages: {report['seconds']:8.1f} s, {report['bytes'] / 1e6:9.1f} MB, "
+            f"peak {report['peak_memory_mb']} MB",
+            file=sys.stderr,
+        )
     return points
 
 
@@ -113,10 +126,10 @@ def msmarco_estimate(build_points, latency_points) -> dict:
     return {
         "passages": MSMARCO_PASSAGES,
         "note": "estimate from the measured per-passage figures of the largest build here (all-MiniLM-L6-v2, 384-d, "
-                "Debian passage lengths)",
+        "Debian passage lengths)",
         "cache_bytes_384d_fp16": bytes_per_passage * MSMARCO_PASSAGES,
         "build_hours_this_cpu": per_passage_s * MSMARCO_PASSAGES / 3600,
-    }  # fmt: skip
+    }
 
 
 def plot(points, path):

@@ -118,18 +118,15 @@ def write_beir_fixture(folder: Path) -> Path:
     return folder
 
 
-def run_script(script, args, processes: int = 1, check: bool = True):
-    """A repository script in a fresh process as a user runs it: `python script` for one process, or
-    `accelerate launch --multi_gpu --num_processes N` on CPU (gloo) for several."""
-    import os
-    import subprocess
+SCRIPT_ENV = {"ACCELERATE_USE_CPU": "true", "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
 
-    env = {**os.environ, "ACCELERATE_USE_CPU": "true", "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
-    if processes == 1:
-        command = [sys.executable, str(ROOT / script), *map(str, args)]
-    else:
-        command = [
-            sys.executable,
+
+def script_command(script, args, processes: int = 1) -> list[str]:
+    """`python script ARGS` for one process, or `accelerate launch --multi_gpu --num_processes N` on CPU (gloo)."""
+    launcher = (
+        []
+        if processes == 1
+        else [
             "-m",
             "accelerate.commands.launch",
             "--multi_gpu",
@@ -141,13 +138,37 @@ def run_script(script, args, processes: int = 1, check: bool = True):
             "no",
             "--dynamo_backend",
             "no",
-            str(ROOT / script),
-            *map(str, args),
         ]
-    result = subprocess.run(command, env=env, cwd=ROOT, capture_output=True, text=True, timeout=900)
+    )
+    return [sys.executable, *launcher, str(ROOT / script), *map(str, args)]
+
+
+def run_script(script, args, processes: int = 1, check: bool = True):
+    """A repository script in a fresh process, as a user runs it (see `script_command`)."""
+    import os
+    import subprocess
+
+    env = {**os.environ, **SCRIPT_ENV}
+    result = subprocess.run(
+        script_command(script, args, processes), env=env, cwd=ROOT, capture_output=True, text=True, timeout=900
+    )
     if check:
         assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
     return result
+
+
+@pytest.fixture(scope="session")
+def tiny_cross_encoder_dir(tmp_path_factory, tokenizer) -> Path:
+    """A saved tiny BERT cross-encoder (one logit) + the uncased tokenizer: a teacher, offline."""
+    from transformers import AutoConfig, AutoModelForSequenceClassification
+
+    folder = tmp_path_factory.mktemp("cross-encoder")
+    fields = {key: value for key, value in TINY_BERT.items() if key != "model_type"}
+    torch.manual_seed(1)
+    config = AutoConfig.for_model("bert", num_labels=1, **fields)
+    AutoModelForSequenceClassification.from_config(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
 
 
 # Tests that read the shared Debian set (../shared/data/debian-rerank): run wherever it is present, as in CI.

@@ -13,8 +13,19 @@ import scale  # noqa: E402
 @pytest.mark.slow
 @needs_shared_data
 def test_scale_smoke_run_writes_curves_and_a_plot(tmp_path):
-    points = scale.main(["--smoke", "--output", str(tmp_path / "scale.json"), "--plot", str(tmp_path / "scale.png"),
-                         "--work-dir", str(tmp_path / "work"), "--dtype", "float32"])  # fmt: skip
+    points = scale.main(
+        [
+            "--smoke",
+            "--output",
+            str(tmp_path / "scale.json"),
+            "--plot",
+            str(tmp_path / "scale.png"),
+            "--work-dir",
+            str(tmp_path / "work"),
+            "--dtype",
+            "float32",
+        ]
+    )
     build = points["cache_build"]
     assert [p["passages"] for p in build] == [20, 50] and all(p["documents"] == p["passages"] for p in build)
     assert build[1]["bytes"] > build[0]["bytes"] > 0

@@ -7,8 +7,7 @@ import json
 import sys
 
 import pytest
-import torch
-from conftest import DOCUMENTS, QUERIES, ROOT, TINY_BERT, run_script, write_jsonl
+from conftest import DOCUMENTS, QUERIES, ROOT, run_script, write_jsonl
 
 sys.path.insert(0, str(ROOT / "scripts"))
 import teacher_scores  # noqa: E402
@@ -17,17 +16,8 @@ from lite_rerank.cross_encoder import CrossEncoderScorer  # noqa: E402
 
 
 @pytest.fixture(scope="module")
-def teacher(tmp_path_factory, tokenizer):
-    from transformers import AutoConfig, AutoModelForSequenceClassification
-
-    folder = tmp_path_factory.mktemp("teacher")
-    fields = {key: value for key, value in TINY_BERT.items() if key != "model_type"}
-    torch.manual_seed(1)
-    AutoModelForSequenceClassification.from_config(
-        AutoConfig.for_model("bert", num_labels=1, **fields)
-    ).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
+def teacher(tiny_cross_encoder_dir):
+    return tiny_cross_encoder_dir
 
 
 @pytest.fixture

@@ -6,12 +6,20 @@ import math
 import os
 import signal
 import subprocess
-import sys
 import time
 
 import pytest
 import torch
-from conftest import DOCUMENTS, QUERIES, ROOT, SHARED_DEBIAN, TINY_BERT, needs_shared_data, write_jsonl
+from conftest import (
+    DOCUMENTS,
+    QUERIES,
+    ROOT,
+    SCRIPT_ENV,
+    SHARED_DEBIAN,
+    needs_shared_data,
+    script_command,
+    write_jsonl,
+)
 from safetensors.torch import load_file
 
 import train_accelerate
@@ -51,40 +59,13 @@ def listwise_file(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def teacher_dir(tmp_path_factory, tokenizer):
-    from transformers import AutoConfig, AutoModelForSequenceClassification
-
-    folder = tmp_path_factory.mktemp("teacher")
-    fields = {key: value for key, value in TINY_BERT.items() if key != "model_type"}
-    torch.manual_seed(1)
-    AutoModelForSequenceClassification.from_config(
-        AutoConfig.for_model("bert", num_labels=1, **fields)
-    ).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
+def teacher_dir(tiny_cross_encoder_dir):
+    return tiny_cross_encoder_dir
 
 
 def launch(args, processes=1, check=True, **popen):
-    env = {**os.environ, "ACCELERATE_USE_CPU": "true", "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
-    if processes == 1:
-        command = [sys.executable, str(ROOT / "train_accelerate.py"), *args]
-    else:
-        command = [
-            sys.executable,
-            "-m",
-            "accelerate.commands.launch",
-            "--multi_gpu",
-            "--num_processes",
-            str(processes),
-            "--num_machines",
-            "1",
-            "--mixed_precision",
-            "no",
-            "--dynamo_backend",
-            "no",
-            str(ROOT / "train_accelerate.py"),
-            *args,
-        ]
+    env = {**os.environ, **SCRIPT_ENV}
+    command = script_command("train_accelerate.py", args, processes)
     if popen:
         return subprocess.Popen(command, env=env, cwd=ROOT, **popen)
     result = subprocess.run(command, env=env, cwd=ROOT, capture_output=True, text=True, timeout=600)

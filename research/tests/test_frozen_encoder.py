@@ -38,8 +38,11 @@ def data(tmp_path):
         (negatives / "selection" / name).symlink_to(data / name)
 
     def run(qids):
-        return "".join(f"{q} Q0 {d} {r} {10 - r} bm25\n" for q in qids
-                       for r, d in enumerate([f"d{q[1:]}", *rng.sample(sorted(corpus), 5)], 1))  # fmt: skip
+        return "".join(
+            f"{q} Q0 {d} {r} {10 - r} bm25\n"
+            for q in qids
+            for r, d in enumerate([f"d{q[1:]}", *rng.sample(sorted(corpus), 5)], 1)
+        )
 
     train, selection, dev = [f"q{i}" for i in range(16)], ["q16", "q17", "q18", "q19"], ["q20", "q21", "q22", "q23"]
     (data / "qrels" / "dev.tsv").write_text(
@@ -50,8 +53,14 @@ def data(tmp_path):
         "query-id\tcorpus-id\tscore\n" + "".join(f"{q}\td{q[1:]}\t1\n" for q in selection)
     )
     (negatives / "selection" / "bm25.selection.trec").write_text(run(selection))
-    rows = [{"query": queries[q], "positive": corpus[f"d{q[1:]}"],
-             "negatives": [corpus[f"d{(int(q[1:]) + k) % 40}"] for k in range(1, 9)]} for q in train]  # fmt: skip
+    rows = [
+        {
+            "query": queries[q],
+            "positive": corpus[f"d{q[1:]}"],
+            "negatives": [corpus[f"d{(int(q[1:]) + k) % 40}"] for k in range(1, 9)],
+        }
+        for q in train
+    ]
     write_gz(negatives / "listwise.train.jsonl.gz", rows)
     return data, negatives
 
@@ -59,14 +68,40 @@ def data(tmp_path):
 def test_every_label_variant_trains_and_maxsim_equals_eval_rerank(tmp_path, data, tiny_encoder_dir):  # noqa: F811
     data_dir, negatives = data
     variants = [name for name, spec in frozen_encoder.VARIANTS.items() if not spec[3]]
-    report = frozen_encoder.main([
-        "--encoder", str(tiny_encoder_dir), "--data", str(data_dir), "--negatives", str(negatives), "--epochs", "2",
-        "--batch-size", "4", "--no-bf16", "--variants", *variants, "--output", str(tmp_path / "report.json"),
-    ])  # fmt: skip
-    reference = eval_rerank.main([
-        "--zero-shot-encoder", f"tiny={tiny_encoder_dir}", "--data", str(data_dir), "--run",
-        str(data_dir / "runs" / "bm25.dev.trec"), "--no-progress", "--query-max-length", "30", "--doc-max-length", "200",
-    ])  # fmt: skip
+    report = frozen_encoder.main(
+        [
+            "--encoder",
+            str(tiny_encoder_dir),
+            "--data",
+            str(data_dir),
+            "--negatives",
+            str(negatives),
+            "--epochs",
+            "2",
+            "--batch-size",
+            "4",
+            "--no-bf16",
+            "--variants",
+            *variants,
+            "--output",
+            str(tmp_path / "report.json"),
+        ]
+    )
+    reference = eval_rerank.main(
+        [
+            "--zero-shot-encoder",
+            f"tiny={tiny_encoder_dir}",
+            "--data",
+            str(data_dir),
+            "--run",
+            str(data_dir / "runs" / "bm25.dev.trec"),
+            "--no-progress",
+            "--query-max-length",
+            "30",
+            "--doc-max-length",
+            "200",
+        ]
+    )
     maxsim = report["MaxSim (frozen all-MiniLM-L6-v2)"]
     assert maxsim["dev"]["mrr@10"] == pytest.approx(reference["tiny (zero-shot MaxSim)"]["mrr@10"], abs=1e-6)
     for name in variants:
