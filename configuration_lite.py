@@ -122,8 +122,8 @@ class LiteConfig(PretrainedConfig):
         return self.projection_dim or self.hidden_size
 
     @property
-    def doc_scored_tokens(self) -> int:
-        """Number of document vectors per document the scorer sees (and a cache stores): K, or L2 without Small-LITE."""
+    def doc_vectors(self) -> int:
+        """K: the vectors per document the scorer sees and a cache stores (doc_stored_tokens, or L2 without it)."""
         return self.doc_stored_tokens or self.doc_max_length
 
     def to_dict(self):

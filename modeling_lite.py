@@ -181,7 +181,7 @@ class LiteSeparableScorer(nn.Module):
 
     def __init__(self, config: LiteConfig):
         super().__init__()
-        self.query_length, self.doc_length = config.query_max_length, config.doc_scored_tokens
+        self.query_length, self.doc_length = config.query_max_length, config.doc_vectors
         self.row_mlp = LiteMLP(self.doc_length, config.row_hidden_size, config.activation)
         self.col_mlp = LiteMLP(self.query_length, config.col_hidden_size, config.activation)
         self.out = nn.Linear(self.query_length * self.doc_length, 1)
@@ -330,7 +330,7 @@ def check_embeddings(config, query_embeddings, doc_embeddings):
     """Embeddings of the shapes this model's `encode_queries` / `encode_documents` give, and batch sizes that pair."""
     for name, tensor, tokens in (
         ("query_embeddings", query_embeddings, config.query_max_length),
-        ("doc_embeddings", doc_embeddings, config.doc_scored_tokens),
+        ("doc_embeddings", doc_embeddings, config.doc_vectors),
     ):
         if not isinstance(tensor, torch.Tensor) or tensor.dim() != 3:
             raise ValueError(f"{name} must be a 3-D tensor (batch, tokens, dim); see encode_queries/encode_documents.")

@@ -124,7 +124,7 @@ def load_texts(name: str, count: int) -> list[str]:
 def scorer_flops(config: LiteConfig, query_tokens=None, doc_tokens=None) -> float:
     """FLOPs per (query, candidate) pair from embeddings: S = Q·Dᵀ plus the scorer. With real lengths, the work of
     the padding-free path: q real query rows, w real document columns (the column MLP still covers L1 × K)."""
-    L1, K, dim = config.query_max_length, config.doc_scored_tokens, config.embedding_dim
+    L1, K, dim = config.query_max_length, config.doc_vectors, config.embedding_dim
     q, w = query_tokens or L1, doc_tokens or K
     flops = 2 * q * w * dim
     if config.scorer == "lite":
@@ -183,8 +183,8 @@ def run_dtype(args, dtype, tokenizer, passages, queries) -> list[dict]:
         config = model.config
         # padded worst case: every position real
         query, query_mask = model.encode_queries([PADDED_QUERY])
-        docs = F.normalize(torch.randn(n_max, config.doc_scored_tokens, config.embedding_dim, device=device), dim=-1)
-        docs, docs_mask = docs.to(dtype), torch.ones(n_max, config.doc_scored_tokens, dtype=torch.bool, device=device)
+        docs = F.normalize(torch.randn(n_max, config.doc_vectors, config.embedding_dim, device=device), dim=-1)
+        docs, docs_mask = docs.to(dtype), torch.ones(n_max, config.doc_vectors, dtype=torch.bool, device=device)
         # real lengths: real passages encoded once, real queries
         real_docs, real_mask = model.encode_documents(passages[:n_max])
         real_queries = [model.encode_queries([text]) for text in queries]
@@ -269,7 +269,7 @@ def storage_rows(args, tokenizer, passages) -> list[dict]:
         model = build(overrides, tokenizer, args.device, torch.float32, args.smoke)
         vectors, mask = encode_texts(model, doc_ids, docs, "documents", 64, torch.float32, progress=False).get(doc_ids)
         for cache_dtype in (torch.float16, torch.int8):
-            stored = TokenEmbeddingStore(model.config.doc_scored_tokens, model.config.embedding_dim, cache_dtype)
+            stored = TokenEmbeddingStore(model.config.doc_vectors, model.config.embedding_dim, cache_dtype)
             stored.add(doc_ids, vectors, mask)
             rows.append(
                 {

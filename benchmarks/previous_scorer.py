@@ -72,7 +72,7 @@ class LiteSeparableScorer(nn.Module):
 
     def __init__(self, config):
         super().__init__()
-        query_len, doc_len = config.query_max_length, config.doc_scored_tokens
+        query_len, doc_len = config.query_max_length, config.doc_vectors
         self.row_mlp = LiteMLP(doc_len, config.row_hidden_size, config.activation)
         self.col_mlp = LiteMLP(query_len, config.col_hidden_size, config.activation)
         self.out = nn.Linear(query_len * doc_len, 1)

@@ -95,7 +95,7 @@ class DocumentCache:
         if not manifest_path.is_file():
             raise FileNotFoundError(f"{manifest_path}: not a document-embedding cache (no cache.json)")
         self.manifest = _read_manifest(manifest_path)
-        self.doc_tokens, self.dim = self.manifest["doc_tokens"], self.manifest["dim"]
+        self.max_tokens, self.dim = self.manifest["doc_tokens"], self.manifest["dim"]
         self.chunk_of: dict[str, int] = {}
         for index, chunk in enumerate(self.manifest["chunks"]):
             self.chunk_of.update(dict.fromkeys(_chunk_header(self.folder / chunk["file"])["ids"], index))
@@ -160,7 +160,7 @@ class DocumentCache:
         if len(parts) == 1:
             return parts[0][1], parts[0][2]
         values = torch.empty(len(ids), *parts[0][1].shape[1:], dtype=parts[0][1].dtype, device=self.device)
-        mask = torch.empty(len(ids), self.doc_tokens, dtype=torch.bool, device=self.device)
+        mask = torch.empty(len(ids), self.max_tokens, dtype=torch.bool, device=self.device)
         for positions, part_values, part_mask in parts:
             where = torch.tensor(positions, device=self.device)
             values[where], mask[where] = part_values, part_mask
@@ -205,7 +205,7 @@ def _new_manifest(model, dtype: str) -> dict:
         "model": model.name_or_path,
         "model_fingerprint": model_fingerprint(model),
         "dtype": dtype,
-        "doc_tokens": model.config.doc_scored_tokens,
+        "doc_tokens": model.config.doc_vectors,
         "dim": model.config.embedding_dim,
         "chunks": [],
     }

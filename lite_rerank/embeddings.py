@@ -8,15 +8,16 @@ from transformers.utils.logging import tqdm
 
 
 class TokenEmbeddingStore:
-    """Document vectors without their padding: one flat (tokens, dim) tensor plus each document's length.
+    """Token vectors of documents (or queries) without their padding: one flat (tokens, dim) tensor plus each item's
+    length, for items of at most `max_tokens` positions (K for documents, L1 for queries).
 
     `get(ids)` rebuilds the padded (n, K, dim) batch and mask that `LiteModel.score_embeddings` takes, with one
     vectorised gather (no Python loop over documents). `dtype=torch.int8` stores each vector quantised with its own
     scale (max |x| / 127, kept in float16): dim + 2 bytes per vector instead of 2·dim in float16.
     """
 
-    def __init__(self, doc_tokens: int, dim: int, dtype=torch.float16, device="cpu"):
-        self.doc_tokens, self.dim, self.dtype, self.device = doc_tokens, dim, dtype, torch.device(device)
+    def __init__(self, max_tokens: int, dim: int, dtype=torch.float16, device="cpu"):
+        self.max_tokens, self.dim, self.dtype, self.device = max_tokens, dim, dtype, torch.device(device)
         self.row_of: dict[str, int] = {}
         self._pending = []
         self.vectors = torch.empty(0, dim, dtype=dtype, device=self.device)
@@ -43,9 +44,9 @@ class TokenEmbeddingStore:
 
     def add(self, ids, vectors: torch.Tensor, mask: torch.Tensor):
         """Store `vectors` (n, K, dim) with `mask` (n, K); only the masked-in (real) token vectors are kept."""
-        if vectors.shape[1:] != (self.doc_tokens, self.dim):
+        if vectors.shape[1:] != (self.max_tokens, self.dim):
             raise ValueError(
-                f"expected vectors of shape (n, {self.doc_tokens}, {self.dim}), got {tuple(vectors.shape)}"
+                f"expected vectors of shape (n, {self.max_tokens}, {self.dim}), got {tuple(vectors.shape)}"
             )
         if not bool((mask[:, 1:] <= mask[:, :-1]).all()):
             raise ValueError("document masks must be contiguous from the first position")
@@ -91,14 +92,14 @@ class TokenEmbeddingStore:
         return values * self.scales.index_select(0, source).to(dtype).unsqueeze(-1) if self.quantized else values
 
     def _mask(self, lengths):
-        return torch.arange(self.doc_tokens, device=self.device) < lengths.unsqueeze(1)
+        return torch.arange(self.max_tokens, device=self.device) < lengths.unsqueeze(1)
 
     def get(self, ids, dtype=None):
         """Padded (n, K, dim) vectors and (n, K) mask for `ids`, in that order (int8 is dequantised)."""
         dtype = dtype or (torch.float32 if self.quantized else self.dtype)
         lengths, doc_of_token, position, source = self._locate(ids)
-        out = torch.zeros(len(lengths), self.doc_tokens, self.dim, dtype=dtype, device=self.device)
-        out.view(-1, self.dim).index_copy_(0, doc_of_token * self.doc_tokens + position, self._tokens(source, dtype))
+        out = torch.zeros(len(lengths), self.max_tokens, self.dim, dtype=dtype, device=self.device)
+        out.view(-1, self.dim).index_copy_(0, doc_of_token * self.max_tokens + position, self._tokens(source, dtype))
         return out, self._mask(lengths)
 
     def similarity(self, query_vectors, ids, block_tokens: int = 16384):
@@ -111,8 +112,8 @@ class TokenEmbeddingStore:
         """
         lengths, doc_of_token, position, source = self._locate(ids)
         query = query_vectors[0].to(self.device)  # (q, dim)
-        similarity = torch.zeros(len(lengths), self.doc_tokens, query.shape[0], dtype=query.dtype, device=self.device)
-        flat, rows = similarity.view(-1, query.shape[0]), doc_of_token * self.doc_tokens + position
+        similarity = torch.zeros(len(lengths), self.max_tokens, query.shape[0], dtype=query.dtype, device=self.device)
+        flat, rows = similarity.view(-1, query.shape[0]), doc_of_token * self.max_tokens + position
         for start in range(0, len(source), block_tokens):
             part = slice(start, start + block_tokens)
             flat.index_copy_(0, rows[part], self._tokens(source[part], query.dtype) @ query.T)
@@ -124,7 +125,7 @@ class TokenEmbeddingStore:
         tensors = {"vectors": self.vectors.cpu(), "lengths": self.lengths.to(torch.int32).cpu()}
         if self.quantized:
             tensors["scales"] = self.scales.cpu()
-        info = {"ids": json.dumps(list(self.row_of)), "doc_tokens": str(self.doc_tokens), "dim": str(self.dim)}
+        info = {"ids": json.dumps(list(self.row_of)), "doc_tokens": str(self.max_tokens), "dim": str(self.dim)}
         save_file(tensors, str(path), metadata={**(metadata or {}), **info})
 
     @classmethod
@@ -162,8 +163,8 @@ def encode_texts(model, ids, texts, kind: str, batch_size: int = 64, store_dtype
     max_length = model.config.doc_max_length if kind == "documents" else model.config.query_max_length
     token_ids = model.tokenizer(list(texts), truncation=True, max_length=max_length)["input_ids"]
     encode = model.encode_documents if kind == "documents" else model.encode_queries
-    doc_tokens = model.config.doc_scored_tokens if kind == "documents" else model.config.query_max_length
-    store = TokenEmbeddingStore(doc_tokens, model.config.embedding_dim, store_dtype or model.dtype, model.device)
+    max_tokens = model.config.doc_vectors if kind == "documents" else model.config.query_max_length
+    store = TokenEmbeddingStore(max_tokens, model.config.embedding_dim, store_dtype or model.dtype, model.device)
     batches = batches_by_length([len(sequence) for sequence in token_ids], batch_size)
     for batch in tqdm(batches, desc=f"Encoding {kind}", disable=not progress):
         padded = model.tokenizer.pad({"input_ids": [token_ids[i] for i in batch]}, return_tensors="pt")

@@ -53,7 +53,7 @@ class NoLayerNormScorer(nn.Module):
 
     def __init__(self, config):
         super().__init__()
-        q_len, d_len, act = config.query_max_length, config.doc_scored_tokens, ACT2FN[config.activation]
+        q_len, d_len, act = config.query_max_length, config.doc_vectors, ACT2FN[config.activation]
         self.row_mlp = nn.Sequential(
             nn.Linear(d_len, config.row_hidden_size), act, nn.Linear(config.row_hidden_size, d_len), act
         )

@@ -33,7 +33,7 @@ def test_nested_encoder_config_round_trips_through_json(tmp_path):
     assert isinstance(loaded.encoder_config, BertConfig)
     assert loaded.encoder_config.hidden_size == 32
     assert (loaded.projection_dim, loaded.doc_stored_tokens, loaded.embedding_dim) == (16, 8, 16)
-    assert loaded.doc_scored_tokens == 8
+    assert loaded.doc_vectors == 8
 
 
 def test_any_bert_like_encoder_config_is_accepted():
