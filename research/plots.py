@@ -1,0 +1,78 @@
+"""Pictures for RESULTS.md.
+
+    python research/plots.py curve runs/debian-distill/teacher/metrics.jsonl results/teacher-curve.png \
+        --baseline "BM25" 0.6346 --baseline "MaxSim, frozen all-MiniLM-L6-v2" 0.7069
+    python research/plots.py quality-cost results/quality-cost.json results/quality-cost.png
+
+`curve`: selection MRR@10 against optimizer steps, from a training run's metrics.jsonl, with horizontal baselines.
+`quality-cost`: dev MRR@10 against ms per query (log scale), one point per system, from
+{"systems": [{"name", "mrr@10", "ms_30", "ms_1000"}]} (ms per query for 30 and 1,000 cached candidates).
+"""
+
+import argparse
+import json
+from pathlib import Path
+
+
+def curve(metrics_path, output, baselines):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    records = [json.loads(line) for line in Path(metrics_path).read_text().splitlines()]
+    points = [(r["step"], r["dev_mrr@10"]) for r in records if "dev_mrr@10" in r]
+    figure, axis = plt.subplots(figsize=(6, 4))
+    axis.plot([s for s, _ in points], [m for _, m in points], "o-", label="cross-encoder teacher")
+    for name, value in baselines:
+        axis.axhline(value, linestyle="--", linewidth=1, color="gray")
+        axis.text(points[0][0] if points else 0, value + 0.002, name, fontsize=8, color="gray")
+    axis.set_xlabel("optimizer steps (32 queries × (1 + 3) passages)")
+    axis.set_ylabel("MRR@10, selection split (500 training queries)")
+    axis.grid(alpha=0.3)
+    axis.legend(loc="lower right")
+    figure.tight_layout()
+    figure.savefig(output, dpi=110)
+    return points
+
+
+def quality_cost(results_path, output):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    systems = json.loads(Path(results_path).read_text())["systems"]
+    figure, axis = plt.subplots(figsize=(7, 4.5))
+    for key, marker in (("ms_30", "o"), ("ms_1000", "s")):
+        for system in systems:
+            axis.scatter(system[key], system["mrr@10"], marker=marker)
+            axis.annotate(
+                system["name"], (system[key], system["mrr@10"]), fontsize=7, xytext=(4, 2), textcoords="offset points"
+            )
+    axis.set_xscale("log")
+    axis.set_xlabel("ms per query (circles: 30 cached candidates, squares: 1,000)")
+    axis.set_ylabel("dev MRR@10 (920 queries, BM25 top-30)")
+    axis.grid(alpha=0.3, which="both")
+    figure.tight_layout()
+    figure.savefig(output, dpi=110)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = parser.add_subparsers(dest="command", required=True)
+    c = commands.add_parser("curve")
+    c.add_argument("metrics")
+    c.add_argument("output")
+    c.add_argument("--baseline", nargs=2, action="append", default=[], metavar=("NAME", "MRR"))
+    q = commands.add_parser("quality-cost")
+    q.add_argument("results")
+    q.add_argument("output")
+    args = parser.parse_args(argv)
+    if args.command == "curve":
+        return curve(args.metrics, args.output, [(name, float(value)) for name, value in args.baseline])
+    return quality_cost(args.results, args.output)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,32 @@
+"""research/plots.py draws both pictures from small inputs."""
+
+import json
+import sys
+
+import pytest
+from product_fixtures import ROOT
+
+pytestmark = pytest.mark.research
+
+sys.path.insert(0, str(ROOT / "research"))
+import plots  # noqa: E402
+
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+def test_learning_curve_and_quality_cost(tmp_path):
+    records = [{"step": 10, "loss": 1.0}, {"step": 20, "dev_mrr@10": 0.5}, {"step": 40, "dev_mrr@10": 0.6}]
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    points = plots.main(
+        ["curve", str(tmp_path / "metrics.jsonl"), str(tmp_path / "c.png"), "--baseline", "BM25", "0.4"]
+    )
+    assert points == [(20, 0.5), (40, 0.6)] and (tmp_path / "c.png").read_bytes()[:8] == PNG
+    systems = {
+        "systems": [
+            {"name": "LITE", "mrr@10": 0.7, "ms_30": 5.0, "ms_1000": 100.0},
+            {"name": "cross-encoder", "mrr@10": 0.8, "ms_30": 500.0, "ms_1000": 17000.0},
+        ]
+    }
+    (tmp_path / "q.json").write_text(json.dumps(systems))
+    plots.main(["quality-cost", str(tmp_path / "q.json"), str(tmp_path / "q.png")])
+    assert (tmp_path / "q.png").read_bytes()[:8] == PNG
