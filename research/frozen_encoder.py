@@ -9,7 +9,8 @@ cached token embeddings against MaxSim on the same embeddings, under several kin
 2. For each supervision variant, a fresh LITE scorer (same seed, hence the same initial weights and batch order)
    trained for --epochs on the listwise training rows of mine_bm25_negatives.py (the selection queries left out);
    after every epoch, MRR@10 on the selection split (500 training queries, BM25 top-30); the best epoch is kept.
-3. Dev (920 queries, BM25 top-30) once per variant, for its selected epoch, and MaxSim on the same embeddings.
+3. Dev (920 queries, BM25 top-30) once per variant, for its selected epoch, and MaxSim on the same embeddings; each
+   dev ranking is also written as a TREC run next to the report (for research/paired_test.py).
 The report is saved after every epoch, so an interrupted run keeps what it measured.
 """
 
@@ -25,9 +26,9 @@ import torch
 from tqdm.auto import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from lite_rerank.data import load_rerank_set, read_beir_texts  # noqa: E402
+from lite_rerank.data import load_rerank_set, read_beir_texts, write_trec_run  # noqa: E402
 from lite_rerank.embeddings import TokenEmbeddingStore, encode_texts  # noqa: E402
-from lite_rerank.evaluation import compute_metrics, load_metrics  # noqa: E402
+from lite_rerank.evaluation import compute_metrics, load_metrics, rankings  # noqa: E402
 from lite_rerank.losses import LOSSES  # noqa: E402
 from lite_rerank.triplets import load_local_triplets, teacher_scores_of  # noqa: E402
 from modeling_lite import LiteModel, in_batch_candidates  # noqa: E402
@@ -76,6 +77,12 @@ def encoded(model, texts: dict[str, str], kind: str, path: Path, bf16: bool) -> 
     return store
 
 
+def trec_path(output: Path, name: str) -> Path:
+    """The dev run of one row of the report: next to it, named after the row."""
+    slug = "".join(c if c.isalnum() else "-" for c in name.lower()).strip("-")
+    return output.parent / f"{output.stem}.{slug}.dev.trec"
+
+
 def scores_of(model, scorer_dtype, queries, docs, rerank_set) -> dict[str, list[float]]:
     """{qid: scores of its candidates} from the stores, with the model's scorer at inference."""
     out = {}
@@ -107,9 +114,9 @@ def main(argv=None):
     maxsim = LiteModel.from_encoder(encoder, scorer="maxsim").eval()  # the same encoder, scored by MaxSim
     metrics = load_metrics()
     report = json.loads(output.read_text()) if output.is_file() else {}
+    output.parent.mkdir(parents=True, exist_ok=True)
 
     def save():
-        output.parent.mkdir(parents=True, exist_ok=True)
         output.write_text(json.dumps(report, indent=2) + "\n")
 
     corpus = read_beir_texts(Path(args.data) / "corpus.jsonl.gz", with_title=True)
@@ -128,11 +135,15 @@ def main(argv=None):
     dev = load_rerank_set(args.data, "dev", f"{args.data}/runs/bm25.dev.trec", args.max_queries)
     dtype = torch.bfloat16 if args.bf16 else torch.float32
 
-    def mrr(rerank_set, scoring=model):
-        values = compute_metrics(rerank_set, scores_of(scoring, dtype, queries, docs, rerank_set), (10,), metrics)
+    def mrr(rerank_set, scoring=model, run_name=None):
+        scores = scores_of(scoring, dtype, queries, docs, rerank_set)
+        if run_name is not None:
+            write_trec_run(trec_path(output, run_name), rankings(rerank_set, scores), "frozen")
+        values = compute_metrics(rerank_set, scores, (10,), metrics)
         return {name: values[name] for name in ("mrr@10", "ndcg@10", "recall@10")}
 
-    report["MaxSim (frozen all-MiniLM-L6-v2)"] = {"selection": mrr(selection, maxsim), "dev": mrr(dev, maxsim)}
+    maxsim_name = "MaxSim (frozen all-MiniLM-L6-v2)"
+    report[maxsim_name] = {"selection": mrr(selection, maxsim), "dev": mrr(dev, maxsim, maxsim_name)}
     save()
     print(json.dumps(report, indent=2), flush=True)
 
@@ -216,7 +227,7 @@ def main(argv=None):
             save()
         model.lite_scorer.load_state_dict(best_state)
         record["selected_epoch"] = max(record["epochs"], key=lambda e: e["selection"]["mrr@10"])["epoch"]
-        record["dev"] = mrr(dev)  # once, for the selected epoch
+        record["dev"] = mrr(dev, run_name=variant)  # once, for the selected epoch
         save()
         print(variant, "dev", record["dev"], flush=True)
     return report

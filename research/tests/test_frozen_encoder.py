@@ -12,8 +12,10 @@ pytestmark = pytest.mark.research
 
 sys.path.insert(0, str(ROOT / "research"))
 import frozen_encoder  # noqa: E402
+import paired_test  # noqa: E402
 
 import eval_rerank  # noqa: E402
+from lite_rerank.data import read_qrels, read_trec_run  # noqa: E402
 
 WORDS = "grep image editor python web framework font viewer archive compress audio player network shell".split()
 
@@ -84,7 +86,7 @@ def test_every_label_variant_trains_and_maxsim_equals_eval_rerank(tmp_path, data
             "--variants",
             *variants,
             "--output",
-            str(tmp_path / "report.json"),
+            str(tmp_path / "new" / "report.json"),  # a folder that does not exist yet
         ]
     )
     reference = eval_rerank.main(
@@ -108,4 +110,10 @@ def test_every_label_variant_trains_and_maxsim_equals_eval_rerank(tmp_path, data
         record = report[name]
         assert [e["epoch"] for e in record["epochs"]] == [1, 2] and record["selected_epoch"] in (1, 2)
         assert record["epochs"][-1]["loss"] > 0 and 0.0 <= record["dev"]["mrr@10"] <= 1.0
-    assert json.loads((tmp_path / "report.json").read_text()) == report
+    assert json.loads((tmp_path / "new" / "report.json").read_text()) == report
+    # each dev row's TREC run, read back independently, gives the row's MRR@10
+    qrels = read_qrels(data_dir / "qrels" / "dev.tsv")
+    for name in ["MaxSim (frozen all-MiniLM-L6-v2)", *variants]:
+        run = read_trec_run(frozen_encoder.trec_path(tmp_path / "new" / "report.json", name))
+        per_query = paired_test.reciprocal_ranks(run, qrels)
+        assert sum(per_query.values()) / len(per_query) == pytest.approx(report[name]["dev"]["mrr@10"], abs=1e-9)
