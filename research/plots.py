@@ -44,13 +44,18 @@ def quality_cost(results_path, output):
 
     systems = json.loads(Path(results_path).read_text())["systems"]
     figure, axis = plt.subplots(figsize=(7, 4.5))
-    for key, marker in (("ms_30", "o"), ("ms_1000", "s")):
-        for system in systems:
-            axis.scatter(system[key], system["mrr@10"], marker=marker)
-            axis.annotate(
-                system["name"], (system[key], system["mrr@10"]), fontsize=7, xytext=(4, 2), textcoords="offset points"
-            )
+    for index, system in enumerate(systems):  # one colour per system; a line joins its two costs
+        color = f"C{index % 10}"
+        costs = [system["ms_30"], system["ms_1000"]]
+        axis.plot(costs, [system["mrr@10"]] * 2, "-", color=color, linewidth=0.8, alpha=0.5)
+        axis.scatter(costs[0], system["mrr@10"], marker="o", color=color)
+        axis.scatter(costs[1], system["mrr@10"], marker="s", color=color)
+        axis.annotate(
+            system["name"], (costs[1], system["mrr@10"]), fontsize=7, xytext=(5, -3), textcoords="offset points"
+        )
     axis.set_xscale("log")
+    costs = [system[key] for system in systems for key in ("ms_30", "ms_1000")]
+    axis.set_xlim(min(costs) / 2, max(costs) * 40)  # room for the labels right of the squares
     axis.set_xlabel("ms per query (circles: 30 cached candidates, squares: 1,000)")
     axis.set_ylabel("dev MRR@10 (920 queries, BM25 top-30)")
     axis.grid(alpha=0.3, which="both")
