@@ -116,7 +116,8 @@ class TokenEmbeddingStore:
         flat, rows = similarity.view(-1, query.shape[0]), doc_of_token * self.max_tokens + position
         for start in range(0, len(source), block_tokens):
             part = slice(start, start + block_tokens)
-            flat.index_copy_(0, rows[part], self._tokens(source[part], query.dtype) @ query.T)
+            # .to(): under autocast (dev selection in bf16 training) the product comes back in the autocast dtype
+            flat.index_copy_(0, rows[part], (self._tokens(source[part], query.dtype) @ query.T).to(flat.dtype))
         return similarity.transpose(1, 2).contiguous(), self._mask(lengths)
 
     def save(self, path, metadata: dict | None = None):

@@ -1,7 +1,8 @@
 import gzip
 
 import pytest
-from conftest import write_jsonl
+import torch
+from conftest import tiny_model, write_jsonl
 
 from lite_rerank.data import (
     DataError,
@@ -12,6 +13,7 @@ from lite_rerank.data import (
     read_qrels,
     read_trec_run,
 )
+from lite_rerank.evaluation import score_rerank_set
 
 
 def test_beir_rerank_set_reports_id_mismatches(beir_fixture):
@@ -84,3 +86,16 @@ def test_bad_specs_are_explained(tmp_path, beir_fixture):
     rows = write_jsonl(tmp_path / "msmarco.jsonl", [{"query": "q", "passages": {}}])
     with pytest.raises(DataError, match=r"msmarco.jsonl:1: missing field\(s\) \['query_id'\]"):
         load_rerank_set(str(rows))
+
+
+def test_dev_scoring_under_bf16_autocast_matches_float32(beir_fixture, tokenizer):
+    """Dev selection in a bf16 run scores inside accelerator.autocast(): the whole scoring path must run there and give
+    the float32 scores to bf16 precision (a dtype clash there once stopped training at the first evaluation)."""
+    model = tiny_model(tokenizer=tokenizer)
+    data = load_rerank_set(str(beir_fixture), "dev", str(beir_fixture / "run.trec"))
+    expected = score_rerank_set(model, data, progress=False)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        scores = score_rerank_set(model, data, progress=False)
+    assert scores.keys() == expected.keys() and any(expected.values())
+    for qid, values in expected.items():
+        torch.testing.assert_close(torch.tensor(scores[qid]), torch.tensor(values), atol=5e-2, rtol=5e-2)

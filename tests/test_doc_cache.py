@@ -109,3 +109,17 @@ def test_similarity_from_stored_tokens_equals_padding_then_matmul(tmp_path, mode
     store = cache._chunk(0)
     one = store.similarity(query, ["d3", "d1"])[0]
     torch.testing.assert_close(one, model.similarity(query, store.get(["d3", "d1"])[0]), atol=1e-6, rtol=1e-5)
+
+
+def test_similarity_under_bf16_autocast_matches_float32(tmp_path, model):
+    """Dev selection during bf16 training scores under autocast, where the block GEMM returns bf16: S stays in the
+    query's dtype and equal to the float32 result to bf16 precision (it used to stop with an index_copy_ error)."""
+    cache = build_document_cache(model, CORPUS, tmp_path / "cache", dtype="float32", chunk_docs=6, progress=False)
+    with torch.no_grad():
+        query, _ = model.encode_queries([QUERIES[2]])
+    ids = ["d17", "d2", "d9"]
+    expected, _ = cache.similarity(query, ids)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        similarity, _ = cache.similarity(query, ids)
+    assert similarity.dtype == query.dtype
+    torch.testing.assert_close(similarity, expected, atol=2e-2, rtol=2e-2)
