@@ -26,7 +26,7 @@ from transformers.utils.logging import tqdm
 
 from .data import ArrowTexts, texts_of
 from .embeddings import TokenEmbeddingStore, encode_texts, real_query_rows
-from .utils import eval_mode, write_atomically, write_text_atomically
+from .utils import eval_mode, file_sha256, write_atomically, write_text_atomically
 
 FORMAT = "lite-doc-cache/2"
 DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32, "int8": torch.int8}
@@ -52,11 +52,6 @@ def text_hash(text: str) -> str:
     ('499fbdfdfaae9c96', False)
     """
     return hashlib.blake2b(text.encode("utf-8"), digest_size=8).hexdigest()
-
-
-def file_sha256(path: Path) -> str:
-    with open(path, "rb") as handle:
-        return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
 def _chunk_header(path: Path) -> dict:

@@ -1,10 +1,17 @@
 """Small helpers shared by the scripts and the package (the Hub files keep their own copies to stay self-contained)."""
 
 import contextlib
+import hashlib
 import os
 from pathlib import Path
 
 import torch
+
+
+def file_sha256(path) -> str:
+    with open(path, "rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()
+
 
 # Sequences of similar length run together (speed only): a new group starts once a sequence is shorter than
 # LENGTH_GROUP_RATIO × the group's longest and the group holds LENGTH_GROUP_MIN_ROWS sequences. On CPU a batch

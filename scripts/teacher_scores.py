@@ -15,7 +15,6 @@ the missing parts, then joins them (the parts are removed once the output is com
 
 import argparse
 import gzip
-import hashlib
 import json
 import shlex
 import sys
@@ -30,7 +29,7 @@ from transformers.utils.logging import tqdm  # noqa: E402
 from lite_rerank.cross_encoder import CrossEncoderScorer  # noqa: E402
 from lite_rerank.data import DataError  # noqa: E402
 from lite_rerank.triplets import load_train_dataset, negatives_of  # noqa: E402
-from lite_rerank.utils import inference_dtype, write_atomically, write_text_atomically  # noqa: E402
+from lite_rerank.utils import file_sha256, inference_dtype, write_atomically, write_text_atomically  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -63,11 +62,6 @@ def parse_args(argv=None):
     if not args.output.endswith(".jsonl.gz"):
         parser.error("--output must end in .jsonl.gz")
     return args
-
-
-def file_sha256(path) -> str:
-    with open(path, "rb") as handle:
-        return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
 def scored_row(row: dict, scores: list[float], listwise: bool) -> dict:

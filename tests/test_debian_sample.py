@@ -1,29 +1,21 @@
 """The embedded demo sample's teacher-scored training file: the same triplets as the label file, one finite teacher
 logit per passage, and the hashes its provenance note records."""
 
-import gzip
-import hashlib
 import json
 import math
 
 import yaml
 from conftest import ROOT
 
+from lite_rerank.data import read_jsonl
+from lite_rerank.utils import file_sha256
+
 SAMPLE = ROOT / "data" / "debian-sample"
 
 
-def read_rows(path):
-    with gzip.open(path, "rt", encoding="utf-8") as lines:
-        return [json.loads(line) for line in lines]
-
-
-def sha256(path):
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def test_teacher_file_is_the_label_file_plus_teacher_scores():
-    labels = read_rows(SAMPLE / "triplets.train.jsonl.gz")
-    scored = read_rows(SAMPLE / "triplets.teacher.train.jsonl.gz")
+    labels = [row for _, row in read_jsonl(SAMPLE / "triplets.train.jsonl.gz")]
+    scored = [row for _, row in read_jsonl(SAMPLE / "triplets.teacher.train.jsonl.gz")]
     assert len(scored) == len(labels) == 3000
     for label_row, row in zip(labels, scored):
         assert {k: row[k] for k in ("query", "positive", "negative")} == label_row
@@ -34,8 +26,8 @@ def test_teacher_file_is_the_label_file_plus_teacher_scores():
 
 def test_provenance_matches_the_files():
     provenance = json.loads((SAMPLE / "triplets.teacher.train.provenance.json").read_text())
-    assert provenance["sha256"] == sha256(SAMPLE / "triplets.train.jsonl.gz")
-    assert provenance["output_sha256"] == sha256(SAMPLE / "triplets.teacher.train.jsonl.gz")
+    assert provenance["sha256"] == file_sha256(SAMPLE / "triplets.train.jsonl.gz")
+    assert provenance["output_sha256"] == file_sha256(SAMPLE / "triplets.teacher.train.jsonl.gz")
     assert provenance["rows"] == 3000
 
 
