@@ -168,6 +168,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="learning rate of the scorer / Small-LITE layers / cross-encoder head (default: --lr)",
     )
     optim.add_argument(
+        "--projection-lr",
+        type=float,
+        default=None,
+        help="learning rate of the Small-LITE projection alone (default: --scorer-lr); a fresh projection moving at "
+        "the scorer's rate changes the similarity matrix the scorer is learning from",
+    )
+    optim.add_argument(
         "--freeze-encoder-steps",
         type=int,
         default=0,
@@ -231,6 +238,7 @@ POSITIVE = (
 POSITIVE_OR_NONE = (
     "max_steps",
     "scorer_lr",
+    "projection_lr",
     "stop_after",
     "dev_queries",
     "max_train_rows",
@@ -274,6 +282,8 @@ def parse_args(argv=None) -> argparse.Namespace:
             "interaction student (--scorer lite or maxsim: each passage is encoded once and scored by "
             "every query)"
         )
+    if args.projection_lr and not args.projection_dim:
+        parser.error("--projection-lr sets the Small-LITE projection's learning rate: it needs --projection-dim")
     if Path(args.output_dir).exists() and not Path(args.output_dir).is_dir():
         parser.error(f"--output-dir {args.output_dir} is a file, not a folder")
     return args
@@ -402,11 +412,16 @@ def get_dataloader(args, train_data, tokenizer, teacher_tokenizer, processes: in
 
 def build_optimizer(args, model, max_steps: int, processes: int):
     """AdamW: the encoder at --lr (frozen for --freeze-encoder-steps), the rest (scorer, Small-LITE layers,
-    cross-encoder head) at --scorer-lr; linear warm-up and decay."""
+    cross-encoder head) at --scorer-lr, the Small-LITE projection at --projection-lr when given; linear warm-up
+    and decay."""
     is_encoder = {id(p) for p in model.base_model.parameters()}  # LITE's encoder, or the cross-encoder's BERT
+    projection = getattr(model, "projection", None) if args.projection_lr else None
+    is_projection = {id(p) for p in projection.parameters()} if projection is not None else set()
+    scorer_lr = args.scorer_lr or args.lr
     groups = [
         {"params": [p for p in model.parameters() if id(p) in is_encoder], "lr": args.lr},
-        {"params": [p for p in model.parameters() if id(p) not in is_encoder], "lr": args.scorer_lr or args.lr},
+        {"params": [p for p in model.parameters() if id(p) not in is_encoder | is_projection], "lr": scorer_lr},
+        {"params": [p for p in model.parameters() if id(p) in is_projection], "lr": args.projection_lr},
     ]
     optimizer = torch.optim.AdamW([g for g in groups if g["params"]], weight_decay=args.weight_decay)
     warmup = args.warmup_steps if args.warmup_steps is not None else max_steps // 10
@@ -417,7 +432,7 @@ def build_optimizer(args, model, max_steps: int, processes: int):
         (max_steps - args.freeze_encoder_steps) * processes,
         delay=args.freeze_encoder_steps * processes,
     )
-    schedules = [encoder_schedule, schedule][: len(optimizer.param_groups)]
+    schedules = [s for s, group in zip([encoder_schedule, schedule, schedule], groups) if group["params"]]
     return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, schedules)
 
 
