@@ -12,3 +12,4 @@ _spec.loader.exec_module(_product)
 ROOT = _product.ROOT
 minilm_path, tokenizer, saved_tiny_model = _product.minilm_path, _product.tokenizer, _product.saved_tiny_model
 tiny_encoder_dir = _product.tiny_encoder_dir
+tiny_model, QUERIES, DOCUMENTS = _product.tiny_model, _product.QUERIES, _product.DOCUMENTS
