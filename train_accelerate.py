@@ -46,7 +46,7 @@ from lite_rerank.cross_encoder import CrossEncoderScorer, cross_encoder_logits, 
 from lite_rerank.data import DataError, load_rerank_set
 from lite_rerank.evaluation import compute_metrics, load_metrics, score_rerank_set
 from lite_rerank.losses import LOSSES
-from lite_rerank.teacher import CrossEncoderTeacher, TeacherScoreCache
+from lite_rerank.teacher import TEACHER_SCORES_IN_DATA, CrossEncoderTeacher, TeacherScoreCache
 from lite_rerank.triplets import IndexedTriplets, TripletCollator, load_train_dataset
 from lite_rerank.utils import write_text_atomically
 from modeling_lite import LiteModel
@@ -440,15 +440,15 @@ class TeacherScores:
     """Teacher scores of a batch (batch, 1 + k): carried by the data, or computed on the fly by `--teacher` and kept
     in a disk cache (OUTPUT_DIR/teacher-cache), so a resumed run or a second epoch does not recompute them."""
 
-    def __init__(self, teacher=None, cache=None):
-        self.teacher, self.cache = teacher, cache
+    def __init__(self, source: str, teacher=None, cache=None):
+        self.source, self.teacher, self.cache = source, teacher, cache  # source: what training_summary.json names
 
     @classmethod
     def create(cls, args, train_data, loss_fn, accelerator):
         if not loss_fn.needs_teacher:
             return None
         if "teacher_positive" in train_data.column_names:
-            return cls()
+            return cls(TEACHER_SCORES_IN_DATA)
         teacher = CrossEncoderTeacher(args.teacher, accelerator.device)
         meta = {
             "teacher": args.teacher,
@@ -458,7 +458,7 @@ class TeacherScores:
             "fingerprint": train_data._fingerprint,
         }
         folder = args.teacher_cache or Path(args.output_dir) / "teacher-cache"
-        return cls(teacher, TeacherScoreCache(folder, meta, accelerator.process_index))
+        return cls(args.teacher, teacher, TeacherScoreCache(folder, meta, accelerator.process_index))
 
     @property
     def tokenizer(self):
@@ -490,6 +490,13 @@ def student_scores(model, batch, in_batch_negatives: int = 0) -> torch.Tensor:
     ).logits
 
 
+def training_summary(args, accelerator, teacher, step: int, **extra) -> dict:
+    """What best/training_summary.json records; the model card reads it (teacher: where the distillation targets
+    came from, None without distillation)."""
+    source = teacher.source if teacher is not None else None
+    return {"step": step, **extra, "num_processes": accelerator.num_processes, "teacher": source, "args": vars(args)}
+
+
 def save_model(accelerator, model, tokenizer, folder, info: dict):
     """`save_pretrained` + tokenizer + a training summary into `folder`, swapped in atomically."""
     if not accelerator.is_main_process:
@@ -509,8 +516,9 @@ class DevSelection:
     `gather_for_metrics`): the best model so far is saved to best/; --patience evaluations without a better MRR@10
     stop the run. Non-finite scores stop the run and never reach best/."""
 
-    def __init__(self, args, accelerator, dev_set, tokenizer):
+    def __init__(self, args, accelerator, dev_set, tokenizer, teacher):
         self.args, self.accelerator, self.dev_set, self.tokenizer = args, accelerator, dev_set, tokenizer
+        self.teacher = teacher
         self.metrics = load_metrics()
         self.query_loader = accelerator.prepare_data_loader(DataLoader(range(len(dev_set.queries)), batch_size=16))
 
@@ -549,12 +557,7 @@ class DevSelection:
                 model,
                 self.tokenizer,
                 Path(self.args.output_dir) / "best",
-                {
-                    "step": progress.step,
-                    "dev": dev,
-                    "num_processes": self.accelerator.num_processes,
-                    "args": vars(self.args),
-                },
+                training_summary(self.args, self.accelerator, self.teacher, progress.step, dev=dev),
             )
         else:
             progress.evals_without_improvement += 1
@@ -669,14 +672,14 @@ def optimizer_step(accelerator, model, optimizer, scheduler, loss, max_grad_norm
     optimizer.zero_grad()
 
 
-def finish(args, accelerator, model, tokenizer, progress, dev, finished: bool, paused: bool, already_done: bool):
+def finish(args, accelerator, model, tokenizer, teacher, progress, dev, finished, paused, already_done):
     """End of a session: report, and without a dev set keep the last model (a rerun of a finished run keeps what it
     saved)."""
     output_dir = Path(args.output_dir)
     if paused and not finished:
         accelerator.print(f"paused at step {progress.step} (--stop-after); rerun to continue")
     elif dev is None and not (already_done and (output_dir / "best").is_dir()):
-        info = {"step": progress.step, "num_processes": accelerator.num_processes, "args": vars(args)}
+        info = training_summary(args, accelerator, teacher, progress.step)
         save_model(accelerator, model, tokenizer, output_dir / "best", info)
     accelerator.wait_for_everyone()
     if finished:
@@ -706,7 +709,7 @@ def training_function(args) -> TrainingProgress:
     resume_from = prepare_output_dir(args, accelerator)  # every input is checked by now
     optimizer, scheduler = build_optimizer(args, model, max_steps, processes)
     model, optimizer, train_loader, scheduler = accelerator.prepare(model, optimizer, train_loader, scheduler)
-    dev = DevSelection(args, accelerator, dev_set, tokenizer) if dev_set is not None else None
+    dev = DevSelection(args, accelerator, dev_set, tokenizer, teacher) if dev_set is not None else None
     progress = TrainingProgress()
     accelerator.register_for_checkpointing(progress)
     if resume_from is not None:
@@ -759,7 +762,7 @@ def training_function(args) -> TrainingProgress:
         else:
             progress.epoch, progress.batch_in_epoch = progress.epoch + 1, 0
     bar.close()
-    finish(args, accelerator, model, tokenizer, progress, dev, finished, paused, already_done)
+    finish(args, accelerator, model, tokenizer, teacher, progress, dev, finished, paused, already_done)
     return progress
 
 

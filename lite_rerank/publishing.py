@@ -11,6 +11,7 @@ from pathlib import Path
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from .evaluation import results_table
+from .teacher import TEACHER_SCORES_IN_DATA
 
 ROOT = Path(__file__).resolve().parents[1]
 CARD_TEMPLATE = ROOT / "model_card" / "template.md"
@@ -134,7 +135,15 @@ def training_description(summary: dict) -> str:
     args = summary.get("args", {})
     if not args:
         return "No training summary was found next to the weights."
-    teacher = f" from the cross-encoder `{args.get('teacher')}`" if args.get("loss") in ("margin_mse", "kl") else ""
+    teacher = ""
+    if args.get("loss") in ("margin_mse", "kl"):
+        # Summaries before "teacher" was recorded name --teacher even when the rows carried the scores.
+        source = summary.get("teacher", args.get("teacher"))
+        teacher = (
+            f" from {source}"
+            if source == TEACHER_SCORES_IN_DATA
+            else f" from the cross-encoder `{display_name(str(source))}`"
+        )
     return (
         f"Trained with `train_accelerate.py` from the `{display_name(str(args.get('encoder')))}` encoder on "
         f"`{display_name(str(args.get('train_data')))}` "

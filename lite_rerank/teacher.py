@@ -8,6 +8,9 @@ import torch
 from .cross_encoder import CrossEncoderScorer, cross_encoder_logits
 from .utils import inference_dtype
 
+# What a training summary names as the teacher when the training rows carry its scores (scripts/teacher_scores.py).
+TEACHER_SCORES_IN_DATA = "the teacher scores carried by the training data"
+
 
 class CrossEncoderTeacher:
     """A sequence-classification cross-encoder (default `cross-encoder/ms-marco-MiniLM-L-6-v2`, or one trained by

@@ -133,7 +133,7 @@ def test_two_processes_shard_the_data_and_agree_on_dev_metrics(
     assert len(shards[0]) == len(shards[1]) == 12 and not shards[0] & shards[1]
     assert shards[0] | shards[1] == set(range(24))
     summary = json.loads((output / "best" / "training_summary.json").read_text())
-    assert summary["num_processes"] == 2 and summary["step"] == 3
+    assert summary["num_processes"] == 2 and summary["step"] == 3 and summary["teacher"] == str(teacher_dir)
     # The dev MRR@10 gathered from two processes equals a single-process evaluation of best/.
     import eval_rerank
 
@@ -154,6 +154,33 @@ def test_two_processes_shard_the_data_and_agree_on_dev_metrics(
     assert [r["step"] for r in log if "loss" in r] == [1, 2, 3] and all(
         r["pairs_per_s"] > 0 for r in log if "loss" in r
     )
+
+
+def test_a_student_of_scores_in_the_data_is_not_credited_to_the_default_teacher(tmp_path, tiny_encoder_dir):
+    from lite_rerank.publishing import training_description
+
+    rows = [
+        {
+            "query": f"{QUERIES[i % 3]} {i}",
+            "positive": DOCUMENTS[i % 3],
+            "negative": DOCUMENTS[(i + 1) % 4],
+            "teacher_positive": 3.0,
+            "teacher_negative": -1.0,
+        }
+        for i in range(12)
+    ]
+    data = write_jsonl(tmp_path / "scored.jsonl", rows)
+    output = tmp_path / "run"
+    launch(tiny_run(tiny_encoder_dir, data, output, "--loss", "margin_mse", "--batch-size", "4", "--max-steps", "1"))
+    summary = json.loads((output / "best" / "training_summary.json").read_text())
+    assert summary["args"]["teacher"] == "cross-encoder/ms-marco-MiniLM-L-6-v2"  # the flag's default, never used
+    assert summary["teacher"] == "the teacher scores carried by the training data"
+    description = training_description(summary)
+    assert "from the teacher scores carried by the training data" in description
+    assert "ms-marco" not in description
+    # a summary written before "teacher" was recorded still names --teacher, as it always did
+    older = {key: value for key, value in summary.items() if key != "teacher"}
+    assert "`cross-encoder/ms-marco-MiniLM-L-6-v2`" in training_description(older)
 
 
 @pytest.mark.slow
@@ -574,7 +601,6 @@ def test_a_diverging_run_stops_before_the_weights_turn_non_finite(tmp_path, tiny
 
 def test_dev_scores_that_are_not_finite_stop_the_run_and_never_reach_best(tmp_path, tokenizer, beir_fixture):
     from accelerate import Accelerator
-    from conftest import tiny_model
 
     from lite_rerank.data import load_rerank_set
 
@@ -587,6 +613,7 @@ def test_dev_scores_that_are_not_finite_stop_the_run_and_never_reach_best(tmp_pa
         Accelerator(cpu=True),
         load_rerank_set(str(beir_fixture), "dev", str(beir_fixture / "run.trec")),
         tokenizer,
+        teacher=None,
     )
     progress = train_accelerate.TrainingProgress()
     with pytest.raises(SystemExit, match="dev scores are not finite"):
