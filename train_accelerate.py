@@ -436,6 +436,14 @@ def build_optimizer(args, model, max_steps: int, processes: int):
     return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, schedules)
 
 
+def learning_rates(scheduler) -> dict:
+    """The current rates by build_optimizer's groups: encoder, then scorer (MaxSim without Small-LITE layers has no
+    second group), then the projection when --projection-lr gave it its own."""
+    rates = scheduler.get_last_lr()
+    named = {"lr": rates[0], "scorer_lr": rates[min(1, len(rates) - 1)]}
+    return named | ({"projection_lr": rates[2]} if len(rates) > 2 else {})
+
+
 class TeacherScores:
     """Teacher scores of a batch (batch, 1 + k): carried by the data, or computed on the fly by `--teacher` and kept
     in a disk cache (OUTPUT_DIR/teacher-cache), so a resumed run or a second epoch does not recompute them."""
@@ -623,8 +631,7 @@ class MetricsLog:
         record = {
             "epoch": epoch,
             "loss": loss.item(),
-            "lr": scheduler.get_last_lr()[0],
-            "scorer_lr": scheduler.get_last_lr()[-1],
+            **learning_rates(scheduler),
             "pairs_per_s": self.steps * self.pairs_per_step / (time.perf_counter() - self.since),
         }
         if self.accelerator.scaler is not None:

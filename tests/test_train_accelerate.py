@@ -390,6 +390,8 @@ def test_projection_lr_gives_the_small_lite_projection_its_own_group(projection_
     assert {lr_of[id(p)] for p in model.lite_scorer.parameters()} == {1e-3}
     assert {lr_of[id(p)] for p in model.projection.parameters()} == {projection_lr or 1e-3}
     assert len(optimizer.param_groups) == (3 if projection_lr else 2)
+    logged = train_accelerate.learning_rates(scheduler)  # what metrics.jsonl records
+    assert logged == {"lr": 2e-5, "scorer_lr": 1e-3} | ({"projection_lr": projection_lr} if projection_lr else {})
 
 
 @pytest.mark.slow
