@@ -413,17 +413,7 @@ def get_dataloader(args, train_data, tokenizer, teacher_tokenizer, processes: in
 def build_optimizer(args, model, max_steps: int, processes: int):
     """AdamW: the encoder at --lr (frozen for --freeze-encoder-steps), the rest (scorer, Small-LITE layers,
     cross-encoder head) at --scorer-lr, the Small-LITE projection at --projection-lr when given; linear warm-up
-    and decay."""
-    is_encoder = {id(p) for p in model.base_model.parameters()}  # LITE's encoder, or the cross-encoder's BERT
-    projection = getattr(model, "projection", None) if args.projection_lr else None
-    is_projection = {id(p) for p in projection.parameters()} if projection is not None else set()
-    scorer_lr = args.scorer_lr or args.lr
-    groups = [
-        {"params": [p for p in model.parameters() if id(p) in is_encoder], "lr": args.lr},
-        {"params": [p for p in model.parameters() if id(p) not in is_encoder | is_projection], "lr": scorer_lr},
-        {"params": [p for p in model.parameters() if id(p) in is_projection], "lr": args.projection_lr},
-    ]
-    optimizer = torch.optim.AdamW([g for g in groups if g["params"]], weight_decay=args.weight_decay)
+    and decay. Also returns the groups' names, which metrics.jsonl gives their rates (see `learning_rates`)."""
     warmup = args.warmup_steps if args.warmup_steps is not None else max_steps // 10
     # A prepared scheduler steps once per process per optimizer step: size it accordingly.
     schedule = linear_schedule(warmup * processes, max_steps * processes)
@@ -432,16 +422,31 @@ def build_optimizer(args, model, max_steps: int, processes: int):
         (max_steps - args.freeze_encoder_steps) * processes,
         delay=args.freeze_encoder_steps * processes,
     )
-    schedules = [s for s, group in zip([encoder_schedule, schedule, schedule], groups) if group["params"]]
-    return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, schedules)
+    is_encoder = {id(p) for p in model.base_model.parameters()}  # LITE's encoder, or the cross-encoder's BERT
+    projection = getattr(model, "projection", None) if args.projection_lr else None
+    is_projection = {id(p) for p in projection.parameters()} if projection is not None else set()
+    groups = {  # name: (parameters, rate, schedule); a group without parameters is left out
+        "lr": ([p for p in model.parameters() if id(p) in is_encoder], args.lr, encoder_schedule),
+        "scorer_lr": (
+            [p for p in model.parameters() if id(p) not in is_encoder | is_projection],
+            args.scorer_lr or args.lr,
+            schedule,
+        ),
+        "projection_lr": ([p for p in model.parameters() if id(p) in is_projection], args.projection_lr, schedule),
+    }
+    groups = {name: group for name, group in groups.items() if group[0]}
+    optimizer = torch.optim.AdamW(
+        [{"params": params, "lr": lr} for params, lr, _ in groups.values()], weight_decay=args.weight_decay
+    )
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, [schedule for _, _, schedule in groups.values()])
+    return optimizer, scheduler, list(groups)
 
 
-def learning_rates(scheduler) -> dict:
-    """The current rates by build_optimizer's groups: encoder, then scorer (MaxSim without Small-LITE layers has no
-    second group), then the projection when --projection-lr gave it its own."""
-    rates = scheduler.get_last_lr()
-    named = {"lr": rates[0], "scorer_lr": rates[min(1, len(rates) - 1)]}
-    return named | ({"projection_lr": rates[2]} if len(rates) > 2 else {})
+def learning_rates(scheduler, names: list[str]) -> dict:
+    """The current rate of each of build_optimizer's groups by name; `scorer_lr` is the encoder's where nothing but
+    the encoder trains (MaxSim without Small-LITE layers), as metrics.jsonl always recorded it."""
+    rates = dict(zip(names, scheduler.get_last_lr(), strict=True))
+    return {"lr": rates["lr"], "scorer_lr": rates.get("scorer_lr", rates["lr"])} | rates
 
 
 class TeacherScores:
@@ -608,8 +613,8 @@ class MetricsLog:
     """metrics.jsonl (main process): one JSON record per line, never NaN; loss and throughput averaged over the
     steps since the previous record."""
 
-    def __init__(self, path, accelerator, args, max_steps: int):
-        self.path, self.accelerator = Path(path), accelerator
+    def __init__(self, path, accelerator, args, max_steps: int, rate_names: list[str]):
+        self.path, self.accelerator, self.rate_names = Path(path), accelerator, rate_names
         self.pairs_per_step = args.batch_size * (1 + args.hard_negatives)
         self.every, self.max_steps = args.log_every, max_steps
         self.loss, self.steps, self.since = 0.0, 0, time.perf_counter()
@@ -631,7 +636,7 @@ class MetricsLog:
         record = {
             "epoch": epoch,
             "loss": loss.item(),
-            **learning_rates(scheduler),
+            **learning_rates(scheduler, self.rate_names),
             "pairs_per_s": self.steps * self.pairs_per_step / (time.perf_counter() - self.since),
         }
         if self.accelerator.scaler is not None:
@@ -714,7 +719,7 @@ def training_function(args) -> TrainingProgress:
         raise SystemExit(f"{len(train_data)} training rows do not fill one batch of {args.batch_size}")
     max_steps = args.max_steps or steps_per_epoch * args.num_epochs
     resume_from = prepare_output_dir(args, accelerator)  # every input is checked by now
-    optimizer, scheduler = build_optimizer(args, model, max_steps, processes)
+    optimizer, scheduler, rate_names = build_optimizer(args, model, max_steps, processes)
     model, optimizer, train_loader, scheduler = accelerator.prepare(model, optimizer, train_loader, scheduler)
     dev = DevSelection(args, accelerator, dev_set, tokenizer, teacher) if dev_set is not None else None
     progress = TrainingProgress()
@@ -726,7 +731,7 @@ def training_function(args) -> TrainingProgress:
         f"{len(train_data)} training rows, {processes} process(es), {steps_per_epoch} steps/epoch, "
         f"{max_steps} steps, precision {accelerator.mixed_precision}, device {accelerator.device}"
     )
-    log = MetricsLog(output_dir / "metrics.jsonl", accelerator, args, max_steps)
+    log = MetricsLog(output_dir / "metrics.jsonl", accelerator, args, max_steps, rate_names)
     finished = already_done = progress.step >= max_steps or progress.stopped_early
     if resume_from is not None and not already_done:
         log(progress.step, {"event": "resumed", "checkpoint": resume_from.name})  # later steps may repeat earlier ones

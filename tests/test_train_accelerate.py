@@ -379,7 +379,7 @@ def test_projection_lr_gives_the_small_lite_projection_its_own_group(projection_
     flags = ["--scorer-lr", "1e-3", "--lr", "2e-5", "--max-steps", "10", "--projection-dim", "8"]
     args = train_accelerate.parse_args(flags + (["--projection-lr", str(projection_lr)] if projection_lr else []))
     model = tiny_model(projection_dim=8)
-    optimizer, scheduler = train_accelerate.build_optimizer(args, model, max_steps=10, processes=1)
+    optimizer, scheduler, rate_names = train_accelerate.build_optimizer(args, model, max_steps=10, processes=1)
     lr_of = {id(p): group["lr"] for group in optimizer.param_groups for p in group["params"]}
     assert len(lr_of) == sum(1 for _ in model.parameters())  # every parameter in exactly one group
     assert {lr_of[id(p)] for p in model.encoder.parameters()} == {0.0}  # warm-up starts at 0 ...
@@ -390,8 +390,23 @@ def test_projection_lr_gives_the_small_lite_projection_its_own_group(projection_
     assert {lr_of[id(p)] for p in model.lite_scorer.parameters()} == {1e-3}
     assert {lr_of[id(p)] for p in model.projection.parameters()} == {projection_lr or 1e-3}
     assert len(optimizer.param_groups) == (3 if projection_lr else 2)
-    logged = train_accelerate.learning_rates(scheduler)  # what metrics.jsonl records
+    logged = train_accelerate.learning_rates(scheduler, rate_names)  # what metrics.jsonl records
     assert logged == {"lr": 2e-5, "scorer_lr": 1e-3} | ({"projection_lr": projection_lr} if projection_lr else {})
+
+
+@pytest.mark.parametrize(
+    "flags, names", [([], ["lr"]), (["--projection-dim", "8", "--projection-lr", "1e-4"], ["lr", "projection_lr"])]
+)
+def test_maxsim_logs_each_rate_under_its_own_name(flags, names):
+    args = train_accelerate.parse_args(["--scorer", "maxsim", "--lr", "2e-5", "--max-steps", "10", *flags])
+    model = tiny_model(scorer="maxsim", projection_dim=8 if flags else None)
+    optimizer, scheduler, rate_names = train_accelerate.build_optimizer(args, model, max_steps=10, processes=1)
+    assert rate_names == names and len(optimizer.param_groups) == len(names)
+    optimizer.step()
+    scheduler.step()  # past the 1-step warm-up: every group at its full rate
+    logged = train_accelerate.learning_rates(scheduler, rate_names)
+    # no scorer parameters: scorer_lr is the encoder's rate, as metrics.jsonl always recorded it for MaxSim
+    assert logged == {"lr": 2e-5, "scorer_lr": 2e-5} | ({"projection_lr": 1e-4} if flags else {})
 
 
 @pytest.mark.slow
