@@ -52,7 +52,7 @@ def main(argv=None):
     else:
         torch.manual_seed(args.seed)
         model = LiteModel.from_encoder(args.encoder, scorer="maxsim", projection_dim=args.projection_dim)
-    view = maxsim_view(model)
+    view = model if model.config.scorer == "maxsim" else maxsim_view(model)  # --encoder builds MaxSim already
     view.save_pretrained(output)
     print(f"MaxSim on the embeddings of {args.model or args.encoder}: {output}")
 
