@@ -22,18 +22,17 @@ import resource
 import sys
 from pathlib import Path
 
-import torch
 from accelerate.utils import gather_object
 from transformers import AutoModel
 
+from lite_rerank import hardware
 from lite_rerank.cross_encoder import CrossEncoderScorer, is_cross_encoder
 from lite_rerank.data import DataError, load_rerank_set, write_trec_run
 from lite_rerank.doc_cache import CacheError, build_document_cache
 from lite_rerank.evaluation import compute_metrics, load_metrics, rankings, results_table, score_rerank_set
-from lite_rerank.utils import inference_dtype, process_state
+from lite_rerank.utils import file_sha256, process_state, write_atomically, write_text_atomically
 
 ROOT = Path(__file__).resolve().parent
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 def parse_args(argv=None):
@@ -63,12 +62,7 @@ def parse_args(argv=None):
     parser.add_argument("--output", default=None, help="results JSON; TREC runs are written next to it")
     parser.add_argument("--batch-size", type=int, default=64, help="texts per encoder batch")
     parser.add_argument("--device", default=None, help="default: this process's accelerator device, else cpu")
-    parser.add_argument(
-        "--dtype",
-        default="auto",
-        choices=["auto", *DTYPES],
-        help="model dtype; auto = float16 on CUDA, float32 on CPU",
-    )
+    hardware.add_arguments(parser, "--dtype", "the models score in")
     parser.add_argument("--query-max-length", type=int, default=30, help="L1 of --zero-shot-encoder rows")
     parser.add_argument("--doc-max-length", type=int, default=200, help="L2 of --zero-shot-encoder rows")
     parser.add_argument(
@@ -93,7 +87,7 @@ def parse_args(argv=None):
     )
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
     args = parser.parse_args(argv)
-    for name in ("batch_size", "max_queries", "max_docs_in_memory"):
+    for name in ("batch_size", "max_queries", "max_docs_in_memory", "threads"):
         if getattr(args, name) is not None and getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
     if args.output and Path(args.output).is_dir():
@@ -130,9 +124,7 @@ def check_model_spec(flag: str, spec: str) -> tuple[str, str]:
     return name, path
 
 
-def load_model(name: str, path: str, args, zero_shot: bool = False):
-    device = args.device or str(process_state().device)
-    dtype = DTYPES.get(args.dtype) or inference_dtype(device)
+def load_model(name: str, path: str, args, device: str, dtype, zero_shot: bool = False):
     try:
         if zero_shot:
             from modeling_lite import LiteModel
@@ -154,6 +146,51 @@ def file_tag(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", name)
 
 
+FIRST_STAGE = "first-stage"  # the row of the candidates' own order
+ROW_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9 ._+()-]*")
+
+
+def check_row_names(rows: list[tuple[str, str]]):
+    """Every row (flag and name) needs a name of its own and a TREC file of its own: no reserved, repeated or path-like
+    names, and no two names that map to one file (`a b` and `a_b`; case is ignored, as some file systems do)."""
+    tags: dict[str, str] = {}
+    for flag, name in rows:
+        if name.lower() == FIRST_STAGE:
+            raise SystemExit(f"{flag} {name}=…: {FIRST_STAGE!r} names the first stage's own row; choose another name")
+        if not ROW_NAME.fullmatch(name) or ".." in name:
+            raise SystemExit(
+                f"{flag} {name!r}=…: a row name is letters, digits, spaces and . _ + ( ) -, starting with a letter or "
+                "digit, without '..' (it names the row's TREC file and doc-cache folder)"
+            )
+        tag = file_tag(name).lower()
+        if tag in tags:
+            same = "twice" if tags[tag] == name else f"and {tags[tag]!r} (one file name, {file_tag(name)!r})"
+            raise SystemExit(
+                f"{flag}: the row name {name!r} is given {same}; name each model with NAME=PATH (e.g. "
+                "--model exp1-lite=exp1/lite/best --model exp2-lite=exp2/lite/best)"
+            )
+        tags[tag] = name
+
+
+def output_paths(output: Path, names) -> list[Path]:
+    """What --output writes: a TREC run per row (first stage included), then the results JSON."""
+    return [output.with_name(f"{output.stem}.{file_tag(name)}.trec") for name in [FIRST_STAGE, *names]] + [output]
+
+
+def check_outputs_spare_inputs(outputs: list[Path], args, model_paths):
+    """Refused before any work: an output that would replace an input file (the run, the data, a model's files)."""
+    inputs = [Path(args.data), *(Path(path) for path in model_paths)] + ([Path(args.run)] if args.run else [])
+    files = set()
+    for path in inputs:
+        files |= {p.resolve() for p in path.rglob("*") if p.is_file()} if path.is_dir() else {path.resolve()}
+    for output in outputs:
+        if output.resolve() in files:
+            raise SystemExit(
+                f"--output {args.output} would write {output}, which is an input of this run; choose another --output "
+                "(nothing was written)"
+            )
+
+
 def main(argv=None):
     args = parse_args(argv)
     state = process_state()
@@ -162,11 +199,19 @@ def main(argv=None):
         ((f"{name} (zero-shot MaxSim)", path), True)
         for name, path in (check_model_spec("--zero-shot-encoder", spec) for spec in args.zero_shot_encoder)
     ]
+    check_row_names([("--zero-shot-encoder" if zero_shot else "--model", name) for (name, _), zero_shot in specs])
+    if args.output:
+        outputs = output_paths(Path(args.output), [name for (name, _), _ in specs])
+        check_outputs_spare_inputs(outputs, args, [path for (_, path), _ in specs if Path(path).exists()])
     try:
         rerank_set = load_rerank_set(args.data, args.split, args.run, args.max_queries)
     except DataError as error:
         raise SystemExit(f"error: {error}") from None
-    models = [(name, load_model(name, path, args, zero_shot)) for (name, path), zero_shot in specs]  # all, first
+    device = args.device or str(state.device)
+    hardware.set_threads(args.threads, log=lambda line: state.print(line, file=sys.stderr))
+    dtype = hardware.choose_dtype(args.dtype, device)
+    state.print(hardware.precision_note(dtype, args.dtype, device), file=sys.stderr)
+    models = [(name, load_model(name, path, args, device, dtype, zero_shot)) for (name, path), zero_shot in specs]
     depth = rerank_set.depth
     if state.is_main_process:
         print(
@@ -176,10 +221,11 @@ def main(argv=None):
         )
         for problem, count in rerank_set.counts.items():
             if count:
-                print(f"note: {count} {problem.replace('_', ' ')}", file=sys.stderr)
+                loud = problem in ("judged_documents_missing_from_corpus", "queries_with_empty_text")
+                print(f"{'WARNING' if loud else 'note'}: {count} {problem.replace('_', ' ')}", file=sys.stderr)
     with state.split_between_processes(list(rerank_set.queries)) as qids:
         shard = rerank_set.subset(qids)
-    all_scores = {"first-stage": rerank_set.first_stage_scores}
+    all_scores = {FIRST_STAGE: rerank_set.first_stage_scores}
     for name, model in models:
         state.print(f"scoring with {name}", file=sys.stderr)
         doc_store = None
@@ -248,17 +294,28 @@ def main(argv=None):
                 "counts": rerank_set.counts,
             },
             "protocol": rerank_set.protocol,
+            "precision": {"dtype": hardware.dtype_name(dtype), "requested": args.dtype},
+            "hardware": hardware.describe(device),
             "processes": {
                 "count": state.num_processes,
                 "queries_per_process": queries_per_process,
                 "peak_memory_mb_main_process": round(peak_mb),
             },
         }
-        output.write_text(json.dumps(report, indent=2) + "\n")
-        for name, scores in all_scores.items():
+        report["model_files"] = {name: model_files(path) for (name, path), zero_shot in specs if not zero_shot}
+        # The runs first, the JSON last, each complete before it replaces anything: a full disk never leaves a new
+        # results file beside half-written runs, nor loses the previous results.
+        for path, (name, scores) in zip(outputs, all_scores.items()):
             tag = file_tag(name)
-            write_trec_run(output.with_name(f"{output.stem}.{tag}.trec"), rankings(rerank_set, scores), tag)
+            write_atomically(path, lambda tmp: write_trec_run(tmp, rankings(rerank_set, scores), tag))
+        write_text_atomically(output, json.dumps(report, indent=2) + "\n")
     return results
+
+
+def model_files(path: str) -> dict:
+    """Which model a results row is: its path and the sha256 of its weights (push_to_hub.py checks it)."""
+    weights = Path(path) / "model.safetensors"
+    return {"path": path, "weights_sha256": file_sha256(weights) if weights.is_file() else None}
 
 
 def _finite(value: float) -> bool:

@@ -6,16 +6,23 @@ Payloads, as sent by the Hugging Face inference toolkit for sentence ranking:
         → [{"index": i, "score": s[, "text": "..."]}, ...] sorted by score, best first
     {"inputs": [["query", "passage"], ...]}
         → {"scores": [s, ...]} in input order
+`parameters` may hold batch_size, top_k (keep the best k) and return_documents; any other key is refused.
 Scores are the model's raw relevance logits (higher is more relevant; no sigmoid). A request holds at most
-MAX_TEXTS passages or pairs, and batch_size is at most MAX_BATCH_SIZE: a bad request fails with a message naming
-the field, before any work.
+MAX_TEXTS passages or pairs and MAX_CHARS characters, and batch_size is at most MAX_BATCH_SIZE: a bad request fails
+with a message naming the field, before any work.
 """
+
+import math
 
 import torch
 from transformers import AutoModel
 
 MAX_TEXTS = 1024
 MAX_BATCH_SIZE = 256
+# Characters per request, all texts together: the tokenizer reads a text whole before truncating it (a 5 MB passage
+# costs ~10 s of CPU for its first 200 tokens), so a request is capped before any work.
+MAX_CHARS = 2_000_000
+PARAMETERS = {"batch_size", "top_k", "return_documents"}
 
 
 class EndpointHandler:
@@ -31,7 +38,11 @@ class EndpointHandler:
         inputs, parameters = data["inputs"], data.get("parameters") or {}
         if not isinstance(parameters, dict):
             raise ValueError(f'"parameters" must be a JSON object, got {type(parameters).__name__}')
+        unknown = sorted(set(parameters) - PARAMETERS)
+        if unknown:
+            raise ValueError(f'"parameters" holds {unknown}; this endpoint reads {sorted(PARAMETERS)}')
         batch_size = positive_int(parameters.get("batch_size", 32), "parameters.batch_size", MAX_BATCH_SIZE)
+        check_size(inputs)
         if isinstance(inputs, dict):
             query, texts = inputs.get("query"), inputs.get("texts")
             if not isinstance(query, str) or not query:
@@ -43,7 +54,11 @@ class EndpointHandler:
             return_documents = boolean(
                 inputs.get("return_documents", parameters.get("return_documents", False)), "return_documents"
             )
-            ranked = self.model.rerank(query, texts, batch_size=batch_size, return_documents=return_documents)
+            top_k = parameters.get("top_k")
+            top_k = None if top_k is None else positive_int(top_k, "parameters.top_k", MAX_TEXTS)
+            ranked = self.model.rerank(
+                query, texts, top_n=top_k, batch_size=batch_size, return_documents=return_documents
+            )
             return [
                 {"index": r["index"], "score": r["score"], **({"text": r["document"]} if return_documents else {})}
                 for r in ranked
@@ -63,11 +78,31 @@ def positive_int(value, field: str, maximum: int) -> int:
     if (
         isinstance(value, bool)
         or not isinstance(value, (int, float))
+        or not math.isfinite(value)  # NaN / Infinity, which JSON parsers accept
         or value != int(value)
         or not 1 <= value <= maximum
     ):
         raise ValueError(f'"{field}" must be an integer from 1 to {maximum}, got {value!r}')
     return int(value)
+
+
+def check_size(inputs):
+    """Refuse a request whose texts hold more than MAX_CHARS characters in all."""
+    texts = [inputs.get("query"), *(inputs.get("texts") or [])] if isinstance(inputs, dict) else inputs
+    total = sum(len(text) for text in _strings(texts))
+    if total > MAX_CHARS:
+        raise ValueError(
+            f"the request holds {total:,} characters of text; at most {MAX_CHARS:,} per request (a passage is read "
+            "up to its first few hundred tokens: send that part)"
+        )
+
+
+def _strings(value):
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, (list, tuple)):
+        for item in value:
+            yield from _strings(item)
 
 
 def boolean(value, field: str) -> bool:

@@ -12,8 +12,10 @@ Layout: the scorers (one call signature, `(similarity, doc_mask) → scores`), t
 (a mixin: tokenizer, `compute_score`, `rerank`, `from_encoder`), the `LitePreTrainedModel` base, and `LiteModel`.
 """
 
+import contextlib
 import functools
 import importlib
+import os
 
 import torch
 import torch.nn.functional as F
@@ -112,7 +114,8 @@ class LiteMLP(nn.Module):
 
 
 # oneDNN's fused linear (+ ReLU) on CPU: about twice as fast as addmm then relu_ for the scorer's skinny shapes.
-# A private torch op: used only where this build has it, for float32 / bfloat16 on CPU; the plain ops elsewhere.
+# A private torch op: used only where this build has it, for float32 (and bfloat16 where oneDNN runs it) on CPU; the
+# plain ops elsewhere.
 _ONEDNN_LINEAR = getattr(getattr(torch.ops, "mkldnn", None), "_linear_pointwise", None)
 
 
@@ -123,12 +126,23 @@ def _autocast_on_cpu() -> bool:
         return torch.is_autocast_cpu_enabled()
 
 
+@functools.cache
+def _onednn_has_bf16() -> bool:
+    """oneDNN has bf16 primitives on this CPU (AVX512 and newer). On an AVX2-only CPU the fused op fails for bf16
+    ("could not create a primitive descriptor"); LITE_NATIVE_BF16=0 simulates such a CPU (lite_rerank.hardware)."""
+    if os.environ.get("LITE_NATIVE_BF16") == "0":
+        return False
+    check = getattr(getattr(torch.ops, "mkldnn", None), "_is_mkldnn_bf16_supported", None)
+    return bool(check is not None and torch.backends.mkldnn.is_available() and check())
+
+
 def _onednn_applies(x: torch.Tensor, weight: torch.Tensor) -> bool:
-    """The fused op takes its inputs as they are: same dtype for input and weights, no autocast to cast them."""
+    """The fused op takes its inputs as they are: same dtype for input and weights, no autocast to cast them; bf16
+    only where oneDNN runs bf16 on this CPU."""
     return (
         _ONEDNN_LINEAR is not None
         and x.device.type == "cpu"
-        and x.dtype in (torch.float32, torch.bfloat16)
+        and (x.dtype == torch.float32 or (x.dtype == torch.bfloat16 and _onednn_has_bf16()))
         and weight.dtype == x.dtype
         and torch.backends.mkldnn.is_available()
         and not torch.is_grad_enabled()
@@ -396,6 +410,8 @@ def accepts_text(kind: str):
     def decorate(method):
         @functools.wraps(method)
         def wrapper(self, input_ids, attention_mask=None):
+            if isinstance(input_ids, (list, tuple)) and not input_ids:
+                raise ValueError(f"{method.__name__}: the list of texts is empty; pass at least one text.")
             if _is_text(input_ids):
                 input_ids, attention_mask = self._tokenize(input_ids, kind)
             return method(self, input_ids, attention_mask)
@@ -406,6 +422,40 @@ def accepts_text(kind: str):
 
 
 # ---------------------------------------------------------------------------------------------- text API
+
+_KNOWN_SENTENCE = "the quick brown fox jumps over the lazy dog"
+
+
+def check_tokenizer(tokenizer, vocab_size: int, source) -> None:
+    """Refuse a tokenizer that does not fit the encoder: a vocabulary of another size (tokenizer.json missing next to
+    tokenizer_config.json gives transformers 5 a 5-token vocabulary) or one that turns plain English into [UNK]."""
+    size = len(tokenizer)
+    if not vocab_size // 2 <= size <= vocab_size:
+        raise ValueError(
+            f"{source}: its tokenizer has {size} tokens, the encoder's vocabulary {vocab_size}; the tokenizer files "
+            "are missing or from another model (tokenizer.json / vocab.txt): save the encoder's tokenizer there"
+        )
+    ids = tokenizer(_KNOWN_SENTENCE, add_special_tokens=False)["input_ids"]
+    unknown = tokenizer.unk_token_id
+    if not ids or (unknown is not None and ids.count(unknown) * 2 > len(ids)):
+        raise ValueError(
+            f"{source}: its tokenizer turns {_KNOWN_SENTENCE!r} into {tokenizer.convert_ids_to_tokens(ids)}; the "
+            "tokenizer files are damaged or from another model"
+        )
+
+
+def check_texts(texts, name: str) -> None:
+    """Strings a tokenizer can take: str, writable as UTF-8 (a lone surrogate is not)."""
+    for index, text in enumerate(texts):
+        if not isinstance(text, str):
+            raise ValueError(f"{name}[{index}] must be a string, got {type(text).__name__}.")
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as error:
+            raise ValueError(
+                f"{name}[{index}] holds an unpaired surrogate {text[error.start]!r} at character {error.start}; "
+                "it is not text a tokenizer can read."
+            ) from None
 
 
 class LiteTextMixin:
@@ -424,12 +474,14 @@ class LiteTextMixin:
                 )
             try:
                 # Passing the config spares AutoTokenizer a second, remote-code-guarded read of config.json.
-                self._tokenizer = AutoTokenizer.from_pretrained(self.name_or_path, config=self.config)
+                tokenizer = AutoTokenizer.from_pretrained(self.name_or_path, config=self.config)
             except (OSError, ValueError, TypeError) as error:
                 raise ValueError(
                     f"{self.name_or_path} holds no usable tokenizer ({type(error).__name__}: "
                     f"{str(error)[:200]}); save one next to the weights or set `model.tokenizer`."
                 ) from None
+            check_tokenizer(tokenizer, self.config.encoder_config.vocab_size, self.name_or_path)
+            self._tokenizer = tokenizer
         return self._tokenizer
 
     @tokenizer.setter
@@ -449,6 +501,7 @@ class LiteTextMixin:
     def _tokenize(self, texts, kind: str):
         max_length = self.config.query_max_length if kind == "query" else self.config.doc_max_length
         texts = [texts] if isinstance(texts, str) else list(texts)
+        check_texts(texts, "queries" if kind == "query" else "documents")
         tokens = self.tokenizer(
             texts,
             padding=True,
@@ -471,9 +524,10 @@ class LiteTextMixin:
         if not pairs:
             raise ValueError("compute_score needs at least one (query, document) pair.")
         for index, pair in enumerate(pairs):
-            if isinstance(pair, str) or len(pair) != 2 or not all(isinstance(text, str) for text in pair):
+            if not isinstance(pair, (list, tuple)) or len(pair) != 2 or not all(isinstance(t, str) for t in pair):
+                hint = " (a dict: pass [query, document] lists)" if isinstance(pair, dict) else ""
                 raise ValueError(
-                    f"compute_score: pair {index} is not a (query: str, document: str) pair: {pair!r:.100}."
+                    f"compute_score: pair {index} is not a (query: str, document: str) pair{hint}: {pair!r:.100}."
                 )
         _check_batch_size(batch_size)
         scores = []
@@ -495,6 +549,7 @@ class LiteTextMixin:
         show_progress_bar: bool = False,
     ):
         """Sort `documents` by relevance to `query`: `[{"index", "score", "document"}, ...]`, best first, raw scores.
+        `documents` may also be a dict {id: text}: each result then carries its "id" too.
 
         The query is encoded once; ties keep the input order.
         """
@@ -502,13 +557,16 @@ class LiteTextMixin:
             raise ValueError(f"rerank: query must be a string, got {type(query).__name__}.")
         if documents is None or isinstance(documents, (str, bytes)) or not hasattr(documents, "__iter__"):
             raise ValueError(f"rerank: documents must be a list of strings, got {type(documents).__name__}.")
-        documents = list(documents)
+        ids = list(documents) if isinstance(documents, dict) else None
+        documents = list(documents.values()) if isinstance(documents, dict) else list(documents)
         if not documents:
             raise ValueError("rerank: the document list is empty.")
         if not all(isinstance(doc, str) for doc in documents):
-            raise ValueError("rerank: documents must be a list of strings.")
+            raise ValueError("rerank: documents must be a list of strings (or a dict of id: text).")
         if top_n is not None and (not isinstance(top_n, int) or isinstance(top_n, bool) or top_n < 1):
             raise ValueError(f"rerank: top_n must be a positive integer or None, got {top_n!r}.")
+        if not isinstance(return_documents, bool):
+            raise ValueError(f"rerank: return_documents must be True or False, got {return_documents!r}.")
         _check_batch_size(batch_size)
         scores = []
         with _eval_mode(self):
@@ -519,6 +577,9 @@ class LiteTextMixin:
         scores = torch.cat(scores).float().tolist()
         order = sorted(range(len(documents)), key=lambda index: -scores[index])
         results = [{"index": index, "score": scores[index]} for index in order[:top_n]]
+        if ids is not None:
+            for result in results:
+                result["id"] = ids[result["index"]]
         if return_documents:
             for result in results:
                 result["document"] = documents[result["index"]]
@@ -537,6 +598,7 @@ class LiteTextMixin:
         except (OSError, ValueError):
             tokenizer = None
         if tokenizer is not None:
+            check_tokenizer(tokenizer, encoder.config.vocab_size, encoder_name_or_path)
             for field in ("pad_token_id", "cls_token_id", "sep_token_id"):
                 if getattr(tokenizer, field, None) is not None:
                     config_overrides.setdefault(field, getattr(tokenizer, field))
@@ -573,6 +635,20 @@ class _eval_mode:
 # ---------------------------------------------------------------------------------------------- model
 
 
+@contextlib.contextmanager
+def weights_named(source):
+    """Loading weights from `source`: safetensors' bare errors ("header too small") re-raised naming the folder."""
+    try:
+        yield
+    except Exception as error:
+        if type(error).__name__ != "SafetensorError":  # safetensors' own error class (a Rust extension)
+            raise
+        raise ValueError(
+            f"{source}: model.safetensors does not read ({error}); the file is damaged or incomplete: copy or "
+            "download it again"
+        ) from None
+
+
 class LitePreTrainedModel(PreTrainedModel):
     """Config class, weight initialisation and loading checks shared by LITE models."""
 
@@ -605,11 +681,13 @@ class LitePreTrainedModel(PreTrainedModel):
         """`PreTrainedModel.from_pretrained`, refusing a checkpoint that lacks weights this config needs (a config
         switched from maxsim to lite, say) instead of filling them in at random."""
         wants_info = kwargs.pop("output_loading_info", False)
-        model, info = super().from_pretrained(*args, output_loading_info=True, **kwargs)
+        source = args[0] if args else kwargs.get("pretrained_model_name_or_path")
+        with weights_named(source):
+            model, info = super().from_pretrained(*args, output_loading_info=True, **kwargs)
         missing = sorted(key for key in info.get("missing_keys", ()) if "position_ids" not in key)
         if missing:
             raise ValueError(
-                f"{args[0] if args else kwargs.get('pretrained_model_name_or_path')}: the checkpoint "
+                f"{source}: the checkpoint "
                 f"lacks {len(missing)} weight(s) this config needs (e.g. {missing[:3]}); was config.json "
                 f"changed (scorer={model.config.scorer!r}, projection_dim, doc_stored_tokens)?"
             )

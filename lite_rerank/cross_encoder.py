@@ -14,6 +14,8 @@ import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 from transformers.utils.logging import tqdm
 
+from modeling_lite import check_tokenizer, weights_named
+
 from .utils import eval_mode, length_groups
 
 
@@ -34,6 +36,7 @@ def new_cross_encoder(encoder: str, max_length: int):
     tokenizer = AutoTokenizer.from_pretrained(encoder)
     tokenizer.model_max_length = max_length
     model = AutoModelForSequenceClassification.from_pretrained(encoder, num_labels=1)
+    check_tokenizer(tokenizer, model.config.vocab_size, encoder)
     return model, tokenizer
 
 
@@ -63,13 +66,16 @@ class CrossEncoderScorer:
 
     @classmethod
     def from_pretrained(cls, path, device="cpu", dtype=None) -> "CrossEncoderScorer":
-        model = AutoModelForSequenceClassification.from_pretrained(path).to(device=device, dtype=dtype)
+        with weights_named(path):
+            model = AutoModelForSequenceClassification.from_pretrained(path).to(device=device, dtype=dtype)
         if model.config.num_labels != 1:
             raise ValueError(
                 f"{path}: a cross-encoder re-ranker has one relevance logit, this model has "
                 f"{model.config.num_labels} labels"
             )
-        return cls(model.eval(), AutoTokenizer.from_pretrained(path))
+        tokenizer = AutoTokenizer.from_pretrained(path)
+        check_tokenizer(tokenizer, model.config.vocab_size, path)
+        return cls(model.eval(), tokenizer)
 
     @property
     def device(self):

@@ -6,6 +6,8 @@ work starts.
 
 import gzip
 import json
+import math
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,29 +20,63 @@ class DataError(ValueError):
         super().__init__(f"{where}: {problem}")
 
 
-def open_text(path):
+def numbered_lines(path):
+    """Yield (line number, line) of a UTF-8 text file, gzipped when its name ends in .gz; a byte-order mark at its start
+    is skipped as standard readers do (Excel and Windows tools write one). A line that is not UTF-8, or a .gz cut short,
+    fails with a `DataError` naming the file and the line."""
     path = Path(path)
     if not path.is_file():
         raise DataError(path, "file not found")
-    return gzip.open(path, "rt", encoding="utf-8") if path.suffix == ".gz" else path.open(encoding="utf-8")
+    line_no = 0
+    try:
+        with gzip.open(path, "rb") if path.suffix == ".gz" else path.open("rb") as lines:
+            for line_no, raw in enumerate(lines, start=1):
+                try:
+                    line = raw.decode("utf-8-sig" if line_no == 1 else "utf-8")
+                except UnicodeDecodeError as error:
+                    raise DataError(
+                        path,
+                        f"not UTF-8 text (byte {raw[error.start : error.start + 1]!r} at column {error.start + 1}); "
+                        "save the file as UTF-8",
+                        line_no,
+                    ) from None
+                yield line_no, line
+    except (EOFError, gzip.BadGzipFile, zlib.error) as error:
+        raise DataError(
+            path, f"the compressed file is damaged or cut short ({error}); copy or download it again", line_no + 1
+        ) from None
+
+
+def check_text(path, where, field: str, value) -> str:
+    """`value` if it is a string that can be written as UTF-8 (no lone surrogates, which tokenizers refuse)."""
+    if not isinstance(value, str):
+        raise DataError(path, f"field {field!r} must be a string, got {value!r:.80}", where)
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as error:
+        raise DataError(
+            path,
+            f"field {field!r} holds an unpaired surrogate {value[error.start]!r} at character {error.start}",
+            where,
+        ) from None
+    return value
 
 
 def read_jsonl(path, required=()):
     """Yield (line number, dict) for each non-blank line; every `required` key must be present."""
-    with open_text(path) as lines:
-        for line_no, line in enumerate(lines, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise DataError(path, f"invalid JSON ({error.msg})", line_no) from None
-            if not isinstance(row, dict):
-                raise DataError(path, "expected a JSON object", line_no)
-            missing = [key for key in required if key not in row]
-            if missing:
-                raise DataError(path, f"missing field(s) {missing}", line_no)
-            yield line_no, row
+    for line_no, line in numbered_lines(path):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise DataError(path, f"invalid JSON ({error.msg})", line_no) from None
+        if not isinstance(row, dict):
+            raise DataError(path, "expected a JSON object", line_no)
+        missing = [key for key in required if key not in row]
+        if missing:
+            raise DataError(path, f"missing field(s) {missing}", line_no)
+        yield line_no, row
 
 
 def find_file(folder: Path, stem: str) -> Path:
@@ -51,66 +87,87 @@ def find_file(folder: Path, stem: str) -> Path:
 
 
 def read_beir_texts(path, with_title: bool) -> dict[str, str]:
-    """`corpus.jsonl` / `queries.jsonl` → {id: text}; a non-empty title is prepended to the text."""
-    texts = {}
+    """`corpus.jsonl` / `queries.jsonl` → {id: text}; a non-empty title is prepended to the text. Ids are compared
+    as strings (`1` and `"1"` are the same id): an id given twice is refused with both lines."""
+    texts, line_of = {}, {}
     for line_no, row in read_jsonl(path, required=("_id", "text")):
-        text = row["text"]
-        if with_title and row.get("title"):
-            text = f"{row['title']} {text}"
-        if not isinstance(text, str):
-            raise DataError(path, "field 'text' is not a string", line_no)
-        texts[str(row["_id"])] = text
+        doc_id = str(row["_id"])
+        if doc_id in line_of:
+            raise DataError(path, f"id {doc_id!r} is given twice (first at line {line_of[doc_id]})", line_no)
+        text = check_text(path, line_no, "text", row["text"])
+        title = row.get("title")
+        if with_title and title:
+            text = f"{check_text(path, line_no, 'title', title)} {text}"
+        texts[doc_id], line_of[doc_id] = text, line_no
     if not texts:
         raise DataError(path, "no rows")
     return texts
 
 
 def read_qrels(path) -> dict[str, dict[str, int]]:
-    """BEIR `query-id corpus-id score` TSV (with header) or TREC `qid 0 docid rel` → {qid: {docid: grade}}."""
+    """BEIR `query-id corpus-id score` TSV (with header) or TREC `qid 0 docid rel` → {qid: {docid: grade}}. Grades
+    are integers (BEIR, trec_eval); a (query, document) pair judged twice is refused with both lines."""
     qrels: dict[str, dict[str, int]] = {}
-    with open_text(path) as lines:
-        for line_no, line in enumerate(lines, start=1):
-            fields = line.split()
-            if not fields or (line_no == 1 and fields[0] == "query-id"):
-                continue
-            if len(fields) == 3:
-                qid, docid, grade = fields
-            elif len(fields) == 4:
-                qid, _, docid, grade = fields
-            else:
-                raise DataError(path, f"expected 3 (BEIR) or 4 (TREC) columns, got {len(fields)}", line_no)
-            try:
-                qrels.setdefault(qid, {})[docid] = int(float(grade))
-            except ValueError:
-                raise DataError(path, f"relevance {grade!r} is not a number", line_no) from None
+    line_of: dict[tuple[str, str], int] = {}
+    for line_no, line in numbered_lines(path):
+        fields = line.split()
+        if not fields or (line_no == 1 and fields[0] == "query-id"):
+            continue
+        if len(fields) == 3:
+            qid, docid, grade = fields
+        elif len(fields) == 4:
+            qid, _, docid, grade = fields
+        else:
+            raise DataError(path, f"expected 3 (BEIR) or 4 (TREC) columns, got {len(fields)}", line_no)
+        try:
+            value = int(grade)
+        except ValueError:
+            problem = "is not an integer (graded relevance is 0, 1, 2, …)" if _is_number(grade) else "is not a number"
+            raise DataError(path, f"relevance {grade!r} {problem}", line_no) from None
+        if (qid, docid) in line_of:
+            raise DataError(
+                path, f"query {qid} judges document {docid} twice (first at line {line_of[qid, docid]})", line_no
+            )
+        line_of[qid, docid] = line_no
+        qrels.setdefault(qid, {})[docid] = value
     if not qrels:
         raise DataError(path, "no judgments")
     return qrels
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def read_trec_run(path) -> dict[str, list[tuple[str, float]]]:
     """TREC run `qid Q0 docid rank score tag` → {qid: [(docid, score), ...]} in rank order."""
     ranked: dict[str, list[tuple[int, str, float]]] = {}
     seen: dict[tuple[str, str], int] = {}
-    with open_text(path) as lines:
-        for line_no, line in enumerate(lines, start=1):
-            fields = line.split()
-            if not fields:
-                continue
-            if len(fields) != 6:
-                raise DataError(path, f"expected 6 columns 'qid Q0 docid rank score tag', got {len(fields)}", line_no)
-            qid, _, docid, rank, score, _ = fields
-            if (qid, docid) in seen:  # a document counted twice would inflate nDCG and Recall past 1
-                raise DataError(
-                    path,
-                    f"document {docid} is listed twice for query {qid} (first at line {seen[qid, docid]})",
-                    line_no,
-                )
-            seen[qid, docid] = line_no
-            try:
-                ranked.setdefault(qid, []).append((int(rank), docid, float(score)))
-            except ValueError:
-                raise DataError(path, f"rank {rank!r} or score {score!r} is not a number", line_no) from None
+    for line_no, line in numbered_lines(path):
+        fields = line.split()
+        if not fields:
+            continue
+        if len(fields) != 6:
+            raise DataError(path, f"expected 6 columns 'qid Q0 docid rank score tag', got {len(fields)}", line_no)
+        qid, _, docid, rank, score, _ = fields
+        if (qid, docid) in seen:  # a document counted twice would inflate nDCG and Recall past 1
+            raise DataError(
+                path,
+                f"document {docid} is listed twice for query {qid} (first at line {seen[qid, docid]})",
+                line_no,
+            )
+        seen[qid, docid] = line_no
+        try:
+            rank_value, score_value = int(rank), float(score)
+        except ValueError:
+            raise DataError(path, f"rank {rank!r} or score {score!r} is not a number", line_no) from None
+        if not math.isfinite(score_value):
+            raise DataError(path, f"score {score!r} is not a finite number; the run file is damaged", line_no)
+        ranked.setdefault(qid, []).append((rank_value, docid, score_value))
     if not ranked:
         raise DataError(path, "no candidates")
     return {qid: [(docid, score) for _, docid, score in sorted(rows)] for qid, rows in ranked.items()}
@@ -128,9 +185,17 @@ class ArrowTexts:
     """{id: text} read from a memory-mapped Arrow table (a `datasets.Dataset` with `_id`, `text` and optional `title`):
     a corpus larger than memory costs its ids, not its texts. Behaves like the dict `read_beir_texts` returns."""
 
-    def __init__(self, dataset, with_title: bool = True):
+    def __init__(self, dataset, with_title: bool = True, source="the corpus"):
         self.dataset, self.with_title = dataset, with_title and "title" in dataset.column_names
-        self.row_of = {str(doc_id): row for row, doc_id in enumerate(dataset["_id"])}
+        self.source = source
+        self.row_of = {}
+        for row, doc_id in enumerate(dataset["_id"]):
+            doc_id = str(doc_id)
+            if doc_id in self.row_of:  # row r is line r + 1 of a JSONL file
+                raise DataError(
+                    source, f"id {doc_id!r} is given twice (first at row {self.row_of[doc_id] + 1})", row + 1
+                )
+            self.row_of[doc_id] = row
 
     def __len__(self):
         return len(self.row_of)
@@ -147,6 +212,11 @@ class ArrowTexts:
     def texts(self, ids) -> list[str]:
         rows = self.dataset.select([self.row_of[doc_id] for doc_id in ids])
         titles = rows["title"] if self.with_title else [""] * len(rows)
+        for doc_id, text in zip(ids, rows["text"]):
+            if not isinstance(text, str):
+                raise DataError(
+                    self.source, f"passage {doc_id!r} has no text (text is {text!r})", self.row_of[doc_id] + 1
+                )
         return [f"{title} {text}" if title else text for title, text in zip(titles, rows["text"])]
 
 
@@ -157,7 +227,7 @@ def read_corpus(path, in_memory_limit: int = 256 << 20):
         return read_beir_texts(path, with_title=True)
     import datasets
 
-    return ArrowTexts(datasets.load_dataset("json", data_files=str(path), split="train"))
+    return ArrowTexts(datasets.load_dataset("json", data_files=str(path), split="train"), source=path)
 
 
 class SubsetTexts:
@@ -238,6 +308,8 @@ def load_beir_rerank_set(folder, run_path, split: str = "dev", max_queries: int 
             "run_queries_without_judgments",
             "queries_without_text",
             "candidates_missing_from_corpus",
+            "judged_documents_missing_from_corpus",
+            "queries_with_empty_text",
         ),
         0,
     )
@@ -258,9 +330,18 @@ def load_beir_rerank_set(folder, run_path, split: str = "dev", max_queries: int 
             counts["queries_without_candidates"] += 1
         kept = [(docid, score) for docid, score in ranking if docid in corpus]
         counts["candidates_missing_from_corpus"] += len(ranking) - len(kept)
+        counts["judged_documents_missing_from_corpus"] += sum(1 for docid in judged if docid not in corpus)
+        counts["queries_with_empty_text"] += not queries[qid].strip()
         selected[qid] = queries[qid]
         candidates[qid] = [docid for docid, _ in kept]
         scores[qid] = [score for _, score in kept]
+    judged = sum(len(qrels[qid]) for qid in selected)
+    if selected and counts["judged_documents_missing_from_corpus"] == judged:
+        raise DataError(
+            find_file(folder / "qrels", f"{split}.tsv"),
+            f"none of the {judged} judged documents is in {find_file(folder, 'corpus.jsonl')}: every metric would be "
+            "0; are the qrels and the corpus from the same collection (ids, prefixes)?",
+        )
     needed = sorted({docid for docs in candidates.values() for docid in docs})  # the same order in every process
     return RerankSet(
         queries=selected,

@@ -15,6 +15,7 @@ sha256 and the model's fingerprint; a rebuild re-encodes damaged chunks and refu
 Memory holds one chunk while building and at most `max_chunks_in_memory` while reading. No pickle anywhere.
 """
 
+import contextlib
 import hashlib
 import json
 from collections import OrderedDict
@@ -26,6 +27,7 @@ from transformers.utils.logging import tqdm
 
 from .data import ArrowTexts, texts_of
 from .embeddings import TokenEmbeddingStore, encode_texts, real_query_rows
+from .locking import FolderInUse, FolderLock
 from .utils import eval_mode, file_sha256, write_atomically, write_text_atomically
 
 FORMAT = "lite-doc-cache/2"
@@ -136,9 +138,25 @@ class DocumentCache:
         self._loaded.move_to_end(index)
         return self._loaded[index]
 
+    def damaged_chunks(self) -> list[str]:
+        """Chunk files whose size or sha256 differs from cache.json (reads every chunk)."""
+        return [
+            chunk["file"]
+            for chunk in self.manifest["chunks"]
+            if not (path := self.folder / chunk["file"]).is_file()
+            or path.stat().st_size != chunk["size"]
+            or file_sha256(path) != chunk["sha256"]
+        ]
+
     def _by_chunk(self, ids) -> dict[int, list[int]]:
         missing = [doc_id for doc_id in ids if doc_id not in self.chunk_of]
         if missing:
+            damaged = self.damaged_chunks()  # a damaged header can hide ids: say so rather than "not cached"
+            if damaged:
+                raise CacheError(
+                    f"{self.folder}: {damaged[:3]} damaged (size or sha256 differs from cache.json), so "
+                    f"{len(missing)} document(s) cannot be found (e.g. {missing[0]!r}); rerun the build to re-encode them"
+                )
             raise KeyError(f"{len(missing)} document(s) not in the cache {self.folder}, e.g. {missing[0]!r}")
         by_chunk: dict[int, list[int]] = {}
         for position, doc_id in enumerate(ids):
@@ -264,10 +282,33 @@ def build_document_cache(
     """
     if dtype not in DTYPES:
         raise ValueError(f"cache dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
+    for name, value in (("chunk_docs", chunk_docs), ("batch_size", batch_size)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ValueError(f"{name} must be a positive integer, got {value!r}")
     folder, corpus = Path(folder), Corpus(documents)
-    barrier = wait_for_everyone or (lambda: None)
+    # One build per folder at a time: process 0 holds the folder's lock, the other processes of this build follow it.
+    lock = FolderLock(folder, "document-cache build") if process_index == 0 else contextlib.nullcontext()
+    try:
+        with lock:
+            _build(
+                model,
+                corpus,
+                folder,
+                dtype,
+                chunk_docs,
+                batch_size,
+                progress,
+                process_index,
+                num_processes,
+                wait_for_everyone or (lambda: None),
+            )
+    except FolderInUse as error:
+        raise CacheError(str(error)) from None
+    return DocumentCache(folder, model.device)
+
+
+def _build(model, corpus, folder, dtype, chunk_docs, batch_size, progress, process_index, num_processes, barrier):
     if process_index == 0:
-        folder.mkdir(parents=True, exist_ok=True)
         _prepare(folder, model, dtype, progress)
     barrier()
     manifest = _read_manifest(folder / "cache.json")
@@ -321,7 +362,6 @@ def build_document_cache(
             _prepare(folder, model, dtype, progress=False, verify=False)  # every process's chunks into cache.json
         (folder / "plan.json").unlink()  # the plan is carried out
     barrier()
-    return DocumentCache(folder, model.device)
 
 
 def _plan(folder: Path, corpus: Corpus, manifest: dict, cached: dict, chunk_docs: int):
@@ -350,6 +390,12 @@ def _plan(folder: Path, corpus: Corpus, manifest: dict, cached: dict, chunk_docs
 def rerank_with_cache(model, query: str, doc_ids, cache, top_n: int | None = None):
     """`model.rerank` for documents already in `cache` (built by this model): only the query is encoded.
     `[{"id", "score"}]`, best first."""
+    if not isinstance(query, str):
+        raise ValueError(f"rerank_with_cache: query must be a string, got {type(query).__name__}")
+    if isinstance(doc_ids, (str, bytes)) or not hasattr(doc_ids, "__iter__"):
+        raise ValueError(f"rerank_with_cache: doc_ids must be a list of document ids, got {doc_ids!r:.60}")
+    if top_n is not None and (not isinstance(top_n, int) or isinstance(top_n, bool) or top_n < 1):
+        raise ValueError(f"rerank_with_cache: top_n must be a positive integer or None, got {top_n!r}")
     doc_ids = list(doc_ids)
     if not doc_ids:
         raise ValueError("rerank_with_cache: the document list is empty")

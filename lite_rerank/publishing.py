@@ -12,6 +12,7 @@ from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from .evaluation import results_table
 from .teacher import TEACHER_SCORES_IN_DATA
+from .utils import file_sha256
 
 ROOT = Path(__file__).resolve().parents[1]
 CARD_TEMPLATE = ROOT / "model_card" / "template.md"
@@ -24,21 +25,6 @@ RESULT_KEYS = ("mrr@10", "ndcg@10", "recall@10", "recall@k")
 TESTED_TRANSFORMERS = ("4.46.3", "4.51.3", "4.57.6", "5.0.0", "5.12.1", "5.24.0")
 TESTED_SENTENCE_TRANSFORMERS = ("5.7.0", "6.2.0")
 REQUIREMENTS = "transformers>=4.46.3,<6\n"
-# Everything a stage holds; a folder with anything else in it is not a previous stage and is never replaced.
-STAGE_FILES = {
-    "README.md",
-    "config.json",
-    "configuration_lite.py",
-    "modeling_lite.py",
-    "handler.py",
-    "requirements.txt",
-    "model.safetensors",
-    "tokenizer.json",
-    "tokenizer_config.json",
-    "special_tokens_map.json",
-    "vocab.txt",
-    "chat_template.jinja",
-}
 TOKENIZER_LOCAL_KEYS = ("is_local", "local_files_only")  # where the builder loaded it from: not the Hub's business
 
 
@@ -148,9 +134,25 @@ def training_description(summary: dict) -> str:
         f"Trained with `train_accelerate.py` from the `{display_name(str(args.get('encoder')))}` encoder on "
         f"`{display_name(str(args.get('train_data')))}` "
         f"(loss `{args.get('loss')}`{teacher}; global batch {args.get('batch_size')}, AdamW lr {args.get('lr')}, "
-        f"scorer lr {args.get('scorer_lr') or args.get('lr')}, mixed precision {args.get('mixed_precision')}, "
+        f"scorer lr {args.get('scorer_lr') or args.get('lr')}, {precision_description(summary)}, "
         f"{summary.get('num_processes', 1)} process(es)); the published weights are from step {summary.get('step')}."
     )
+
+
+def precision_description(summary: dict) -> str:
+    """The precision training ran in: what `auto` chose (recorded since it exists), else the flag as given.
+
+    >>> precision_description({"precision": "no", "args": {"mixed_precision": "auto"}})
+    'mixed precision no (float32; asked: auto)'
+    >>> precision_description({"args": {"mixed_precision": "bf16"}})
+    'mixed precision bf16'
+    """
+    asked = summary.get("args", {}).get("mixed_precision")
+    if "precision" not in summary:
+        return f"mixed precision {asked}"
+    chosen = summary["precision"]
+    detail = "float32; " if chosen == "no" else ""
+    return f"mixed precision {chosen} ({detail}asked: {asked})"
 
 
 def render_card(
@@ -227,23 +229,54 @@ class StageDirError(ValueError):
     """The stage folder holds something that is not a previous stage: it is never emptied or written into."""
 
 
+STAGE_MANIFEST = ".lite-stage.json"  # what stage_model wrote, file by file; never uploaded
+
+
+def stage_manifest(stage_dir: Path) -> dict:
+    files = sorted(p for p in stage_dir.rglob("*") if p.is_file() and p.name != STAGE_MANIFEST)
+    return {
+        "format": "lite-stage/1",
+        "files": {
+            p.relative_to(stage_dir).as_posix(): {"size": p.stat().st_size, "sha256": file_sha256(p)} for p in files
+        },
+    }
+
+
 def check_stage_dir(stage_dir, model_dir=None) -> Path:
-    """`stage_dir` if it may be (re)written: absent, empty, or a previous stage (only stage files); never the model
-    folder, a folder above it, or a folder with anyone's other files."""
+    """`stage_dir` if it may be (re)written: absent, empty, or exactly a previous stage, file by file (every file
+    listed in its .lite-stage.json with the size and sha256 it was written with, and nothing else); never the model
+    folder, a folder above it, or a folder holding anyone's other files."""
     stage_dir = Path(stage_dir).resolve()
     if model_dir is not None:
         model_dir = Path(model_dir).resolve()
         if stage_dir == model_dir or stage_dir in model_dir.parents:
             raise StageDirError(f"--stage-dir {stage_dir} is the model folder or holds it; stage into a new folder")
-    if stage_dir.exists():
-        if not stage_dir.is_dir():
-            raise StageDirError(f"--stage-dir {stage_dir} is a file; stage into a new folder")
-        others = sorted(p.name for p in stage_dir.iterdir() if p.name not in STAGE_FILES)
-        if others:
-            raise StageDirError(
-                f"--stage-dir {stage_dir} holds {others[:5]}, which a stage never does; nothing was "
-                "deleted: stage into a new or empty folder"
-            )
+    if not stage_dir.exists():
+        return stage_dir
+    if not stage_dir.is_dir():
+        raise StageDirError(f"--stage-dir {stage_dir} is a file; stage into a new folder")
+    if not any(stage_dir.iterdir()):
+        return stage_dir
+    refuse = f"--stage-dir {stage_dir} is not a previous stage of push_to_hub.py"
+    manifest_path = stage_dir / STAGE_MANIFEST
+    if not manifest_path.is_file():
+        raise StageDirError(f"{refuse} (no {STAGE_MANIFEST}); nothing was deleted: stage into a new or empty folder")
+    try:
+        written = json.loads(manifest_path.read_text())["files"]
+    except (json.JSONDecodeError, KeyError, TypeError):
+        raise StageDirError(f"{refuse} ({manifest_path} does not read); nothing was deleted") from None
+    present = {p.relative_to(stage_dir).as_posix() for p in stage_dir.rglob("*") if p.name != STAGE_MANIFEST}
+    folders = {parent.as_posix() for name in written for parent in Path(name).parents if parent != Path(".")}
+    others = sorted(present - set(written) - folders)
+    changed = sorted(
+        name
+        for name, info in written.items()
+        if name in present
+        and ((stage_dir / name).stat().st_size != info["size"] or file_sha256(stage_dir / name) != info["sha256"])
+    )
+    if others or changed:
+        what = f"holds {others[:5]}, which it did not write" if others else f"has {changed[:5]} changed since staging"
+        raise StageDirError(f"{refuse}: it {what}; nothing was deleted: stage into a new or empty folder")
     return stage_dir
 
 
@@ -290,6 +323,7 @@ def stage_model(
         dataset_url,
     )
     card.save(stage_dir / "README.md")
+    (stage_dir / STAGE_MANIFEST).write_text(json.dumps(stage_manifest(stage_dir), indent=2) + "\n")
     return stage_dir
 
 

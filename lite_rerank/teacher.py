@@ -6,7 +6,7 @@ from pathlib import Path
 import torch
 
 from .cross_encoder import CrossEncoderScorer, cross_encoder_logits
-from .utils import inference_dtype
+from .hardware import choose_dtype
 
 # What a training summary names as the teacher when the training rows carry its scores (scripts/teacher_scores.py).
 TEACHER_SCORES_IN_DATA = "the teacher scores carried by the training data"
@@ -14,10 +14,11 @@ TEACHER_SCORES_IN_DATA = "the teacher scores carried by the training data"
 
 class CrossEncoderTeacher:
     """A sequence-classification cross-encoder (default `cross-encoder/ms-marco-MiniLM-L-6-v2`, or one trained by
-    `train_accelerate.py --scorer cross-encoder`) scoring tokenised pairs under `no_grad`, in half precision on GPU."""
+    `train_accelerate.py --scorer cross-encoder`) scoring tokenised pairs under `no_grad`, in the
+    precision `lite_rerank.hardware` picks for the device (float16 on GPU, bfloat16 only on a CPU that runs it natively)."""
 
     def __init__(self, name_or_path: str, device):
-        scorer = CrossEncoderScorer.from_pretrained(name_or_path, device, inference_dtype(device))
+        scorer = CrossEncoderScorer.from_pretrained(name_or_path, device, choose_dtype("auto", device))
         self.model, self.tokenizer, self.max_length = scorer.model, scorer.tokenizer, scorer.max_length
 
     @torch.no_grad()

@@ -18,15 +18,15 @@ from pathlib import Path
 import datasets
 import torch
 
-from .data import DataError, open_text, read_jsonl
+from .data import DataError, check_text, numbered_lines, read_jsonl
 
 TEXT_COLUMNS = ("query", "positive", "negative")
 
 
 def _text(path, where, column: str, value) -> str:
     if not isinstance(value, str) or not value.strip():
-        raise DataError(path, f"field {column!r} must be a non-empty string, got {value!r}", where)
-    return value
+        raise DataError(path, f"field {column!r} must be a non-empty string, got {value!r:.80}", where)
+    return check_text(path, where, column, value)
 
 
 def _number(path, where, column: str, value) -> float:
@@ -105,8 +105,7 @@ def load_local_triplets(path, max_rows: int | None = None, min_negatives: int = 
     elif path.name.endswith((".jsonl", ".jsonl.gz", ".json")):
         numbered_rows, header = read_jsonl(path), None
     elif path.name.endswith((".csv", ".csv.gz")):
-        handle = open_text(path)
-        reader = csv.DictReader(handle)
+        reader = csv.DictReader(line for _, line in numbered_lines(path))
         header = reader.fieldnames or []
         numbered_rows = ((reader.line_num, row) for row in reader)
     else:

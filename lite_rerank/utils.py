@@ -13,6 +13,17 @@ def file_sha256(path) -> str:
         return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
+def content_fingerprint(path, edge: int = 1 << 20) -> str:
+    """A cheap identity of a (possibly large) file: its size and the sha256 of its first and last `edge` bytes."""
+    size = Path(path).stat().st_size
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        digest.update(handle.read(edge))
+        handle.seek(max(edge, size - edge))
+        digest.update(handle.read(edge))
+    return f"{size} bytes, sha256 of first and last MB {digest.hexdigest()[:16]}"
+
+
 # Sequences of similar length run together (speed only): a new group starts once a sequence is shorter than
 # LENGTH_GROUP_RATIO × the group's longest and the group holds LENGTH_GROUP_MIN_ROWS sequences. On CPU a batch
 # padded to 230 tokens costs several times one padded to its real ~90.
@@ -47,11 +58,6 @@ def eval_mode(model):
         yield model
     finally:
         model.train(was_training)
-
-
-def inference_dtype(device) -> torch.dtype:
-    """float16 on a GPU (half the memory, tensor cores), float32 on CPU (fp16 kernels there are very slow)."""
-    return torch.float16 if torch.device(device).type == "cuda" else torch.float32
 
 
 def write_atomically(path, write) -> Path:

@@ -26,6 +26,7 @@ import torch
 from tqdm.auto import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from lite_rerank import hardware  # noqa: E402
 from lite_rerank.data import load_rerank_set, read_beir_texts, write_trec_run  # noqa: E402
 from lite_rerank.embeddings import TokenEmbeddingStore, encode_texts  # noqa: E402
 from lite_rerank.evaluation import compute_metrics, load_metrics, rankings  # noqa: E402
@@ -59,9 +60,13 @@ def parse_args(argv=None):
     parser.add_argument(
         "--cache-dir", default=None, help="where the frozen embeddings are kept (default: next to --output)"
     )
-    parser.add_argument("--no-bf16", dest="bf16", action="store_false", help="encode and train in float32")
+    hardware.add_arguments(parser, "--dtype", "the encoder and scorers compute in")
     parser.add_argument("--output", required=True)
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    hardware.set_threads(args.threads)
+    args.bf16 = hardware.choose_dtype(args.dtype) == torch.bfloat16
+    print(hardware.precision_note(torch.bfloat16 if args.bf16 else torch.float32, args.dtype))
+    return args
 
 
 def encoded(model, texts: dict[str, str], kind: str, path: Path, bf16: bool) -> TokenEmbeddingStore:

@@ -3,7 +3,7 @@
     .venv/bin/python research/investigate_scorer.py --model runs/debian/lite/best --output runs/debian/investigation.json
 
 Everything is computed from one encoding of the dev candidates and the training triplets with the model's frozen
-encoder (bf16 autocast), so each probe costs a scorer pass, not an encoder pass:
+encoder (bf16 autocast where the CPU runs bf16 natively, `--dtype`), so each probe costs a scorer pass, not an encoder pass:
 1. the trained encoder scored by MaxSim (no parameters) vs by its own LITE scorer, on the same embeddings;
 2. LITE on S cut to the first T passage tokens (are the scorer's rarely filled late positions noise?);
 3. more scorer training on the frozen encoder: the trained scorer continued, and fresh scorers (other learning
@@ -24,6 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from transformers import AutoModel  # noqa: E402
 from transformers.activations import ACT2FN  # noqa: E402
 
+from lite_rerank import hardware  # noqa: E402
 from lite_rerank.data import load_rerank_set  # noqa: E402
 from lite_rerank.embeddings import encode_texts  # noqa: E402
 from lite_rerank.evaluation import compute_metrics, load_metrics  # noqa: E402
@@ -152,9 +153,11 @@ def main(argv=None):
     )
     parser.add_argument("--max-queries", type=int, default=None, help="first N dev queries (smoke runs)")
     parser.add_argument("--max-triplets", type=int, default=None, help="first N training triplets (smoke runs)")
-    parser.add_argument("--no-bf16", dest="bf16", action="store_false", help="encode in float32")
+    hardware.add_arguments(parser, "--dtype", "the encoder and scorers compute in")
     parser.add_argument("--output", required=True)
     args = parser.parse_args(argv)
+    hardware.set_threads(args.threads)
+    args.bf16 = hardware.choose_dtype(args.dtype) == torch.bfloat16
 
     def save(report):  # after every probe, so that an interrupted run keeps what it measured
         Path(args.output).write_text(json.dumps(report, indent=2) + "\n")
@@ -229,7 +232,7 @@ def main(argv=None):
                 q = [r[0] for r in batch]
                 s, mask = pair_similarity(train_q, train_d, q + q, [r[1] for r in batch] + [r[2] for r in batch])
                 s = torch.nn.functional.dropout(s, dropout)  # regularisation probe: drop single similarities
-                with torch.autocast("cpu", dtype=torch.bfloat16):
+                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.bf16):
                     scores = scorer(s, mask).float().view(2, -1).T  # (batch, 2): [positive, negative]
                 loss = ce_loss(scores)
                 loss.backward()

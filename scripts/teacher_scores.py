@@ -9,8 +9,10 @@ number scored): students then train without running the teacher. Triplet rows (`
 with `teacher_positive` / `teacher_negative`. Next to the output, OUTPUT.provenance.json records the teacher (path and
 the sha256 of its weights), the data (path and sha256), the command and the timing.
 
-Resumable: rows are scored in parts of --part-rows, each written atomically under OUTPUT.parts/; a rerun scores only
-the missing parts, then joins them (the parts are removed once the output is complete).
+Resumable: rows are scored in parts of --part-rows, each named by its row range and written atomically under
+OUTPUT.parts/ (with the plan: inputs, row count, --part-rows); a rerun with the same settings scores only the missing
+parts (other settings are refused), then joins them and checks the result row by row before the provenance is written
+(the parts are removed once the output is complete). One run per output at a time.
 """
 
 import argparse
@@ -26,10 +28,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 from transformers.utils.logging import tqdm  # noqa: E402
 
+from lite_rerank import hardware  # noqa: E402
 from lite_rerank.cross_encoder import CrossEncoderScorer  # noqa: E402
 from lite_rerank.data import DataError  # noqa: E402
+from lite_rerank.locking import LOCK_FILE, FolderInUse, FolderLock  # noqa: E402
 from lite_rerank.triplets import load_train_dataset, negatives_of  # noqa: E402
-from lite_rerank.utils import file_sha256, inference_dtype, write_atomically, write_text_atomically  # noqa: E402
+from lite_rerank.utils import file_sha256, write_atomically, write_text_atomically  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -48,15 +52,10 @@ def parse_args(argv=None):
     parser.add_argument("--batch-size", type=int, default=64, help="pairs per teacher batch")
     parser.add_argument("--part-rows", type=int, default=2048, help="rows per resumable part")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument(
-        "--dtype",
-        default="auto",
-        choices=["auto", "float32", "bfloat16", "float16"],
-        help="teacher dtype (auto: float16 on CUDA, float32 on CPU)",
-    )
+    hardware.add_arguments(parser, "--dtype", "the teacher scores in")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
-    for name in ("hard_negatives", "batch_size", "part_rows"):
+    for name in ("hard_negatives", "batch_size", "part_rows", "threads"):
         if getattr(args, name) is not None and getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be at least 1")
     if not args.output.endswith(".jsonl.gz"):
@@ -90,13 +89,14 @@ def main(argv=None):
     except DataError as error:
         raise SystemExit(f"error: {error}") from None
     listwise = "negatives" in data.column_names
-    dtype = inference_dtype(args.device) if args.dtype == "auto" else getattr(torch, args.dtype)
+    hardware.set_threads(args.threads)
+    dtype = hardware.choose_dtype(args.dtype, args.device)
+    print(hardware.precision_note(dtype, args.dtype, args.device))
     try:
         teacher = CrossEncoderScorer.from_pretrained(args.teacher, args.device, dtype)
     except (OSError, ValueError) as error:
         raise SystemExit(f"--teacher {args.teacher}: cannot load it: {error}") from None
     parts = output.with_name(output.name.removesuffix(".jsonl.gz") + ".parts")
-    parts.mkdir(parents=True, exist_ok=True)
     source = {
         "train_data": str(args.train_data),
         "sha256": file_sha256(args.train_data),
@@ -106,19 +106,26 @@ def main(argv=None):
         if (Path(args.teacher) / "model.safetensors").is_file()
         else None,
     }
-    meta_path = parts / "meta.json"
-    if meta_path.is_file() and json.loads(meta_path.read_text()) != source:
-        raise SystemExit(
-            f"{parts} holds parts scored for other inputs ({meta_path}); remove that folder (this command "
-            "made it) or choose another --output"
-        )
-    write_text_atomically(meta_path, json.dumps(source, indent=2) + "\n")
-    starts = range(0, len(data), args.part_rows)
+    plan = {**source, "rows": len(data), "part_rows": args.part_rows}
+    try:
+        with FolderLock(parts, "teacher scoring"):  # one scoring run per output at a time
+            provenance = score_and_join(args, argv, data, teacher, dtype, source, plan, parts, output, listwise)
+    except FolderInUse as error:
+        raise SystemExit(f"error: {error}") from None
+    (parts / LOCK_FILE).unlink()
+    parts.rmdir()
+    print(f"{output}: {len(data)} rows with teacher scores")
+    return provenance
+
+
+def score_and_join(args, argv, data, teacher, dtype, source, plan, parts: Path, output: Path, listwise: bool) -> dict:
+    """Score the parts still missing, join them, check the result, write the provenance, remove the parts."""
+    ranges = check_parts(parts, plan)
     start_time = time.perf_counter()
     bar = tqdm(total=len(data), desc="Teacher scores", unit="row", disable=args.no_progress)
-    for start in starts:
-        part = parts / f"part-{start:09d}.jsonl"
-        rows = data.select(range(start, min(start + args.part_rows, len(data))))
+    for start, end in ranges:
+        part = part_path(parts, start, end)
+        rows = data.select(range(start, end))
         if not part.is_file():
             documents = [[row["positive"], *negatives_of(row)[: args.hard_negatives]] for row in rows]
             flat = teacher.score(
@@ -137,10 +144,11 @@ def main(argv=None):
 
     def join(path):
         with open(path, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as out:
-            for start in starts:
-                out.write((parts / f"part-{start:09d}.jsonl").read_bytes())
+            for start, end in ranges:
+                out.write(part_path(parts, start, end).read_bytes())
 
     write_atomically(output, join)
+    check_output(output, data)  # every row, once, in the training file's order, before anything says so
     provenance = {
         **source,
         "output": str(output),
@@ -149,18 +157,69 @@ def main(argv=None):
         "command": "python " + shlex.join(["scripts/teacher_scores.py", *(argv or sys.argv[1:])]),
         "device": args.device,
         "dtype": str(dtype),
+        "hardware": hardware.describe(args.device),
         "seconds_this_run": round(time.perf_counter() - start_time),
     }
     write_text_atomically(
         output.with_name(output.name.removesuffix(".jsonl.gz") + ".provenance.json"),
         json.dumps(provenance, indent=2) + "\n",
     )
-    for start in starts:
-        (parts / f"part-{start:09d}.jsonl").unlink()
-    meta_path.unlink()
-    parts.rmdir()
-    print(f"{output}: {len(data)} rows with teacher scores")
+    for start, end in ranges:  # what this command wrote, and nothing else
+        part_path(parts, start, end).unlink()
+    (parts / PLAN).unlink()
     return provenance
+
+
+PLAN = "plan.json"
+
+
+def part_path(parts: Path, start: int, end: int) -> Path:
+    """A part holds rows [start, end) of the training file, and says so in its name."""
+    return parts / f"part-{start:09d}-{end:09d}.jsonl"
+
+
+def check_parts(parts: Path, plan: dict) -> list[tuple[int, int]]:
+    """The row ranges of the parts, after checking that the parts folder belongs to this plan (same inputs, same rows,
+    same --part-rows) and holds nothing else; writes the plan on a first run."""
+    plan_path = parts / PLAN
+    if plan_path.is_file():
+        stored = json.loads(plan_path.read_text())
+        changed = {
+            key: (stored.get(key), plan.get(key))
+            for key in stored.keys() | plan.keys()
+            if stored.get(key) != plan.get(key)
+        }
+        if changed:
+            details = "; ".join(f"{key}: {old!r} → {new!r}" for key, (old, new) in sorted(changed.items()))
+            raise SystemExit(
+                f"{parts} holds parts of another plan ({details}). Rerun with the settings it was started with "
+                f"(e.g. --part-rows {stored.get('part_rows')}) to finish it, or choose another --output; nothing was "
+                "changed"
+            )
+    step, rows = plan["part_rows"], plan["rows"]
+    ranges = [(start, min(start + step, rows)) for start in range(0, rows, step)]
+    expected = {part_path(parts, start, end).name for start, end in ranges} | {PLAN, LOCK_FILE}
+    strangers = sorted(
+        p.name for p in parts.iterdir() if p.name not in expected and not p.name.startswith(".partial-")
+    )
+    if strangers:
+        raise SystemExit(
+            f"{parts} holds files this plan does not write ({strangers[:3]}): parts of another run or version? "
+            "Move them away or choose another --output; nothing was changed"
+        )
+    write_text_atomically(plan_path, json.dumps(plan, indent=2) + "\n")
+    return ranges
+
+
+def check_output(output: Path, data):
+    """The joined file holds exactly the training file's rows, in order (their queries checked one by one)."""
+    with gzip.open(output, "rt", encoding="utf-8") as lines:
+        queries = [json.loads(line)["query"] for line in lines]
+    if queries != list(data["query"]):
+        raise SystemExit(
+            f"{output}: holds {len(queries)} rows, the training file {len(data)}, or not in its order; the parts are "
+            "inconsistent: remove the .parts folder and score again"
+        )
 
 
 if __name__ == "__main__":

@@ -171,5 +171,33 @@ def tiny_cross_encoder_dir(tmp_path_factory, tokenizer) -> Path:
     return folder
 
 
+def _fails_on_bf16(fused_linear):
+    """oneDNN's fused linear as an AVX2-only CPU runs it: float32 works, bfloat16 has no primitive."""
+
+    def linear(x, *args):
+        if x.dtype == torch.bfloat16:
+            raise RuntimeError("could not create a primitive descriptor for the inner product forward propagation")
+        return fused_linear(x, *args)
+
+    return linear
+
+
+@pytest.fixture(params=["native bf16", "no native bf16"])
+def cpu_kind(request, monkeypatch):
+    """Runs a test twice: on this CPU as it is, and as a CPU without native bf16 would run it (AVX2 only: the
+    detection says no, oneDNN's bf16 primitives fail), so that CI on a native-bf16 machine covers both."""
+    import modeling_lite
+    from lite_rerank import hardware
+
+    if request.param == "no native bf16":
+        monkeypatch.setenv(hardware.ENV_OVERRIDE, "0")
+        monkeypatch.setattr(modeling_lite, "_onednn_has_bf16", lambda: False, raising=False)
+        if modeling_lite._ONEDNN_LINEAR is not None:
+            monkeypatch.setattr(modeling_lite, "_ONEDNN_LINEAR", _fails_on_bf16(modeling_lite._ONEDNN_LINEAR))
+    hardware.native_bf16.cache_clear()
+    yield request.param
+    hardware.native_bf16.cache_clear()
+
+
 # Tests that read the shared Debian set (../shared/data/debian-rerank): run wherever it is present, as in CI.
 needs_shared_data = pytest.mark.skipif(not SHARED_DEBIAN.is_dir(), reason=f"{SHARED_DEBIAN} is not on this machine")

@@ -29,6 +29,8 @@ def test_beir_rerank_set_reports_id_mismatches(beir_fixture):
         "run_queries_without_judgments": 1,
         "queries_without_text": 1,
         "candidates_missing_from_corpus": 1,
+        "judged_documents_missing_from_corpus": 0,
+        "queries_with_empty_text": 0,
     }
     assert data.depth == 4
     assert len(load_rerank_set(str(beir_fixture), "dev", str(beir_fixture / "run.trec"), max_queries=2).queries) == 2

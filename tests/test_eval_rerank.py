@@ -47,6 +47,8 @@ def test_two_models_end_to_end_on_a_beir_fixture(tmp_path, beir_fixture, tokeniz
             str(output),
             "--batch-size",
             "2",
+            "--dtype",
+            "float32",  # the reference below scores in float32 (auto is bf16 on a CPU with native bf16)
             "--no-progress",
         ]
     )

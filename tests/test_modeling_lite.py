@@ -315,7 +315,7 @@ def test_loading_without_trust_remote_code_fails_clearly(saved_tiny_model, tmp_p
 
 
 @pytest.mark.parametrize("scorer", ["lite", "maxsim"])
-def test_inference_path_in_blocks_equals_the_training_path(tokenizer, scorer):
+def test_inference_path_in_blocks_equals_the_training_path(tokenizer, scorer, cpu_kind):
     model = tiny_model(scorer=scorer, tokenizer=tokenizer)
     with torch.no_grad():
         queries, query_mask = model.encode_queries([QUERIES[0]])
@@ -462,7 +462,7 @@ def test_padding_free_scorer_equals_the_full_matrix_in_scores_and_gradients(toke
 
 
 @pytest.mark.parametrize("dtype, tolerance", [(torch.float32, 1e-5), (torch.bfloat16, 0.05)])
-def test_padding_free_scorer_matches_naive_loops_in_lower_precision(tokenizer, dtype, tolerance):
+def test_padding_free_scorer_matches_naive_loops_in_lower_precision(tokenizer, dtype, tolerance, cpu_kind):
     model = tiny_model(tokenizer=tokenizer).eval()
     with torch.no_grad():
         docs, doc_mask = model.encode_documents(RAGGED_DOCS)
@@ -483,7 +483,7 @@ def test_padding_free_scorer_matches_naive_loops_in_lower_precision(tokenizer, d
     assert fast.tolist() == pytest.approx(expected, abs=tolerance, rel=tolerance)
 
 
-def test_scoring_under_bf16_autocast_matches_a_bf16_model(tokenizer):
+def test_scoring_under_bf16_autocast_matches_a_bf16_model(tokenizer, cpu_kind):
     """Training evaluates dev under Accelerate's autocast: float32 weights, bfloat16 activations."""
     model = tiny_model(tokenizer=tokenizer)
     pairs = [[QUERIES[i % 3], doc] for i, doc in enumerate(DOCUMENTS)]

@@ -120,7 +120,7 @@ print(json.dumps(orders))
 
 @pytest.mark.slow
 def test_stage_holds_exactly_the_hub_files(staged):
-    assert {p.name for p in staged.iterdir()} == STAGED_FILES
+    assert {p.name for p in staged.iterdir()} == STAGED_FILES | {publishing.STAGE_MANIFEST}
     config = json.loads((staged / "config.json").read_text())
     assert set(config["auto_map"]) == {"AutoConfig", "AutoModel", "AutoModelForSequenceClassification"}
     assert json.loads((staged / "tokenizer_config.json").read_text())["model_max_length"] == 512
@@ -198,7 +198,9 @@ def test_upload_calls(model_dir, results_file, tmp_path, monkeypatch, private, r
     else:
         create_branch.assert_not_called()
     assert uploaded["repo_id"] == "me/lite-tiny" and uploaded["revision"] == revision
-    assert uploaded["commit_message"] == "first upload" and uploaded["files"] == STAGED_FILES
+    assert uploaded["commit_message"] == "first upload"
+    assert uploaded["files"] == STAGED_FILES | {publishing.STAGE_MANIFEST}  # the record of the stage stays local:
+    assert uploaded["ignore_patterns"] == [publishing.STAGE_MANIFEST]
 
 
 def test_missing_token_results_or_weights_stop_before_any_upload(model_dir, results_file, tmp_path, monkeypatch):
@@ -314,7 +316,7 @@ def test_a_previous_stage_is_replaced(model_dir, tmp_path):
     stage = tmp_path / "stage"
     for _ in range(2):
         push_to_hub.main(["--model-dir", str(model_dir), "--repo-id", "me/x", "--dry-run", "--stage-dir", str(stage)])
-    assert {p.name for p in stage.iterdir()} == STAGED_FILES
+    assert {p.name for p in stage.iterdir()} == STAGED_FILES | {publishing.STAGE_MANIFEST}
 
 
 @pytest.mark.parametrize("repo_id", ["not a valid/repo id!!/x", "noslash", "a/b/c", "-x/y", "user/../etc"])
@@ -366,3 +368,83 @@ def test_a_model_folder_without_a_tokenizer_is_named(tmp_path):
         push_to_hub.main(
             ["--model-dir", str(folder), "--repo-id", "me/x", "--dry-run", "--stage-dir", str(tmp_path / "stage")]
         )
+
+
+# ---------------------------------------------------------------- issue 24: L2, L3, S0, S12, temporary stages
+
+
+def dry_run(model_dir, stage, *extra):
+    return push_to_hub.main(
+        ["--model-dir", str(model_dir), "--repo-id", "me/x", "--dry-run", "--stage-dir", str(stage), *extra]
+    )
+
+
+@pytest.fixture
+def previous_stage(model_dir, tmp_path):
+    stage = tmp_path / "stage"
+    dry_run(model_dir, stage)
+    return stage
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "change, kept",
+    [
+        ("a folder named like a stage file", "vocab.txt/thesis.tex"),
+        ("a stage file edited by hand", "README.md"),
+        ("a file added", "notes.md"),
+    ],
+)
+def test_l2_a_stage_is_replaced_only_when_exactly_what_was_staged(model_dir, previous_stage, change, kept):
+    if change == "a folder named like a stage file":
+        (previous_stage / "vocab.txt").mkdir()
+        (previous_stage / "vocab.txt" / "thesis.tex").write_text("years of work")
+    elif change == "a stage file edited by hand":
+        (previous_stage / "README.md").write_text("my own notes on this model")
+    else:
+        (previous_stage / "notes.md").write_text("mine")
+    before = (previous_stage / kept).read_text()
+    with pytest.raises(SystemExit, match="is not a previous stage of push_to_hub.py.*nothing was deleted"):
+        dry_run(model_dir, previous_stage)
+    assert (previous_stage / kept).read_text() == before
+
+
+def test_l3_another_saved_model_folder_is_not_a_stage(model_dir, tmp_path, tokenizer):
+    other = tmp_path / "other-model"
+    tiny_model(seed=5, tokenizer=tokenizer).save_pretrained(other)
+    before = {p.name: p.read_bytes() for p in other.iterdir()}
+    with pytest.raises(SystemExit, match=r"not a previous stage of push_to_hub.py \(no .lite-stage.json\)"):
+        dry_run(model_dir, other)
+    assert {p.name: p.read_bytes() for p in other.iterdir()} == before
+
+
+@pytest.mark.slow
+def test_a_dry_run_without_a_stage_dir_leaves_no_temporary_stage(model_dir, monkeypatch, tmp_path):
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    push_to_hub.main(["--model-dir", str(model_dir), "--repo-id", "me/x", "--dry-run"])
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_s12_results_of_another_model_are_refused(model_dir, results_file, tmp_path, tokenizer):
+    other = tmp_path / "other" / "best"
+    tiny_model(seed=5, tokenizer=tokenizer).save_pretrained(other)
+    with pytest.raises(SystemExit, match=r"row 'lite' was measured with other weights .* than --model-dir"):
+        dry_run(other, tmp_path / "stage", "--results", str(results_file), "--results-model", "lite")
+    older = json.loads(results_file.read_text())
+    del older["model_files"]  # a results file written before the weights were recorded
+    (tmp_path / "older.json").write_text(json.dumps(older))
+    with pytest.raises(SystemExit, match="does not record which weights it scored"):
+        dry_run(model_dir, tmp_path / "stage", "--results", str(tmp_path / "older.json"))
+    assert not (tmp_path / "stage").exists()
+
+
+def test_s0_a_model_whose_tokenizer_lost_its_vocabulary_is_not_staged(model_dir, tmp_path):
+    import shutil
+
+    broken = tmp_path / "broken"
+    shutil.copytree(model_dir, broken)
+    (broken / "tokenizer.json").unlink()
+    with pytest.raises(SystemExit, match=r"broken: cannot load the model: .*its tokenizer has \d+ tokens"):
+        dry_run(broken, tmp_path / "stage")

@@ -4,6 +4,7 @@ training file (resumable, with provenance) that students then train on without t
 import gzip
 import itertools
 import json
+import os
 import sys
 
 import pytest
@@ -56,6 +57,8 @@ def test_scores_are_the_teachers_and_a_student_trains_on_them_without_it(
             str(output),
             "--part-rows",
             "4",
+            "--dtype",
+            "float32",  # as the reference below (auto is bf16 on a CPU with native bf16)
             "--no-progress",
         ]
     )
@@ -104,33 +107,97 @@ def test_scores_are_the_teachers_and_a_student_trains_on_them_without_it(
     assert (student / "best" / "model.safetensors").is_file() and not (student / "teacher-cache").exists()
 
 
-def test_an_interrupted_run_scores_only_the_missing_parts(tmp_path, teacher, listwise):
+class Killed(Exception):
+    """What a kill does to the scoring loop, as an exception the test can catch."""
+
+
+def interrupted(monkeypatch, after_calls: int):
+    """Make the teacher fail on its call number `after_calls + 1`, as a kill after that many parts would; returns
+    the list of calls made."""
+    calls, score = [], CrossEncoderScorer.score
+
+    def failing(self, *args, **kwargs):
+        calls.append(len(args[0]))
+        if len(calls) > after_calls:
+            raise Killed
+        return score(self, *args, **kwargs)
+
+    monkeypatch.setattr(CrossEncoderScorer, "score", failing)
+    return calls
+
+
+def test_an_interrupted_run_scores_only_the_missing_parts(tmp_path, teacher, listwise, monkeypatch):
     path, _ = listwise
-    fresh = tmp_path / "fresh.jsonl.gz"
     args = ["--teacher", str(teacher), "--train-data", str(path), "--part-rows", "4", "--no-progress"]
-    teacher_scores.main([*args, "--output", str(fresh)])
+    teacher_scores.main([*args, "--output", str(tmp_path / "fresh.jsonl.gz")])
     resumed = tmp_path / "resumed.jsonl.gz"
-    parts = tmp_path / "resumed.parts"
-    parts.mkdir()
-    source = {
-        "train_data": str(path),
-        "sha256": teacher_scores.file_sha256(path),
-        "hard_negatives": None,
-        "teacher": str(teacher),
-        "teacher_weights_sha256": teacher_scores.file_sha256(teacher / "model.safetensors"),
-    }
-    (parts / "meta.json").write_text(json.dumps(source))
-    sentinel = (
-        json.dumps(
-            {"query": "kept", "positive": "p", "negatives": ["n"], "teacher_positive": 9.0, "teacher_negatives": [1.0]}
-        )
-        + "\n"
-    )
-    (parts / "part-000000004.jsonl").write_text(sentinel * 4)  # a part finished before the interruption
+    interrupted(monkeypatch, after_calls=2)
+    with pytest.raises(Killed):
+        teacher_scores.main([*args, "--output", str(resumed)])
+    assert sorted(p.name for p in (tmp_path / "resumed.parts").glob("part-*")) == [
+        "part-000000000-000000004.jsonl",
+        "part-000000004-000000008.jsonl",
+    ]
+    monkeypatch.undo()
+    calls = interrupted(monkeypatch, after_calls=10)
     teacher_scores.main([*args, "--output", str(resumed)])
-    rows = read(resumed)
-    assert [row["query"] for row in rows[4:8]] == ["kept"] * 4  # not scored again
-    assert rows[:4] == read(fresh)[:4] and rows[8:] == read(fresh)[8:]
+    assert calls == [2 * 4]  # only rows 8-9 were scored, with their positive and negatives
+    assert read(resumed) == read(tmp_path / "fresh.jsonl.gz")
+    assert not (tmp_path / "resumed.parts").exists()
+
+
+@pytest.mark.parametrize("first, second", [(4, 3), (3, 4)])
+def test_s1_a_resume_with_other_part_settings_is_refused_and_the_output_stays_exact(
+    tmp_path, teacher, listwise, monkeypatch, first, second
+):
+    """Issue 24, S1: killed after some parts of one size, rerun with another size: refused (it used to drop or
+    duplicate rows and still write a provenance claiming every row); rerun as started, it completes exactly."""
+    path, rows = listwise
+    args = [
+        "--teacher",
+        str(teacher),
+        "--train-data",
+        str(path),
+        "--no-progress",
+        "--output",
+        str(tmp_path / "o.jsonl.gz"),
+    ]
+    interrupted(monkeypatch, after_calls=2)
+    with pytest.raises(Killed):
+        teacher_scores.main([*args, "--part-rows", str(first)])
+    monkeypatch.undo()
+    with pytest.raises(
+        SystemExit, match=rf"holds parts of another plan \(part_rows: {first} → {second}\).*--part-rows {first}"
+    ):
+        teacher_scores.main([*args, "--part-rows", str(second)])
+    assert not (tmp_path / "o.jsonl.gz").exists() and not (tmp_path / "o.provenance.json").exists()
+    provenance = teacher_scores.main([*args, "--part-rows", str(first)])
+    assert [row["query"] for row in read(tmp_path / "o.jsonl.gz")] == [row["query"] for row in rows]
+    assert provenance["rows"] == len(rows)
+
+
+def test_s1_parts_of_an_older_layout_are_refused_not_joined(tmp_path, teacher, listwise):
+    path, _ = listwise
+    parts = tmp_path / "o.parts"
+    parts.mkdir()
+    (parts / "part-000000004.jsonl").write_text("{}\n")  # named without its row range
+    with pytest.raises(SystemExit, match=r"holds files this plan does not write \(\['part-000000004.jsonl'\]\)"):
+        teacher_scores.main(
+            ["--teacher", str(teacher), "--train-data", str(path), "--output", str(tmp_path / "o.jsonl.gz")]
+        )
+    assert (parts / "part-000000004.jsonl").read_text() == "{}\n"
+
+
+def test_s13_one_scoring_run_per_output_at_a_time(tmp_path, teacher, listwise):
+    from lite_rerank.locking import FolderLock
+
+    path, _ = listwise
+    with FolderLock(tmp_path / "o.parts", "teacher scoring"):  # another run holds the parts
+        with pytest.raises(SystemExit, match=rf"o.parts is in use by another teacher scoring \(process {os.getpid()}"):
+            teacher_scores.main(
+                ["--teacher", str(teacher), "--train-data", str(path), "--output", str(tmp_path / "o.jsonl.gz")]
+            )
+    assert not (tmp_path / "o.jsonl.gz").exists()
 
 
 def test_bad_inputs_are_named(tmp_path, teacher):

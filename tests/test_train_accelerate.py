@@ -4,8 +4,11 @@ import itertools
 import json
 import math
 import os
+import re
+import shutil
 import signal
 import subprocess
+import sys
 import time
 
 import pytest
@@ -24,6 +27,7 @@ from conftest import (
 from safetensors.torch import load_file
 
 import train_accelerate
+from lite_rerank.utils import file_sha256
 
 TINY_SCORER = [
     "--query-max-length",
@@ -73,6 +77,12 @@ def launch(args, processes=1, check=True, **popen):
     if check:
         assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
     return result
+
+
+def training_records(output) -> list[dict]:
+    """metrics.jsonl's loss records (it also holds a start record per session, resumptions and dev results)."""
+    records = [json.loads(line) for line in (output / "metrics.jsonl").read_text().splitlines()]
+    return [record for record in records if "loss" in record]
 
 
 def tiny_run(encoder, train_file, output, *extra):
@@ -146,6 +156,8 @@ def test_two_processes_shard_the_data_and_agree_on_dev_metrics(
             "--run",
             str(beir_fixture / "run.trec"),
             "--no-progress",
+            "--dtype",
+            "float32",  # as the run trained and selected (tiny_run: --mixed-precision no)
         ]
     )
     assert summary["dev"]["mrr@10"] == pytest.approx(results["best"]["mrr@10"], abs=1e-6)
@@ -296,7 +308,7 @@ def test_training_on_debian_lowers_the_loss(tmp_path, minilm_path):
         before = ContrastiveCrossEntropyLoss()(initial(**inputs).logits).item()
         after = ContrastiveCrossEntropyLoss()(trained(**inputs).logits).item()
     assert after < before - 0.05, (before, after)
-    losses = [json.loads(line)["loss"] for line in (output / "metrics.jsonl").read_text().splitlines()]
+    losses = [record["loss"] for record in training_records(output)]
     assert losses[-1] < losses[0]
 
 
@@ -334,8 +346,7 @@ def test_overwrite_output_dir_starts_clean(tmp_path, tiny_encoder_dir, train_fil
     launch(tiny_run(tiny_encoder_dir, train_file, output, *common, "--max-steps", "10", "--stop-after", "3"))
     launch(tiny_run(tiny_encoder_dir, train_file, output, *common, "--max-steps", "2", "--overwrite-output-dir"))
     assert sorted(p.name for p in (output / "checkpoints").glob("step-*")) == ["step-00000002"]
-    steps = [json.loads(line)["step"] for line in (output / "metrics.jsonl").read_text().splitlines()]
-    assert steps == [1, 2]
+    assert [record["step"] for record in training_records(output)] == [1, 2]
 
 
 @pytest.mark.slow
@@ -453,6 +464,8 @@ def test_cross_encoder_student_selects_on_dev_loads_as_a_cross_encoder_and_teach
             "--run",
             str(beir_fixture / "run.trec"),
             "--no-progress",
+            "--dtype",
+            "float32",  # as the run trained and selected (tiny_run: --mixed-precision no)
         ]
     )
     assert summary["dev"]["mrr@10"] == pytest.approx(results["CE"]["mrr@10"], abs=1e-6)
@@ -517,7 +530,7 @@ def test_listwise_ce_with_in_batch_negatives_trains(tmp_path, tiny_encoder_dir, 
             "3",
         )
     )
-    log = [json.loads(line) for line in (output / "metrics.jsonl").read_text().splitlines()]
+    log = training_records(output)
     # 1 + 3 own documents and 3 × 4 in-batch ones per query: the loss starts near log(16)
     assert log[0]["loss"] == pytest.approx(math.log(16), abs=0.3)
     assert (output / "best" / "model.safetensors").is_file()
@@ -648,3 +661,141 @@ def test_a_kill_between_the_renames_of_best_is_recovered(tmp_path):
     assert (best / "weights").read_text() == "v1"
     replace_folder(lambda tmp: (tmp.mkdir(), (tmp / "weights").write_text("v2")), best)
     assert (best / "weights").read_text() == "v2" and not (tmp_path / ".previous-best").exists()
+
+
+# ---------------------------------------------------------------------------------------------- issue 24: run folders
+
+
+def checkpoint_names(output) -> list[str]:
+    return sorted(p.name for p in (output / "checkpoints").iterdir())
+
+
+@pytest.mark.slow
+def test_l1_u7_only_the_runs_own_checkpoints_are_resumed_from_or_pruned(tmp_path, tiny_encoder_dir, train_file):
+    output = tmp_path / "run"
+    common = ["--loss", "ce", "--batch-size", "4", "--max-steps", "4", "--save-every", "1", "--keep-checkpoints", "1"]
+    launch(tiny_run(tiny_encoder_dir, train_file, output, *common, "--stop-after", "2"))
+    checkpoints = output / "checkpoints"
+    shutil.copytree(checkpoints / "step-00000002", checkpoints / "step-00000002.bak")  # a user's copy
+    (checkpoints / "step-backup").mkdir()  # and a folder of their own
+    (checkpoints / "step-backup" / "notes.txt").write_text("mine")
+    resumed = launch(tiny_run(tiny_encoder_dir, train_file, output, *common))
+    assert "resumed from " + str(checkpoints / "step-00000002") in resumed.stdout + resumed.stderr
+    assert checkpoint_names(output) == ["step-00000002.bak", "step-00000004", "step-backup"]
+    assert (checkpoints / "step-backup" / "notes.txt").read_text() == "mine"
+    launch(
+        tiny_run(
+            tiny_encoder_dir, train_file, output, *common[:-2], "--keep-checkpoints", "1", "--overwrite-output-dir"
+        )
+    )
+    assert checkpoint_names(output) == ["step-00000002.bak", "step-00000004", "step-backup"]  # still the user's
+
+
+@pytest.mark.slow
+def test_u5_a_damaged_newest_checkpoint_is_named_and_an_earlier_one_used_only_when_asked(
+    tmp_path, tiny_encoder_dir, train_file
+):
+    output = tmp_path / "run"
+    common = ["--loss", "ce", "--batch-size", "4", "--max-steps", "5", "--save-every", "1"]
+    launch(tiny_run(tiny_encoder_dir, train_file, output, *common, "--stop-after", "3"))
+    weights = output / "checkpoints" / "step-00000003" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])  # truncated, e.g. by a full disk during a copy
+    refused = launch(tiny_run(tiny_encoder_dir, train_file, output, *common), check=False)
+    assert refused.returncode != 0
+    assert (
+        "step-00000003 cannot be resumed from (model.safetensors is 1,000 bytes" in refused.stderr
+        and "rerun with --resume-from step-00000002" in refused.stderr
+    ), refused.stderr[-2000:]
+    assert weights.stat().st_size == 1000  # left as it is
+    resumed = launch(tiny_run(tiny_encoder_dir, train_file, output, *common, "--resume-from", "step-00000002"))
+    assert "resumed from " + str(output / "checkpoints" / "step-00000002") in resumed.stdout + resumed.stderr
+    assert "done: step 5" in resumed.stdout + resumed.stderr
+
+
+PAYLOAD = """
+import os, pickle
+class Planted:
+    def __reduce__(self):
+        return (os.system, ("touch {marker}",))
+with open({path!r}, "wb") as out:
+    pickle.dump(Planted(), out)
+"""
+
+
+@pytest.mark.slow
+def test_x1_resuming_runs_no_code_planted_in_a_checkpoint(tmp_path, tiny_encoder_dir, train_file):
+    output, marker = tmp_path / "run", tmp_path / "code-ran"
+    common = ["--loss", "ce", "--batch-size", "4", "--max-steps", "4", "--save-every", "1"]
+    launch(tiny_run(tiny_encoder_dir, train_file, output, *common, "--stop-after", "2"))
+    checkpoint = output / "checkpoints" / "step-00000002"
+    planted = checkpoint / "custom_checkpoint_0.pkl"
+    subprocess.run([sys.executable, "-c", PAYLOAD.format(marker=marker, path=str(planted))], check=True)
+    refused = launch(tiny_run(tiny_encoder_dir, train_file, output, *common), check=False)
+    assert refused.returncode != 0 and "holds files the run did not write" in refused.stderr
+    assert not marker.exists()
+    # An attacker who also rewrites the record of the checkpoint: accelerate's pickles load with weights_only=True.
+    planted.unlink()
+    rng = checkpoint / "random_states_0.pkl"
+    subprocess.run([sys.executable, "-c", PAYLOAD.format(marker=marker, path=str(rng))], check=True)
+    record = json.loads((checkpoint / "checkpoint.json").read_text())
+    record["files"][rng.name] = {"size": rng.stat().st_size, "sha256": file_sha256(rng)}
+    (checkpoint / "checkpoint.json").write_text(json.dumps(record))
+    launch(tiny_run(tiny_encoder_dir, train_file, output, *common), check=False)
+    assert not marker.exists()
+    assert not list(checkpoint.glob("*.pkl")) or all(
+        p.name.startswith("random_states") for p in checkpoint.glob("*.pkl")
+    )
+
+
+@pytest.mark.slow
+def test_s13_a_second_training_on_a_run_folder_in_use_stops_naming_the_first(tmp_path, tiny_encoder_dir, train_file):
+    from lite_rerank.locking import FolderLock
+
+    output = tmp_path / "run"
+    with FolderLock(output, "training run"):  # the first run, still going
+        second = launch(
+            tiny_run(tiny_encoder_dir, train_file, output, "--loss", "ce", "--batch-size", "4"), check=False
+        )
+    assert second.returncode != 0
+    assert f"is in use by another training run (process {os.getpid()}" in second.stderr, second.stderr[-2000:]
+    assert sorted(p.name for p in output.iterdir()) == [".lock"]
+
+
+@pytest.mark.slow
+def test_s17_u6_resuming_checks_the_data_and_names_a_damaged_run_config(tmp_path, tiny_encoder_dir, train_file):
+    output = tmp_path / "run"
+    data = tmp_path / "rows.jsonl"
+    shutil.copy(train_file, data)
+    common = ["--loss", "ce", "--batch-size", "4", "--max-steps", "4", "--save-every", "1"]
+    launch(tiny_run(tiny_encoder_dir, data, output, *common, "--stop-after", "1"))
+    data.write_text(data.read_text().replace("python web framework", "a changed query"))
+    changed = launch(tiny_run(tiny_encoder_dir, data, output, *common), check=False)
+    assert changed.returncode != 0
+    assert f"the content of --train-data {data} changed since the run started" in changed.stderr
+    (output / "run_config.json").write_text("")
+    damaged = launch(tiny_run(tiny_encoder_dir, data, output, *common), check=False)
+    assert damaged.returncode != 0 and "run_config.json does not read as JSON" in damaged.stderr
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        ("loss: mse\n", r"c.yaml: argument --loss: invalid choice: 'mse'"),
+        ("batch-size: 6.5\n", r"c.yaml: argument --batch-size: invalid int value: '6.5'"),
+        ("normalize-embeddings: maybe\n", r"c.yaml: normalize-embeddings must be true or false"),
+        ("- a list\n", r"--config .*c.yaml: expected keys and values"),
+    ],
+)
+def test_u13_config_values_are_checked_as_flags_are(tmp_path, capsys, content, message):
+    config = tmp_path / "c.yaml"
+    config.write_text(content)
+    with pytest.raises(SystemExit):
+        train_accelerate.parse_args(["--config", str(config)])
+    assert re.search(message, capsys.readouterr().err)
+
+
+def test_u13_config_values_reach_the_flags_with_their_types_and_flags_still_win(tmp_path):
+    config = tmp_path / "c.yaml"
+    config.write_text("lr: 2.8e-5\nbatch-size: 16\nnormalize-embeddings: false\nprojection-dim: null\n")
+    args = train_accelerate.parse_args(["--config", str(config), "--batch-size", "8"])
+    assert (args.lr, args.batch_size, args.normalize_embeddings, args.projection_dim) == (2.8e-5, 8, False, None)
