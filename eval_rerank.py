@@ -29,7 +29,15 @@ from lite_rerank import hardware
 from lite_rerank.cross_encoder import CrossEncoderScorer, is_cross_encoder
 from lite_rerank.data import DataError, load_rerank_set, write_trec_run
 from lite_rerank.doc_cache import CacheError, build_document_cache
-from lite_rerank.evaluation import compute_metrics, load_metrics, rankings, results_table, score_rerank_set
+from lite_rerank.evaluation import (
+    compute_metrics,
+    encoding_fingerprint,
+    load_metrics,
+    rankings,
+    results_table,
+    score_rerank_set,
+    score_with_shared_encoding,
+)
 from lite_rerank.utils import file_sha256, process_state, write_atomically, write_text_atomically
 
 ROOT = Path(__file__).resolve().parent
@@ -226,34 +234,23 @@ def main(argv=None):
     with state.split_between_processes(list(rerank_set.queries)) as qids:
         shard = rerank_set.subset(qids)
     all_scores = {FIRST_STAGE: rerank_set.first_stage_scores}
-    for name, model in models:
-        state.print(f"scoring with {name}", file=sys.stderr)
-        doc_store = None
+    progress = not args.no_progress and state.is_main_process
+    for group in encoding_groups(models, shared=not args.doc_cache):
+        names = [name for name, _ in group]
+        state.print(
+            f"scoring with {', '.join(names)}" + (" (one encoding)" if len(group) > 1 else ""), file=sys.stderr
+        )
         try:
-            if args.doc_cache and not isinstance(model, CrossEncoderScorer):
-                doc_store = build_document_cache(
-                    model,
-                    rerank_set.documents,
-                    Path(args.doc_cache) / file_tag(name),
-                    args.cache_dtype,
-                    batch_size=args.batch_size,
-                    progress=not args.no_progress and state.is_main_process,
-                    process_index=state.process_index,
-                    num_processes=state.num_processes,
-                    wait_for_everyone=state.wait_for_everyone,
+            if len(group) > 1:
+                group_scores = score_with_shared_encoding(
+                    [model for _, model in group], shard, args.batch_size, args.max_docs_in_memory, progress
                 )
-                doc_store.check_model(model)
-            scores = score_rerank_set(
-                model,
-                shard,
-                args.batch_size,
-                args.max_docs_in_memory,
-                progress=not args.no_progress and state.is_main_process,
-                doc_store=doc_store,
-            )
+            else:
+                group_scores = [score_one(*group[0], rerank_set, shard, args, state, progress)]
         except CacheError as error:
             raise SystemExit(f"error: {error}") from None
-        all_scores[name] = dict(pair for part in gather_object([list(scores.items())]) for pair in part)
+        for name, scores in zip(names, group_scores):
+            all_scores[name] = dict(pair for part in gather_object([list(scores.items())]) for pair in part)
     queries_per_process = [len(part) for part in gather_object([qids])]
     if not state.is_main_process:
         return None
@@ -316,6 +313,37 @@ def model_files(path: str) -> dict:
     """Which model a results row is: its path and the sha256 of its weights (push_to_hub.py checks it)."""
     weights = Path(path) / "model.safetensors"
     return {"path": path, "weights_sha256": file_sha256(weights) if weights.is_file() else None}
+
+
+def encoding_groups(models: list, shared: bool) -> list[list]:
+    """The (name, model) rows in groups that encode alike (LITE models with one `encoding_fingerprint`, e.g. a scorer
+    trained on a frozen encoder and MaxSim on that encoder): each group encodes every passage once. Cross-encoders,
+    and every model when `shared` is off (document caches are per model), are groups of one."""
+    groups: dict[str, list] = {}
+    for index, (name, model) in enumerate(models):
+        key = str(index) if not shared or isinstance(model, CrossEncoderScorer) else encoding_fingerprint(model)
+        groups.setdefault(key, []).append((name, model))
+    return list(groups.values())
+
+
+def score_one(name, model, rerank_set, shard, args, state, progress: bool):
+    """{qid: scores} of this process's `shard` of the queries by one model; under --doc-cache from the model's cache
+    of every candidate of `rerank_set`, built on first use by all processes together."""
+    doc_store = None
+    if args.doc_cache and not isinstance(model, CrossEncoderScorer):
+        doc_store = build_document_cache(
+            model,
+            rerank_set.documents,
+            Path(args.doc_cache) / file_tag(name),
+            args.cache_dtype,
+            batch_size=args.batch_size,
+            progress=progress,
+            process_index=state.process_index,
+            num_processes=state.num_processes,
+            wait_for_everyone=state.wait_for_everyone,
+        )
+        doc_store.check_model(model)
+    return score_rerank_set(model, shard, args.batch_size, args.max_docs_in_memory, progress, doc_store)
 
 
 def _finite(value: float) -> bool:

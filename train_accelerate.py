@@ -193,6 +193,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="train only the scorer for the first N steps, then everything (the fresh scorer learns on "
         "the pretrained features before it steers the encoder: LP-FT, Kumar et al. 2022)",
     )
+    optim.add_argument(
+        "--freeze-encoder",
+        action="store_true",
+        help="LITE / Small-LITE: train only the scorer (and Small-LITE layers) on the pretrained encoder's token "
+        "vectors, the encoder in eval mode and without gradients (the paper's frozen-encoder setting; a step costs "
+        "one encoder forward)",
+    )
     optim.add_argument("--weight-decay", type=float, default=0.01)
     optim.add_argument("--warmup-steps", type=int, default=None, help="linear warm-up (default: 10%% of max steps)")
     optim.add_argument("--max-steps", type=int, default=None, help="optimizer steps (default: --num-epochs epochs)")
@@ -331,6 +338,10 @@ def parse_args(argv=None) -> argparse.Namespace:
             "interaction student (--scorer lite or maxsim: each passage is encoded once and scored by "
             "every query)"
         )
+    if args.freeze_encoder and (args.scorer == "cross-encoder" or args.freeze_encoder_steps):
+        parser.error("--freeze-encoder is for LITE / MaxSim students and replaces --freeze-encoder-steps")
+    if args.freeze_encoder and args.scorer == "maxsim" and not (args.projection_dim or args.doc_stored_tokens):
+        parser.error("--freeze-encoder with --scorer maxsim leaves nothing to train (MaxSim has no parameters)")
     if args.projection_lr and not args.projection_dim:
         parser.error("--projection-lr sets the Small-LITE projection's learning rate: it needs --projection-dim")
     if Path(args.output_dir).exists() and not Path(args.output_dir).is_dir():
@@ -489,7 +500,16 @@ def build_model(args):
     )
     if model.tokenizer is None:
         raise SystemExit(f"--encoder {args.encoder} has no tokenizer files")
+    if args.freeze_encoder:
+        model.base_model.requires_grad_(False)  # no gradients, no saved activations, not in the optimizer
     return model, model.tokenizer
+
+
+def train_mode(model, args):
+    """Training mode, with a frozen encoder kept in eval mode: its token vectors do not change from step to step."""
+    model.train()
+    if args.freeze_encoder:
+        getattr(model, "module", model).base_model.eval()
 
 
 def get_dataloader(args, train_data, tokenizer, teacher_tokenizer, processes: int) -> DataLoader:
@@ -528,16 +548,17 @@ def build_optimizer(args, model, max_steps: int, processes: int):
         delay=args.freeze_encoder_steps * processes,
     )
     is_encoder = {id(p) for p in model.base_model.parameters()}  # LITE's encoder, or the cross-encoder's BERT
+    trainable = [p for p in model.parameters() if p.requires_grad]  # all but a --freeze-encoder encoder
     projection = getattr(model, "projection", None) if args.projection_lr else None
     is_projection = {id(p) for p in projection.parameters()} if projection is not None else set()
     groups = {  # name: (parameters, rate, schedule); a group without parameters is left out
-        "lr": ([p for p in model.parameters() if id(p) in is_encoder], args.lr, encoder_schedule),
+        "lr": ([p for p in trainable if id(p) in is_encoder], args.lr, encoder_schedule),
         "scorer_lr": (
-            [p for p in model.parameters() if id(p) not in is_encoder | is_projection],
+            [p for p in trainable if id(p) not in is_encoder | is_projection],
             args.scorer_lr or args.lr,
             schedule,
         ),
-        "projection_lr": ([p for p in model.parameters() if id(p) in is_projection], args.projection_lr, schedule),
+        "projection_lr": ([p for p in trainable if id(p) in is_projection], args.projection_lr, schedule),
     }
     groups = {name: group for name, group in groups.items() if group[0]}
     optimizer = torch.optim.AdamW(
@@ -551,7 +572,8 @@ def learning_rates(scheduler, names: list[str]) -> dict:
     """The current rate of each of build_optimizer's groups by name; `scorer_lr` is the encoder's where nothing but
     the encoder trains (MaxSim without Small-LITE layers), as metrics.jsonl always recorded it."""
     rates = dict(zip(names, scheduler.get_last_lr(), strict=True))
-    return {"lr": rates["lr"], "scorer_lr": rates.get("scorer_lr", rates["lr"])} | rates
+    encoder = rates.get("lr", 0.0)  # 0 for a --freeze-encoder encoder
+    return {"lr": encoder, "scorer_lr": rates.get("scorer_lr", encoder)} | rates
 
 
 class TeacherScores:
@@ -867,7 +889,7 @@ def training_function(args) -> TrainingProgress:
     stop = StopSignal(accelerator)
     bar = tqdm(total=max_steps, initial=progress.step, disable=not accelerator.is_main_process, desc="Training")
     paused, first_step = False, progress.step
-    model.train()
+    train_mode(model, args)
     while not (finished or paused):
         train_loader.set_epoch(progress.epoch)
         skip = progress.batch_in_epoch  # a resumed epoch continues where it stopped
@@ -889,7 +911,7 @@ def training_function(args) -> TrainingProgress:
             finished = progress.step >= max_steps
             if dev is not None and dev.due(progress.step, finished):
                 finished = dev.select(model, progress, log) or finished
-                model.train()
+                train_mode(model, args)
             interrupted = accelerator.check_trigger()
             paused = args.stop_after is not None and progress.step - first_step >= args.stop_after
             if finished or interrupted or paused or progress.step % args.save_every == 0:

@@ -1,5 +1,8 @@
 """Re-rank a `RerankSet` with a model and compute MRR@10 / nDCG@10 / Recall with the repo's `evaluate` module."""
 
+import contextlib
+import hashlib
+import json
 from pathlib import Path
 
 import evaluate
@@ -48,26 +51,65 @@ def score_rerank_set(
     A `CrossEncoderScorer` scores every (query, candidate) pair instead."""
     if isinstance(model, CrossEncoderScorer):
         return score_pairs(model, rerank_set, batch_size, progress)
-    scores = {}
+    return score_with_shared_encoding([model], rerank_set, batch_size, max_docs_in_memory, progress, doc_store)[0]
+
+
+def encoding_fingerprint(model) -> str:
+    """What a LITE model's query and document vectors depend on: its config and every weight but the scorer's. Models
+    with one fingerprint (e.g. LITE trained on a frozen encoder and MaxSim on that encoder) encode alike."""
+    digest = hashlib.sha256(str(model.dtype).encode())
+    config = model.config.to_dict()
+    for key in (
+        "encoder_config",
+        "query_max_length",
+        "doc_max_length",
+        "projection_dim",
+        "doc_stored_tokens",
+        "normalize_embeddings",
+    ):
+        digest.update(json.dumps(config.get(key), sort_keys=True, default=str).encode())
+    for name, tensor in sorted(model.state_dict().items()):
+        if not name.startswith("lite_scorer."):
+            digest.update(name.encode())
+            digest.update(tensor.detach().float().cpu().numpy().tobytes())
+    return digest.hexdigest()
+
+
+@torch.inference_mode()
+def score_with_shared_encoding(
+    models: list,
+    rerank_set: RerankSet,
+    batch_size: int = 64,
+    max_docs_in_memory: int = 100_000,
+    progress: bool = True,
+    doc_store=None,
+) -> list[dict[str, list[float]]]:
+    """`score_rerank_set` for LITE models that encode alike (one `encoding_fingerprint`): documents and queries are
+    encoded once, by the first, and each model's scorer reads the same similarity matrices. One {qid: scores} each."""
+    first, scores = models[0], [{} for _ in models]
     blocks = [(list(rerank_set.candidates), None)] if doc_store else query_blocks(rerank_set, max_docs_in_memory)
-    with eval_mode(model):
+    with contextlib.ExitStack() as modes:
+        for model in models:
+            modes.enter_context(eval_mode(model))
         for qids, doc_ids in blocks:
             docs = doc_store
             if docs is None:
                 doc_ids = sorted(doc_ids)
                 docs = encode_texts(
-                    model, doc_ids, texts_of(rerank_set.documents, doc_ids), "documents", batch_size, progress=progress
+                    first, doc_ids, texts_of(rerank_set.documents, doc_ids), "documents", batch_size, progress=progress
                 )
             queries = encode_texts(
-                model, qids, [rerank_set.queries[q] for q in qids], "queries", batch_size, progress=progress
+                first, qids, [rerank_set.queries[q] for q in qids], "queries", batch_size, progress=progress
             )
             for qid in tqdm(qids, desc="Scoring queries", disable=not progress):
                 if not rerank_set.candidates[qid]:
-                    scores[qid] = []
+                    for model_scores in scores:
+                        model_scores[qid] = []
                     continue
                 query_vectors = real_query_rows(*queries.get([qid]))
                 similarity, doc_mask = docs.similarity(query_vectors, rerank_set.candidates[qid])
-                scores[qid] = model.score_similarity(similarity, doc_mask).float().tolist()
+                for model, model_scores in zip(models, scores):
+                    model_scores[qid] = model.score_similarity(similarity, doc_mask).float().tolist()
     return scores
 
 

@@ -88,3 +88,42 @@ def test_msmarco_own_pool_from_a_local_v21_file(tmp_path, tokenizer):
     data = write_jsonl(tmp_path / "dev.jsonl", rows)
     results = eval_rerank.main(["--model", str(tmp_path / "model"), "--data", str(data), "--no-progress"])
     assert results["model"]["num_queries"] == 1 and results["first-stage"]["mrr@10"] == 0.5
+
+
+def test_models_that_encode_alike_share_one_encoding_and_score_as_alone(
+    tmp_path, beir_fixture, tokenizer, monkeypatch
+):
+    """LITE trained on a frozen encoder and MaxSim on that encoder: every passage is encoded once for both rows, and
+    each row equals the model's scores evaluated alone."""
+    lite = tiny_model(tokenizer=tokenizer)
+    maxsim = tiny_model(tokenizer=tokenizer, scorer="maxsim")
+    maxsim.encoder.load_state_dict(lite.encoder.state_dict())
+    other = tiny_model(seed=4, tokenizer=tokenizer)  # another encoder: encoded on its own
+    for name, model in (("lite", lite), ("maxsim", maxsim), ("other", other)):
+        model.save_pretrained(tmp_path / name)
+    base = [
+        "--data",
+        str(beir_fixture),
+        "--run",
+        str(beir_fixture / "run.trec"),
+        "--dtype",
+        "float32",
+        "--no-progress",
+    ]
+    alone = {
+        name: eval_rerank.main(
+            ["--model", f"{name}={tmp_path / name}", *base, "--output", str(tmp_path / f"{name}.json")]
+        )
+        for name in ("lite", "maxsim", "other")
+    }
+    from lite_rerank import evaluation
+
+    encoded = []
+    real_encode = evaluation.encode_texts
+    monkeypatch.setattr(evaluation, "encode_texts", lambda *a, **k: encoded.append(a[3]) or real_encode(*a, **k))
+    models = [arg for name in ("lite", "maxsim", "other") for arg in ("--model", f"{name}={tmp_path / name}")]
+    together = eval_rerank.main([*models, *base, "--output", str(tmp_path / "all.json")])
+    assert encoded.count("documents") == 2  # lite + maxsim once, other once
+    for name in ("lite", "maxsim", "other"):
+        assert together[name] == alone[name][name]
+        assert (tmp_path / f"all.{name}.trec").read_text() == (tmp_path / f"{name}.{name}.trec").read_text()

@@ -28,6 +28,7 @@ from safetensors.torch import load_file
 
 import train_accelerate
 from lite_rerank.utils import file_sha256
+from modeling_lite import LiteModel
 
 TINY_SCORER = [
     "--query-max-length",
@@ -799,3 +800,51 @@ def test_u13_config_values_reach_the_flags_with_their_types_and_flags_still_win(
     config.write_text("lr: 2.8e-5\nbatch-size: 16\nnormalize-embeddings: false\nprojection-dim: null\n")
     args = train_accelerate.parse_args(["--config", str(config), "--batch-size", "8"])
     assert (args.lr, args.batch_size, args.normalize_embeddings, args.projection_dim) == (2.8e-5, 8, False, None)
+
+
+@pytest.mark.slow
+def test_freeze_encoder_trains_only_the_scorer(tmp_path, tiny_encoder_dir, train_file):
+    output = tmp_path / "run"
+    launch(
+        tiny_run(
+            tiny_encoder_dir,
+            train_file,
+            output,
+            "--loss",
+            "ce",
+            "--batch-size",
+            "4",
+            "--max-steps",
+            "3",
+            "--scorer-lr",
+            "1e-2",
+            "--freeze-encoder",
+        )
+    )
+    trained = load_file(output / "best" / "model.safetensors")
+    encoder = load_file(tiny_encoder_dir / "model.safetensors")
+    for key, value in encoder.items():
+        if not key.startswith("pooler."):
+            assert torch.equal(trained[f"encoder.{key}"], value), key
+    torch.manual_seed(42)  # the run's seed: the scorer it started from
+    fresh = LiteModel.from_encoder(
+        str(tiny_encoder_dir),
+        **{"query_max_length": 8, "doc_max_length": 24, "row_hidden_size": 48, "col_hidden_size": 16},
+    ).state_dict()
+    assert not torch.equal(trained["lite_scorer.out.weight"], fresh["lite_scorer.out.weight"])
+    records = training_records(output)
+    assert all(record["lr"] == 0.0 for record in records) and any(record["scorer_lr"] > 0 for record in records)
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--freeze-encoder", "--scorer", "maxsim"], "leaves nothing to train"),
+        (["--freeze-encoder", "--scorer", "cross-encoder"], "is for LITE / MaxSim students"),
+        (["--freeze-encoder", "--freeze-encoder-steps", "5"], "replaces --freeze-encoder-steps"),
+    ],
+)
+def test_freeze_encoder_is_refused_where_it_makes_no_sense(capsys, flags, message):
+    with pytest.raises(SystemExit):
+        train_accelerate.parse_args(flags)
+    assert message in capsys.readouterr().err
