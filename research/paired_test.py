@@ -15,47 +15,9 @@ import json
 import sys
 from pathlib import Path
 
-import numpy as np
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from lite_rerank.data import read_qrels, read_trec_run  # noqa: E402
-
-
-def reciprocal_ranks(run: dict, qrels: dict, depth: int = 10) -> dict[str, float]:
-    """RR@depth of every judged query (0 where no relevant passage is in the top `depth` or the query has no run)."""
-    values = {}
-    for qid, judged in qrels.items():
-        ranking = [doc for doc, _ in run.get(qid, [])][:depth]
-        values[qid] = next((1.0 / rank for rank, doc in enumerate(ranking, 1) if judged.get(doc, 0) > 0), 0.0)
-    return values
-
-
-def randomisation_p(differences, permutations: int = 100_000, seed: int = 0) -> float:
-    """Two-sided paired randomisation test of mean(differences) = 0, by random sign flips (the observed assignment
-    counted once, so p > 0)."""
-    differences = np.asarray(differences, dtype=np.float64)
-    observed = abs(differences.mean())
-    rng = np.random.default_rng(seed)
-    extreme = 0
-    for start in range(0, permutations, 10_000):
-        signs = rng.choice((-1.0, 1.0), size=(min(10_000, permutations - start), differences.size))
-        extreme += int((np.abs(signs @ differences) / differences.size >= observed - 1e-12).sum())
-    return (extreme + 1) / (permutations + 1)
-
-
-def compare(baseline: dict[str, float], system: dict[str, float], permutations: int = 100_000) -> dict:
-    queries = sorted(baseline)
-    differences = np.array([system[q] - baseline[q] for q in queries])
-    return {
-        "queries": len(queries),
-        "mrr@10": float(np.mean([system[q] for q in queries])),
-        "baseline_mrr@10": float(np.mean([baseline[q] for q in queries])),
-        "difference": float(differences.mean()),
-        "wins": int((differences > 0).sum()),
-        "losses": int((differences < 0).sum()),
-        "ties": int((differences == 0).sum()),
-        "p_value": randomisation_p(differences, permutations),
-    }
+from lite_rerank.significance import compare, reciprocal_ranks  # noqa: E402
 
 
 def main(argv=None):

@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
 SAMPLE = ROOT / "data" / "debian-sample"
 
 
@@ -27,6 +28,21 @@ def run(step: str, command: list[str]):
     start = time.perf_counter()
     subprocess.run([sys.executable, *command], cwd=ROOT, check=True)
     print(f"=== {step}: {time.perf_counter() - start:.0f} s", flush=True)
+
+
+def paired_tests(results: Path, qrels: Path, names: list[str]) -> dict:
+    """Each model against the BM25 order on the same queries: per-query RR@10 differences and a paired randomisation
+    test, from the TREC runs eval_rerank.py wrote next to `results` (is the difference more than noise?)."""
+    from lite_rerank.data import read_qrels, read_trec_run
+    from lite_rerank.significance import compare, reciprocal_ranks
+
+    judged = read_qrels(qrels)
+
+    def rr(name):
+        return reciprocal_ranks(read_trec_run(results.with_name(f"{results.stem}.{name}.trec")), judged)
+
+    baseline = rr("first-stage")
+    return {name: compare(baseline, rr(name)) for name in names}
 
 
 def main(argv=None):
@@ -100,8 +116,19 @@ def main(argv=None):
     )
     report = json.loads(results.read_text())
     print(f"\nDemo finished in {(time.perf_counter() - start) / 60:.1f} min. {report['protocol']}:")
+    tests = paired_tests(results, SAMPLE / "qrels" / "dev.tsv", list(report["models"])[1:])
     for name, m in report["models"].items():
-        print(f"  {name:12s} MRR@10 {m['mrr@10']:.4f}  nDCG@10 {m['ndcg@10']:.4f}  ({m['num_queries']} queries)")
+        versus = tests.get(name)
+        against = (
+            f"  vs BM25 {versus['difference']:+.4f} ({versus['wins']} better / {versus['losses']} worse, paired "
+            f"p = {versus['p_value']:.3f})"
+            if versus
+            else ""
+        )
+        print(
+            f"  {name:12s} MRR@10 {m['mrr@10']:.4f}  nDCG@10 {m['ndcg@10']:.4f}  ({m['num_queries']} queries){against}"
+        )
+    (out / "paired-tests.json").write_text(json.dumps(tests, indent=2) + "\n")
     print(f"Models: {out / 'lite' / 'best'}, {out / 'maxsim' / 'best'}; Hub folder: {out / 'hub'}")
 
 

@@ -9,6 +9,10 @@ number scored): students then train without running the teacher. Triplet rows (`
 with `teacher_positive` / `teacher_negative`. Next to the output, OUTPUT.provenance.json records the teacher (path and
 the sha256 of its weights), the data (path and sha256), the command and the timing.
 
+Several processes or machines (`accelerate launch --num_processes N scripts/teacher_scores.py ...`; two CPU processes:
+`ACCELERATE_USE_CPU=true accelerate launch --multi_gpu --num_processes 2 ...`): part j is scored by process j mod N,
+and process 0 joins them; the output is the one a single process writes, byte for byte.
+
 Resumable: rows are scored in parts of --part-rows, each named by its row range and written atomically under
 OUTPUT.parts/ (with the plan: inputs, row count, --part-rows); a rerun with the same settings scores only the missing
 parts (other settings are refused), then joins them and checks the result row by row before the provenance is written
@@ -16,6 +20,7 @@ parts (other settings are refused), then joins them and checks the result row by
 """
 
 import argparse
+import contextlib
 import gzip
 import json
 import shlex
@@ -25,7 +30,6 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import torch  # noqa: E402
 from transformers.utils.logging import tqdm  # noqa: E402
 
 from lite_rerank import hardware  # noqa: E402
@@ -33,7 +37,7 @@ from lite_rerank.cross_encoder import CrossEncoderScorer  # noqa: E402
 from lite_rerank.data import DataError  # noqa: E402
 from lite_rerank.locking import LOCK_FILE, FolderInUse, FolderLock  # noqa: E402
 from lite_rerank.triplets import load_train_dataset, negatives_of  # noqa: E402
-from lite_rerank.utils import file_sha256, write_atomically, write_text_atomically  # noqa: E402
+from lite_rerank.utils import file_sha256, process_state, write_atomically, write_text_atomically  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -51,7 +55,7 @@ def parse_args(argv=None):
     parser.add_argument("--output", required=True, help="the scored training file (.jsonl.gz)")
     parser.add_argument("--batch-size", type=int, default=64, help="pairs per teacher batch")
     parser.add_argument("--part-rows", type=int, default=2048, help="rows per resumable part")
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--device", default=None, help="default: this process's accelerator device, else cpu")
     hardware.add_arguments(parser, "--dtype", "the teacher scores in")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
@@ -83,17 +87,20 @@ def scored_row(row: dict, scores: list[float], listwise: bool) -> dict:
 
 def main(argv=None):
     args = parse_args(argv)
+    state = process_state()
+    device = args.device or str(state.device)
     output = Path(args.output)
     try:
-        data = load_train_dataset(args.train_data, min_negatives=args.hard_negatives or 1)
+        with state.main_process_first():
+            data = load_train_dataset(args.train_data, min_negatives=args.hard_negatives or 1)
     except DataError as error:
         raise SystemExit(f"error: {error}") from None
     listwise = "negatives" in data.column_names
-    hardware.set_threads(args.threads)
-    dtype = hardware.choose_dtype(args.dtype, args.device)
-    print(hardware.precision_note(dtype, args.dtype, args.device))
+    hardware.set_threads(args.threads, log=state.print)
+    dtype = hardware.choose_dtype(args.dtype, device)
+    state.print(hardware.precision_note(dtype, args.dtype, device))
     try:
-        teacher = CrossEncoderScorer.from_pretrained(args.teacher, args.device, dtype)
+        teacher = CrossEncoderScorer.from_pretrained(args.teacher, device, dtype)
     except (OSError, ValueError) as error:
         raise SystemExit(f"--teacher {args.teacher}: cannot load it: {error}") from None
     parts = output.with_name(output.name.removesuffix(".jsonl.gz") + ".parts")
@@ -107,23 +114,34 @@ def main(argv=None):
         else None,
     }
     plan = {**source, "rows": len(data), "part_rows": args.part_rows}
+    # One scoring run per output at a time: process 0 holds the parts folder, the others of this run follow it.
+    lock = FolderLock(parts, "teacher scoring") if state.is_main_process else contextlib.nullcontext()
     try:
-        with FolderLock(parts, "teacher scoring"):  # one scoring run per output at a time
-            provenance = score_and_join(args, argv, data, teacher, dtype, source, plan, parts, output, listwise)
+        with lock:
+            provenance = score_and_join(args, argv, state, data, teacher, dtype, source, plan, parts, output, listwise)
     except FolderInUse as error:
         raise SystemExit(f"error: {error}") from None
+    if not state.is_main_process:
+        return None
     (parts / LOCK_FILE).unlink()
     parts.rmdir()
     print(f"{output}: {len(data)} rows with teacher scores")
     return provenance
 
 
-def score_and_join(args, argv, data, teacher, dtype, source, plan, parts: Path, output: Path, listwise: bool) -> dict:
-    """Score the parts still missing, join them, check the result, write the provenance, remove the parts."""
-    ranges = check_parts(parts, plan)
+def score_and_join(args, argv, state, data, teacher, dtype, source, plan, parts, output, listwise) -> dict | None:
+    """Score the parts still missing (part j by process j mod N), then, on process 0, join them, check the result,
+    write the provenance and remove the parts."""
+    if state.is_main_process:
+        check_parts(parts, plan)
+    state.wait_for_everyone()
+    ranges = plan_ranges(plan)
+    mine = [(start, end) for j, (start, end) in enumerate(ranges) if j % state.num_processes == state.process_index]
     start_time = time.perf_counter()
-    bar = tqdm(total=len(data), desc="Teacher scores", unit="row", disable=args.no_progress)
-    for start, end in ranges:
+    bar = tqdm(
+        total=sum(end - start for start, end in mine), desc="Teacher scores", unit="row", disable=args.no_progress
+    )
+    for start, end in mine:
         part = part_path(parts, start, end)
         rows = data.select(range(start, end))
         if not part.is_file():
@@ -141,9 +159,12 @@ def score_and_join(args, argv, data, teacher, dtype, source, plan, parts: Path, 
             write_atomically(part, lambda path: path.write_text("".join(lines), encoding="utf-8"))
         bar.update(len(rows))
     bar.close()
+    state.wait_for_everyone()
+    if not state.is_main_process:
+        return None
 
     def join(path):
-        with open(path, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as out:
+        with open(path, "wb") as raw, gzip.GzipFile(filename="", fileobj=raw, mode="wb", mtime=0) as out:
             for start, end in ranges:
                 out.write(part_path(parts, start, end).read_bytes())
 
@@ -155,9 +176,10 @@ def score_and_join(args, argv, data, teacher, dtype, source, plan, parts: Path, 
         "rows": len(data),
         "output_sha256": file_sha256(output),
         "command": "python " + shlex.join(["scripts/teacher_scores.py", *(argv or sys.argv[1:])]),
-        "device": args.device,
+        "device": str(teacher.device),
         "dtype": str(dtype),
-        "hardware": hardware.describe(args.device),
+        "processes": state.num_processes,
+        "hardware": hardware.describe(teacher.device),
         "seconds_this_run": round(time.perf_counter() - start_time),
     }
     write_text_atomically(
@@ -171,6 +193,12 @@ def score_and_join(args, argv, data, teacher, dtype, source, plan, parts: Path, 
 
 
 PLAN = "plan.json"
+
+
+def plan_ranges(plan: dict) -> list[tuple[int, int]]:
+    """The row ranges [start, end) of the plan's parts: --part-rows rows each, the last one shorter."""
+    step, rows = plan["part_rows"], plan["rows"]
+    return [(start, min(start + step, rows)) for start in range(0, rows, step)]
 
 
 def part_path(parts: Path, start: int, end: int) -> Path:
@@ -196,8 +224,7 @@ def check_parts(parts: Path, plan: dict) -> list[tuple[int, int]]:
                 f"(e.g. --part-rows {stored.get('part_rows')}) to finish it, or choose another --output; nothing was "
                 "changed"
             )
-    step, rows = plan["part_rows"], plan["rows"]
-    ranges = [(start, min(start + step, rows)) for start in range(0, rows, step)]
+    ranges = plan_ranges(plan)
     expected = {part_path(parts, start, end).name for start, end in ranges} | {PLAN, LOCK_FILE}
     strangers = sorted(
         p.name for p in parts.iterdir() if p.name not in expected and not p.name.startswith(".partial-")

@@ -226,3 +226,28 @@ def test_bad_inputs_are_named(tmp_path, teacher):
                 str(tmp_path / "o.jsonl.gz"),
             ]
         )
+
+
+@pytest.mark.slow
+def test_two_processes_share_the_parts_and_write_what_one_process_writes(tmp_path, teacher, listwise):
+    path, rows = listwise
+    common = [
+        "--teacher",
+        str(teacher),
+        "--train-data",
+        str(path),
+        "--part-rows",
+        "3",
+        "--dtype",
+        "float32",
+        "--no-progress",
+        "--threads",
+        "1",
+    ]
+    run_script("scripts/teacher_scores.py", [*common, "--output", str(tmp_path / "one.jsonl.gz")])
+    result = run_script(
+        "scripts/teacher_scores.py", [*common, "--output", str(tmp_path / "two.jsonl.gz")], processes=2
+    )
+    assert (tmp_path / "two.jsonl.gz").read_bytes() == (tmp_path / "one.jsonl.gz").read_bytes()
+    assert json.loads((tmp_path / "two.provenance.json").read_text())["processes"] == 2
+    assert result.stdout.count("rows with teacher scores") == 1 and not (tmp_path / "two.parts").exists()

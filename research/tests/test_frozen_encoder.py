@@ -12,10 +12,10 @@ pytestmark = pytest.mark.research
 
 sys.path.insert(0, str(ROOT / "research"))
 import frozen_encoder  # noqa: E402
-import paired_test  # noqa: E402
 
 import eval_rerank  # noqa: E402
 from lite_rerank.data import read_qrels, read_trec_run  # noqa: E402
+from lite_rerank.significance import reciprocal_ranks  # noqa: E402
 
 WORDS = "grep image editor python web framework font viewer archive compress audio player network shell".split()
 
@@ -103,6 +103,8 @@ def test_every_label_variant_trains_and_maxsim_equals_eval_rerank(tmp_path, data
             "30",
             "--doc-max-length",
             "200",
+            "--dtype",
+            "float32",
         ]
     )
     maxsim = report["MaxSim (frozen all-MiniLM-L6-v2)"]
@@ -116,5 +118,60 @@ def test_every_label_variant_trains_and_maxsim_equals_eval_rerank(tmp_path, data
     qrels = read_qrels(data_dir / "qrels" / "dev.tsv")
     for name in ["MaxSim (frozen all-MiniLM-L6-v2)", *variants]:
         run = read_trec_run(frozen_encoder.trec_path(tmp_path / "new" / "report.json", name))
-        per_query = paired_test.reciprocal_ranks(run, qrels)
+        per_query = reciprocal_ranks(run, qrels)
         assert sum(per_query.values()) / len(per_query) == pytest.approx(report[name]["dev"]["mrr@10"], abs=1e-9)
+
+
+def test_any_beir_folder_and_split_can_be_the_evaluation(tmp_path, data, tiny_encoder_dir):  # noqa: F811
+    data_dir, negatives = data
+    (data_dir / "qrels" / "test.tsv").write_text(
+        (data_dir / "qrels" / "dev.tsv").read_text().replace("q23\td23\t1\n", "")
+    )
+    test_run = tmp_path / "test-candidates.trec"
+    test_run.write_text((data_dir / "runs" / "bm25.dev.trec").read_text())
+    report = frozen_encoder.main(
+        [
+            "--encoder",
+            str(tiny_encoder_dir),
+            "--data",
+            str(data_dir),
+            "--negatives",
+            str(negatives),
+            "--eval-split",
+            "test",
+            "--eval-run",
+            str(test_run),
+            "--epochs",
+            "1",
+            "--batch-size",
+            "4",
+            "--dtype",
+            "float32",
+            "--variants",
+            "ce, 1 hard negative",
+            "--output",
+            str(tmp_path / "report.json"),
+        ]
+    )
+    reference = eval_rerank.main(
+        [
+            "--zero-shot-encoder",
+            f"tiny={tiny_encoder_dir}",
+            "--data",
+            str(data_dir),
+            "--split",
+            "test",
+            "--run",
+            str(test_run),
+            "--no-progress",
+            "--query-max-length",
+            "30",
+            "--doc-max-length",
+            "200",
+            "--dtype",
+            "float32",
+        ]
+    )
+    maxsim = report["MaxSim (frozen all-MiniLM-L6-v2)"]["dev"]
+    assert maxsim["mrr@10"] == pytest.approx(reference["tiny (zero-shot MaxSim)"]["mrr@10"], abs=1e-6)
+    assert reference["tiny (zero-shot MaxSim)"]["num_queries"] == 3

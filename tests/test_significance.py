@@ -1,16 +1,12 @@
-"""research/paired_test.py: RR@10 from hand-built runs, and the randomisation p-value against exact enumeration."""
+"""lite_rerank.significance (research/paired_test.py, the demo's paired test): RR@10 from hand-built runs, and the
+randomisation p-value against exact enumeration."""
 
 import itertools
-import sys
 
 import numpy as np
 import pytest
-from product_fixtures import ROOT
 
-pytestmark = pytest.mark.research
-
-sys.path.insert(0, str(ROOT / "research"))
-import paired_test  # noqa: E402
+from lite_rerank import significance as paired_test
 
 
 def test_reciprocal_ranks_follow_the_run_order():
