@@ -120,7 +120,7 @@ def main(argv=None):
             mined = dict(triplet, negative=corpus[rng.choice(negatives)])
             gz.write((json.dumps(mined, ensure_ascii=False) + "\n").encode())
     print(f"{out}: {len(triplets)} triplets with BM25 top-{args.depth} negatives (dev run reproduced exactly)")
-    selection = set(random.Random(args.seed + 1).sample(sorted(set(qids)), args.selection_queries))
+    selection = selection_split(qids, args.selection_queries, args.seed)
     if selection:
         write_selection_split(data, out / "selection", selection, relevant, dict(zip(qids, hits)))
         print(f"{out / 'selection'}: {len(selection)} selection queries with their BM25 top-{args.depth}")
@@ -141,6 +141,12 @@ def main(argv=None):
             f"{out / 'listwise.train.jsonl.gz'}: {len(set(qids) - selection)} queries, "
             f"{args.negatives_per_query} negatives each"
         )
+
+
+def selection_split(training_qids, count: int, seed: int) -> set[str]:
+    """The `count` training queries carved out for selection (seeded): never trained on, never a pseudo-query's
+    source."""
+    return set(random.Random(seed + 1).sample(sorted(set(training_qids)), count))
 
 
 def write_selection_split(data: Path, folder: Path, qids: set, relevant: dict, hits: dict):

@@ -8,7 +8,7 @@ import random
 import sys
 
 import pytest
-from conftest import ROOT
+from conftest import ROOT, SHARED_DEBIAN, needs_shared_data
 
 sys.path.insert(0, str(ROOT / "scripts"))
 import make_pseudo_queries  # noqa: E402
@@ -94,3 +94,28 @@ def test_the_same_seed_gives_the_same_bytes_and_another_seed_other_queries(tmp_p
     other = run(collection, tmp_path / "c.jsonl.gz", "--seed", "7")
     assert (tmp_path / "a.jsonl.gz").read_bytes() == (tmp_path / "b.jsonl.gz").read_bytes()
     assert [row["query"] for row in other] != [row["query"] for row in run(collection, tmp_path / "a.jsonl.gz")]
+
+
+@needs_shared_data
+def test_the_committed_pseudo_queries_come_only_from_training_positives_outside_the_selection_split():
+    """data/debian-pseudo: every source is the positive of a training query outside the selection split (re-derived
+    here as mine_bm25_negatives.py carves it), and every pseudo-query is a span of its source."""
+    import mine_bm25_negatives
+
+    from lite_rerank.data import read_beir_texts, read_jsonl, read_qrels
+
+    queries = read_beir_texts(SHARED_DEBIAN / "queries.jsonl.gz", with_title=False)
+    train = read_qrels(SHARED_DEBIAN / "qrels" / "train.tsv")
+    qid_of = {queries[qid]: qid for qid in train}
+    qids = [qid_of[row["query"]] for _, row in read_jsonl(SHARED_DEBIAN / "triplets.train.jsonl.gz")]
+    selection = mine_bm25_negatives.selection_split(qids, 500, 42)
+    allowed = {doc for qid, judged in train.items() if qid not in selection for doc, grade in judged.items() if grade}
+    corpus = read_beir_texts(SHARED_DEBIAN / "corpus.jsonl.gz", with_title=False)
+    held_out = {doc for qid in selection for doc in train[qid]}
+    held_out |= {doc for judged in read_qrels(SHARED_DEBIAN / "qrels" / "dev.tsv").values() for doc in judged}
+    rows = [row for _, row in read_jsonl(ROOT / "data" / "debian-pseudo" / "pseudo-queries.train.jsonl.gz")]
+    assert len(rows) >= 4 * 40_000
+    sources = {row["source"] for row in rows}
+    assert sources <= allowed and not sources & held_out and len(sources) > 0.99 * len(allowed)
+    for row in rows:
+        assert " ".join(row["query"].split()) in " ".join(corpus[row["source"]].split()), row

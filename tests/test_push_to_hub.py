@@ -448,3 +448,16 @@ def test_s0_a_model_whose_tokenizer_lost_its_vocabulary_is_not_staged(model_dir,
     (broken / "tokenizer.json").unlink()
     with pytest.raises(SystemExit, match=r"broken: cannot load the model: .*its tokenizer has \d+ tokens"):
         dry_run(broken, tmp_path / "stage")
+
+
+def test_u8_u16_damaged_weights_are_named_before_anything_is_staged(model_dir, tmp_path):
+    import shutil
+
+    broken = tmp_path / "broken"
+    shutil.copytree(model_dir, broken)
+    (broken / "model.safetensors").write_bytes(b"")
+    with pytest.raises(
+        SystemExit, match=r"broken: cannot load the model: .*model.safetensors does not read \(.*header"
+    ):
+        dry_run(broken, tmp_path / "stage")
+    assert not (tmp_path / "stage").exists()
