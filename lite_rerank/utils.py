@@ -64,7 +64,11 @@ def write_atomically(path, write) -> Path:
     """`write(tmp_path)`, then rename it to `path`: a crash never leaves `path` half-written."""
     path = Path(path)
     partial = path.with_name(f".partial-{path.name}")
-    write(partial)
+    try:
+        write(partial)
+    except BaseException:  # a full disk, an interrupt: the half-written file is this function's, and goes
+        partial.unlink(missing_ok=True)
+        raise
     os.replace(partial, path)
     return path
 

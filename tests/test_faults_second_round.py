@@ -220,20 +220,23 @@ def test_s18_an_arrow_corpus_passage_with_no_text_is_refused(tmp_path):
 
 def test_u15_a_full_disk_keeps_the_previous_results_and_leaves_no_new_json(tmp_path, beir_fixture, monkeypatch):
     output = tmp_path / "r.json"
-    evaluate(beir_fixture, tmp_output=output)
+    evaluate(beir_fixture, "--max-queries", "2", tmp_output=output)  # earlier results, of other queries
     previous = output.read_bytes()
     written = []
 
     def full_disk(path, rankings, tag):
         written.append(path)
-        if len(written) == 1:
-            raise OSError(errno.ENOSPC, "No space left on device")
+        path.write_text("half a ")
+        raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(eval_rerank, "write_trec_run", full_disk)
     with pytest.raises(OSError, match="No space left"):
         evaluate(beir_fixture, tmp_output=output)
     assert output.read_bytes() == previous  # the earlier results, intact
-    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("r.")) == ["r.first-stage.trec", "r.json"]
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(("r.", ".partial"))) == [
+        "r.first-stage.trec",
+        "r.json",
+    ]
 
 
 # ---------------------------------------------------------------- S12: results know which weights they measured
