@@ -8,6 +8,7 @@ sentence-transformers `CrossEncoder(path)` (which applies a sigmoid by default; 
 """
 
 import json
+import warnings
 from pathlib import Path
 
 import torch
@@ -56,6 +57,18 @@ def cross_encoder_logits(model, tokens: dict) -> torch.Tensor:
     return torch.cat(logits)[torch.argsort(order)]  # back to the input order
 
 
+def quantize_int8(model):
+    """`model` with every nn.Linear replaced by PyTorch's dynamically quantized int8 linear (CPU inference only):
+    int8 weights and int8 GEMMs (VNNI where the CPU has it), activations quantized per batch, the rest in float32."""
+    if next(model.parameters()).device.type != "cpu" or next(model.parameters()).dtype != torch.float32:
+        raise ValueError("int8 dynamic quantization runs on CPU from a float32 model (--dtype float32)")
+    with warnings.catch_warnings():  # torch.ao.quantization is deprecated in favour of torchao, which is not here
+        warnings.simplefilter("ignore")
+        from torch.ao.quantization import quantize_dynamic
+
+        return quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
+
+
 class CrossEncoderScorer:
     """A cross-encoder and its tokenizer, scoring (query, passage) pairs at inference."""
 
@@ -65,7 +78,9 @@ class CrossEncoderScorer:
         self.max_length = min(max_length or tokenizer.model_max_length, positions)
 
     @classmethod
-    def from_pretrained(cls, path, device="cpu", dtype=None) -> "CrossEncoderScorer":
+    def from_pretrained(cls, path, device="cpu", dtype=None, int8: bool = False) -> "CrossEncoderScorer":
+        """The saved cross-encoder, in `dtype`; with `int8` (CPU, float32), every linear layer dynamically quantized
+        (int8 weights, activations quantized per batch; `quantize_int8`)."""
         with weights_named(path):
             model = AutoModelForSequenceClassification.from_pretrained(path).to(device=device, dtype=dtype)
         if model.config.num_labels != 1:
@@ -75,7 +90,7 @@ class CrossEncoderScorer:
             )
         tokenizer = AutoTokenizer.from_pretrained(path)
         check_tokenizer(tokenizer, model.config.vocab_size, path)
-        return cls(model.eval(), tokenizer)
+        return cls(quantize_int8(model.eval()) if int8 else model.eval(), tokenizer)
 
     @property
     def device(self):

@@ -57,6 +57,12 @@ def parse_args(argv=None):
     parser.add_argument("--part-rows", type=int, default=2048, help="rows per resumable part")
     parser.add_argument("--device", default=None, help="default: this process's accelerator device, else cpu")
     hardware.add_arguments(parser, "--dtype", "the teacher scores in")
+    parser.add_argument(
+        "--int8",
+        action="store_true",
+        help="CPU: the teacher's linear layers dynamically quantized to int8 (with --dtype float32); check its "
+        "agreement with the full-precision teacher first (benchmarks/teacher_speed.py)",
+    )
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
     for name in ("hard_negatives", "batch_size", "part_rows", "threads"):
@@ -98,9 +104,9 @@ def main(argv=None):
     listwise = "negatives" in data.column_names
     hardware.set_threads(args.threads, log=state.print)
     dtype = hardware.choose_dtype(args.dtype, device)
-    state.print(hardware.precision_note(dtype, args.dtype, device))
+    state.print(hardware.precision_note(dtype, args.dtype, device) + (", int8 linear layers" if args.int8 else ""))
     try:
-        teacher = CrossEncoderScorer.from_pretrained(args.teacher, device, dtype)
+        teacher = CrossEncoderScorer.from_pretrained(args.teacher, device, dtype, int8=args.int8)
     except (OSError, ValueError) as error:
         raise SystemExit(f"--teacher {args.teacher}: cannot load it: {error}") from None
     parts = output.with_name(output.name.removesuffix(".jsonl.gz") + ".parts")
@@ -113,7 +119,7 @@ def main(argv=None):
         if (Path(args.teacher) / "model.safetensors").is_file()
         else None,
     }
-    plan = {**source, "rows": len(data), "part_rows": args.part_rows}
+    plan = {**source, "rows": len(data), "part_rows": args.part_rows, "int8": args.int8, "dtype": str(dtype)}
     # One scoring run per output at a time: process 0 holds the parts folder, the others of this run follow it.
     lock = FolderLock(parts, "teacher scoring") if state.is_main_process else contextlib.nullcontext()
     try:
@@ -178,6 +184,7 @@ def score_and_join(args, argv, state, data, teacher, dtype, source, plan, parts,
         "command": "python " + shlex.join(["scripts/teacher_scores.py", *(argv or sys.argv[1:])]),
         "device": str(teacher.device),
         "dtype": str(dtype),
+        "int8_linear_layers": args.int8,
         "processes": state.num_processes,
         "hardware": hardware.describe(teacher.device),
         "seconds_this_run": round(time.perf_counter() - start_time),

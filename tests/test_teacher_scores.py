@@ -251,3 +251,32 @@ def test_two_processes_share_the_parts_and_write_what_one_process_writes(tmp_pat
     assert (tmp_path / "two.jsonl.gz").read_bytes() == (tmp_path / "one.jsonl.gz").read_bytes()
     assert json.loads((tmp_path / "two.provenance.json").read_text())["processes"] == 2
     assert result.stdout.count("rows with teacher scores") == 1 and not (tmp_path / "two.parts").exists()
+
+
+@pytest.mark.slow
+def test_an_int8_teacher_scores_close_to_the_float32_one_and_is_recorded(tmp_path, teacher, listwise, minilm_path):
+    import numpy as np
+    import torch
+
+    from lite_rerank.cross_encoder import new_cross_encoder
+
+    path, rows = listwise
+    queries = [row["query"] for row in rows for _ in range(4)]
+    passages = [text for row in rows for text in (row["positive"], *row["negatives"])]
+    torch.manual_seed(0)  # real MiniLM features under a random head: scores that vary as a teacher's do
+    model, tokenizer = new_cross_encoder(str(minilm_path), 230)
+    model.save_pretrained(tmp_path / "minilm-ce")
+    tokenizer.save_pretrained(tmp_path / "minilm-ce")
+    full = CrossEncoderScorer.from_pretrained(tmp_path / "minilm-ce", "cpu", torch.float32)
+    int8 = CrossEncoderScorer.from_pretrained(tmp_path / "minilm-ce", "cpu", torch.float32, int8=True)
+    assert any("quantized" in type(module).__module__ for module in int8.model.modules())
+    a, b = np.array(full.score(queries, passages)), np.array(int8.score(queries, passages))
+    ranks = [np.argsort(np.argsort(x)) for x in (a, b)]
+    # a random head's scores spread little, so quantisation noise shows; the trained teacher's agreement is measured
+    # by benchmarks/teacher_speed.py
+    assert np.isfinite(b).all() and np.corrcoef(*ranks)[0, 1] > 0.8
+    with pytest.raises(ValueError, match="from a float32 model"):
+        CrossEncoderScorer.from_pretrained(teacher, "cpu", torch.bfloat16, int8=True)
+    args = ["--teacher", str(teacher), "--train-data", str(path), "--no-progress", "--dtype", "float32", "--int8"]
+    provenance = teacher_scores.main([*args, "--output", str(tmp_path / "int8.jsonl.gz")])
+    assert provenance["int8_linear_layers"] is True
