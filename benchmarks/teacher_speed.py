@@ -48,7 +48,8 @@ def parse_args(argv=None):
     )
     parser.add_argument("--forms", nargs="+", choices=sorted(FORMS), default=None, help="default: all this CPU runs")
     parser.add_argument("--reference", default="float32", choices=sorted(FORMS))
-    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--max-length", type=int, default=None, help="cut pairs to N tokens (default: the teacher's)")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--output", default=None)
     args = parser.parse_args(argv)
@@ -85,11 +86,18 @@ def main(argv=None):
         if args.selection
         else None
     )
-    report = {"hardware": hardware.describe(), "pairs": len(queries), "forms": {}}
+    report = {
+        "hardware": hardware.describe(),
+        "pairs": len(queries),
+        "batch_size": args.batch_size,
+        "max_length": args.max_length,
+        "forms": {},
+    }
     scores = {}
     for name in args.forms:
         dtype, int8 = FORMS[name]
         teacher = CrossEncoderScorer.from_pretrained(args.teacher, "cpu", hardware.DTYPE_NAMES[dtype], int8=int8)
+        teacher.max_length = min(args.max_length or teacher.max_length, teacher.max_length)
         teacher.score(queries[:64], passages[:64], args.batch_size)  # warm-up
         start = time.perf_counter()
         scores[name] = teacher.score(queries, passages, args.batch_size)

@@ -280,3 +280,15 @@ def test_an_int8_teacher_scores_close_to_the_float32_one_and_is_recorded(tmp_pat
     args = ["--teacher", str(teacher), "--train-data", str(path), "--no-progress", "--dtype", "float32", "--int8"]
     provenance = teacher_scores.main([*args, "--output", str(tmp_path / "int8.jsonl.gz")])
     assert provenance["int8_linear_layers"] is True
+
+
+def test_max_length_cuts_the_pairs_as_asked_and_is_recorded(tmp_path, teacher, listwise):
+    path, rows = listwise
+    args = ["--teacher", str(teacher), "--train-data", str(path), "--no-progress", "--dtype", "float32"]
+    provenance = teacher_scores.main([*args, "--max-length", "12", "--output", str(tmp_path / "short.jsonl.gz")])
+    assert provenance["max_length"] == 12
+    scorer = CrossEncoderScorer.from_pretrained(teacher)
+    scorer.max_length = 12
+    first = read(tmp_path / "short.jsonl.gz")[0]
+    expected = scorer.score([rows[0]["query"]] * 4, [rows[0]["positive"], *rows[0]["negatives"]])
+    assert [first["teacher_positive"], *first["teacher_negatives"]] == pytest.approx(expected, abs=1e-5)
