@@ -192,3 +192,33 @@ def test_selection_split_and_listwise_rows_from_the_top_k(beir, tmp_path):
                 str(DEPTH),
             ]
         )
+
+
+def test_pseudo_query_candidates_are_the_naive_bm25_top_k_in_the_teachers_layout(beir, tmp_path):
+    import pseudo_query_candidates
+
+    data, corpus, _, _, _ = beir
+    rng = random.Random(9)
+    pseudo = [" ".join(rng.sample(VOCAB, 3)) for _ in range(7)]
+    write_gz(tmp_path / "pseudo.jsonl.gz", [{"query": text, "source": "d0"} for text in pseudo])
+    output = tmp_path / "out" / "candidates.jsonl.gz"
+    pseudo_query_candidates.main(
+        [
+            "--data",
+            str(data),
+            "--pseudo-queries",
+            str(tmp_path / "pseudo.jsonl.gz"),
+            "--depth",
+            "4",
+            "--output",
+            str(output),
+        ]
+    )
+    rows, run = read_gz(output), read_trec_run(tmp_path / "out" / "candidates.trec")
+    assert [row["query"] for row in rows] == pseudo
+    for i, (text, row) in enumerate(zip(pseudo, rows)):
+        expected = dict(naive_bm25_top(text, corpus, 4))  # ties may come in either order
+        found = [d for d, _ in run[f"p{i}"]]
+        assert set(found) == set(expected)
+        assert [expected[d] for d in found] == pytest.approx(sorted(expected.values(), reverse=True), abs=1e-5)
+        assert [row["positive"], *row["negatives"]] == [corpus[d] for d in found]

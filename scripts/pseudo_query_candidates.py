@@ -1,0 +1,77 @@
+"""BM25 candidates of the pseudo-queries, as rows for the teacher to score (issue 23, item 2).
+
+    python scripts/pseudo_query_candidates.py --pseudo-queries data/debian-pseudo/pseudo-queries.train.jsonl.gz \
+        --depth 8 --output runs/pseudo/candidates.train.jsonl.gz
+    python scripts/teacher_scores.py --teacher runs/debian-distill/teacher/best \
+        --train-data runs/pseudo/candidates.train.jsonl.gz --output runs/pseudo/scored.train.jsonl.gz
+
+Each pseudo-query is searched over the whole corpus with the BM25 that made the dev candidates (checked against the
+dev run first, as `mine_bm25_negatives.py` does). A row holds its top --depth passages in BM25 order, in the listwise
+layout `teacher_scores.py` and `train_accelerate.py` read: `positive` is only the first slot (the BM25 top passage) —
+the source passage is not assumed relevant; the teacher's scores decide, so train on these rows with `--loss kl`.
+The candidate ids go to OUTPUT.trec (query id `p<row>`), in the same order.
+"""
+
+import argparse
+import gzip
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from mine_bm25_negatives import DATA, BM25Index, check_reproduces  # noqa: E402
+
+from lite_rerank.data import DataError, read_beir_texts, read_jsonl, read_trec_run, write_trec_run  # noqa: E402
+from lite_rerank.utils import write_atomically  # noqa: E402
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", default=str(DATA), help="the BEIR folder (corpus, queries, runs/bm25.dev.trec)")
+    parser.add_argument("--pseudo-queries", required=True, help="make_pseudo_queries.py output")
+    parser.add_argument("--depth", type=int, default=8, help="candidates per pseudo-query (the teacher scores each)")
+    parser.add_argument("--max-queries", type=int, default=None, help="the first N pseudo-queries only (trials)")
+    parser.add_argument("--output", required=True, help=".jsonl.gz")
+    args = parser.parse_args(argv)
+    if args.depth < 2:
+        parser.error(f"--depth must be at least 2 (the first slot and a negative), got {args.depth}")
+    if args.max_queries is not None and args.max_queries < 1:
+        parser.error(f"--max-queries must be at least 1, got {args.max_queries}")
+    if not args.output.endswith(".jsonl.gz"):
+        parser.error("--output must end in .jsonl.gz")
+    return args
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    data, output = Path(args.data), Path(args.output)
+    try:
+        pseudo = [row["query"] for _, row in read_jsonl(args.pseudo_queries, required=("query",))]
+        corpus = read_beir_texts(data / "corpus.jsonl.gz", with_title=False)
+        queries = read_beir_texts(data / "queries.jsonl.gz", with_title=False)
+        dev_run = read_trec_run(data / "runs" / "bm25.dev.trec")
+    except DataError as error:
+        raise SystemExit(f"error: {error}") from None
+    pseudo = pseudo[: args.max_queries]
+    index = BM25Index(corpus)
+    check_reproduces(index, queries, dev_run, max(len(ranked) for ranked in dev_run.values()))
+    hits = index.search(pseudo, args.depth)
+    output.parent.mkdir(parents=True, exist_ok=True)
+
+    def write(path):
+        with open(path, "wb") as raw, gzip.GzipFile(filename="", fileobj=raw, mode="wb", mtime=0) as out:
+            for query, ranked in zip(pseudo, hits):
+                texts = [corpus[doc_id] for doc_id, _ in ranked]
+                row = {"query": query, "positive": texts[0], "negatives": texts[1:]}
+                out.write((json.dumps(row, ensure_ascii=False) + "\n").encode())
+
+    run_path = output.with_name(output.name.removesuffix(".jsonl.gz") + ".trec")
+    write_atomically(run_path, lambda path: write_trec_run(path, {f"p{i}": r for i, r in enumerate(hits)}, "bm25"))
+    write_atomically(output, write)
+    print(f"{output}: {len(pseudo)} pseudo-queries with their BM25 top-{args.depth}")
+
+
+if __name__ == "__main__":
+    main()
