@@ -6,7 +6,8 @@ cached token embeddings against MaxSim on the same embeddings, under several kin
 
 1. Encode once with the frozen encoder: every passage of the corpus and every query (saved under --cache-dir, so a
    rerun only trains).
-2. For each supervision variant, a fresh LITE scorer (same seed, hence the same initial weights and batch order)
+2. For each supervision variant, a fresh LITE scorer (same seed, hence the same initial weights and batch order;
+   with --start maxsim-imitation, first trained to rank as MaxSim on the same embeddings, without labels)
    trained for --epochs on the listwise training rows of mine_bm25_negatives.py (the selection queries left out);
    after every epoch, MRR@10 on the selection split (500 training queries, BM25 top-30); the best epoch is kept.
 3. Dev (920 queries, BM25 top-30; any BEIR folder and split with --data, --eval-split, --eval-run) once per variant,
@@ -66,6 +67,17 @@ def parse_args(argv=None):
         "--cache-dir", default=None, help="where the frozen embeddings are kept (default: next to --output)"
     )
     hardware.add_arguments(parser, "--dtype", "the encoder and scorers compute in")
+    parser.add_argument(
+        "--start",
+        default="fresh",
+        choices=["fresh", "maxsim-imitation"],
+        help="the scorer each variant starts from: freshly initialised (the paper), or first trained for "
+        "--imitation-epochs to imitate MaxSim on the training rows' similarity matrices (no labels, no teacher)",
+    )
+    parser.add_argument("--imitation-epochs", type=int, default=2)
+    parser.add_argument(
+        "--imitation-temperature", type=float, default=1.5, help="MaxSim scores are divided by it before the softmax"
+    )
     parser.add_argument("--output", required=True)
     args = parser.parse_args(argv)
     hardware.set_threads(args.threads)
@@ -173,6 +185,12 @@ def main(argv=None):
         ]
         torch.manual_seed(0)  # every variant starts from the same scorer and sees the same batch order
         model.lite_scorer.load_state_dict(initial_scorer)
+        record = report.setdefault(variant, {"epochs": []})
+        if args.start == "maxsim-imitation":
+            record["imitation"] = imitate_maxsim(model, maxsim, queries, docs, examples, args)
+            record["imitation"]["selection"] = mrr(selection)
+            print(variant, "after imitating MaxSim", record["imitation"], flush=True)
+            torch.manual_seed(0)
         loss_fn = LOSSES[loss_name]()
         optimizer = torch.optim.AdamW(model.lite_scorer.parameters(), lr=args.lr, weight_decay=0.01)
         steps = args.epochs * (len(examples) // args.batch_size)
@@ -180,8 +198,7 @@ def main(argv=None):
         schedule = torch.optim.lr_scheduler.LambdaLR(
             optimizer, lambda s: min((s + 1) / warmup, max(0.0, (steps - s) / (steps - warmup)))
         )
-        record = report.setdefault(variant, {"epochs": []})
-        record["epochs"] = []
+        record["start"], record["epochs"] = args.start, []
         best, best_state = -1.0, None
         for epoch in range(args.epochs):
             model.lite_scorer.train()
@@ -242,6 +259,48 @@ def main(argv=None):
         save()
         print(variant, "dev", record["dev"], flush=True)
     return report
+
+
+def imitate_maxsim(model, maxsim, queries, docs, examples, args) -> dict:
+    """Train `model`'s scorer to rank as MaxSim does, from similarity matrices alone (issue 23, item 5): each query of
+    a batch against its row's first two passages and 14 passages of other rows, KL from the softmax of MaxSim's scores
+    (divided by --imitation-temperature) to the scorer's. No label and no teacher is read."""
+    own, others = 2, min(14, 2 * (args.batch_size - 1))
+    optimizer = torch.optim.AdamW(model.lite_scorer.parameters(), lr=args.lr, weight_decay=0.01)
+    steps = max(1, args.imitation_epochs * (len(examples) // args.batch_size))
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: max(0.0, 1 - s / steps))
+    model.lite_scorer.train()
+    start_time, losses = time.perf_counter(), []
+    for epoch in range(args.imitation_epochs):
+        order = torch.randperm(len(examples)).tolist()
+        for offset in tqdm(range(0, len(order) - args.batch_size + 1, args.batch_size), desc=f"imitation {epoch + 1}"):
+            batch = [examples[i] for i in order[offset : offset + args.batch_size]]
+            q, q_mask = queries.get([qid for qid, _, _ in batch], torch.float32)
+            d, d_mask = docs.get([d for _, ids, _ in batch for d in ids[:own]], torch.float32)
+            candidates = torch.cat(
+                [torch.arange(len(d)).view(len(batch), own), in_batch_candidates(len(batch), own, others, "cpu")], 1
+            )
+            pairs_q = torch.arange(len(batch)).repeat_interleave(candidates.shape[1])
+            pairs_d = candidates.flatten()
+            inputs = (q[pairs_q], q_mask[pairs_q], d[pairs_d], d_mask[pairs_d])
+            with torch.no_grad():
+                target = maxsim.score_embeddings(*inputs).float().view(len(batch), -1) / args.imitation_temperature
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.bf16):
+                scores = model.score_embeddings(*inputs).float().view(len(batch), -1)
+            loss = LOSSES["kl"]()(scores, target)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.lite_scorer.parameters(), 1.0)
+            optimizer.step()
+            schedule.step()
+            optimizer.zero_grad()
+            losses.append(loss.item())
+    model.lite_scorer.eval()
+    return {
+        "epochs": args.imitation_epochs,
+        "first_loss": losses[0],
+        "last_loss": sum(losses[-10:]) / len(losses[-10:]),
+        "seconds": round(time.perf_counter() - start_time),
+    }
 
 
 if __name__ == "__main__":

@@ -175,3 +175,38 @@ def test_any_beir_folder_and_split_can_be_the_evaluation(tmp_path, data, tiny_en
     maxsim = report["MaxSim (frozen all-MiniLM-L6-v2)"]["dev"]
     assert maxsim["mrr@10"] == pytest.approx(reference["tiny (zero-shot MaxSim)"]["mrr@10"], abs=1e-6)
     assert reference["tiny (zero-shot MaxSim)"]["num_queries"] == 3
+
+
+def test_a_scorer_started_by_imitating_maxsim_ranks_closer_to_maxsim(tmp_path, data, tiny_encoder_dir):  # noqa: F811
+    """Item 5 of issue 23: the imitation reads no label; afterwards the scorer agrees with MaxSim more than before."""
+    data_dir, negatives = data
+    report = frozen_encoder.main(
+        [
+            "--encoder",
+            str(tiny_encoder_dir),
+            "--data",
+            str(data_dir),
+            "--negatives",
+            str(negatives),
+            "--epochs",
+            "1",
+            "--batch-size",
+            "4",
+            "--lr",
+            "1e-2",
+            "--dtype",
+            "float32",
+            "--variants",
+            "ce, 1 hard negative",
+            "--start",
+            "maxsim-imitation",
+            "--imitation-epochs",
+            "3",
+            "--output",
+            str(tmp_path / "report.json"),
+        ]
+    )
+    record = report["ce, 1 hard negative"]
+    assert record["start"] == "maxsim-imitation" and record["imitation"]["epochs"] == 3
+    assert record["imitation"]["last_loss"] < record["imitation"]["first_loss"]
+    assert 0.0 <= record["imitation"]["selection"]["mrr@10"] <= 1.0 and len(record["epochs"]) == 1
