@@ -43,6 +43,7 @@ VARIANTS = {
     "ce, 7 hard negatives": ("ce", 7, 0, False),
     "ce, 7 hard + 16 in-batch negatives": ("ce", 7, 16, False),
     "kl from the teacher, 7 hard negatives": ("kl", 7, 0, True),
+    "kl from the teacher, 29 hard negatives": ("kl", 29, 0, True),
     "margin_mse from the teacher, 7 hard negatives": ("margin_mse", 7, 0, True),
 }
 
@@ -62,6 +63,13 @@ def parse_args(argv=None):
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--max-rows", type=int, default=None, help="first N training rows (smoke runs)")
+    parser.add_argument(
+        "--train-queries",
+        type=int,
+        default=None,
+        help="train on N training rows drawn at random (seeded; a smaller N is a subset of a larger one, so the points "
+        "of a supervision curve are nested); default: every row",
+    )
     parser.add_argument("--max-queries", type=int, default=None, help="first N selection / dev queries (smoke runs)")
     parser.add_argument(
         "--cache-dir", default=None, help="where the frozen embeddings are kept (default: next to --output)"
@@ -175,11 +183,15 @@ def main(argv=None):
         loss_name, hard, in_batch, needs_teacher = VARIANTS[variant]
         rows_path = args.teacher_scores if needs_teacher else negatives / "listwise.train.jsonl.gz"
         rows = load_local_triplets(rows_path, args.max_rows, min_negatives=hard)
+        if args.train_queries is not None:
+            if args.train_queries > len(rows):
+                raise SystemExit(f"--train-queries {args.train_queries}: {rows_path} has only {len(rows)} rows")
+            rows = rows.select(sorted(nested_sample(len(rows), args.train_queries)))
         examples = [
             (
                 query_id[row["query"]],
                 [doc_id[row["positive"]], *[doc_id[t] for t in row["negatives"][:hard]]],
-                teacher_scores_of(row),
+                teacher_scores_of(row)[: 1 + hard] if needs_teacher else None,  # the first K of a longer row
             )
             for row in rows
         ]
@@ -198,7 +210,7 @@ def main(argv=None):
         schedule = torch.optim.lr_scheduler.LambdaLR(
             optimizer, lambda s: min((s + 1) / warmup, max(0.0, (steps - s) / (steps - warmup)))
         )
-        record["start"], record["epochs"] = args.start, []
+        record["start"], record["training_rows"], record["epochs"] = args.start, len(examples), []
         best, best_state = -1.0, None
         for epoch in range(args.epochs):
             model.lite_scorer.train()
@@ -259,6 +271,12 @@ def main(argv=None):
         save()
         print(variant, "dev", record["dev"], flush=True)
     return report
+
+
+def nested_sample(population: int, size: int, seed: int = 2024) -> list[int]:
+    """`size` row indices out of `population`, the first `size` of one seeded permutation: a sample is a subset of
+    every larger one drawn from the same population."""
+    return torch.randperm(population, generator=torch.Generator().manual_seed(seed))[:size].tolist()
 
 
 def imitate_maxsim(model, maxsim, queries, docs, examples, args) -> dict:

@@ -17,11 +17,16 @@ Resumable: rows are scored in parts of --part-rows, each named by its row range 
 OUTPUT.parts/ (with the plan: inputs, row count, --part-rows); a rerun with the same settings scores only the missing
 parts (other settings are refused), then joins them and checks the result row by row before the provenance is written
 (the parts are removed once the output is complete). One run per output at a time.
+
+More candidates later: `--reuse OUTPUT` of an earlier run (same teacher, dtype, int8 and length, checked from its
+provenance) copies the scores of every pair it holds and scores only the others: a row's top 30 after its top 8 costs
+the 22 new pairs.
 """
 
 import argparse
 import contextlib
 import gzip
+import hashlib
 import json
 import shlex
 import sys
@@ -73,6 +78,13 @@ def parse_args(argv=None):
         action="store_true",
         help="CPU: the teacher's linear layers dynamically quantized to int8 (with --dtype float32); check its "
         "agreement with the full-precision teacher first (benchmarks/teacher_speed.py)",
+    )
+    parser.add_argument(
+        "--reuse",
+        default=None,
+        metavar="SCORED",
+        help="an earlier output of this script by the same teacher in the same form (its provenance is checked): "
+        "pairs it scored are copied from it, not scored again — e.g. every row's top 30 after its top 8",
     )
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
@@ -134,11 +146,16 @@ def main(argv=None):
     }
     plan = {**source, "rows": len(data), "part_rows": args.part_rows, "int8": args.int8, "dtype": str(dtype)}
     plan["max_length"] = teacher.max_length  # parts of one output are all scored alike
+    reused = reused_scores(args.reuse, plan, output) if args.reuse else {}
+    if args.reuse:
+        plan["reuse"] = {"path": str(args.reuse), "sha256": file_sha256(args.reuse)}
     # One scoring run per output at a time: process 0 holds the parts folder, the others of this run follow it.
     lock = FolderLock(parts, "teacher scoring") if state.is_main_process else contextlib.nullcontext()
     try:
         with lock:
-            provenance = score_and_join(args, argv, state, data, teacher, dtype, source, plan, parts, output, listwise)
+            provenance = score_and_join(
+                args, argv, state, data, teacher, dtype, source, plan, parts, output, listwise, reused
+            )
     except FolderInUse as error:
         raise SystemExit(f"error: {error}") from None
     if not state.is_main_process:
@@ -149,9 +166,11 @@ def main(argv=None):
     return provenance
 
 
-def score_and_join(args, argv, state, data, teacher, dtype, source, plan, parts, output, listwise) -> dict | None:
-    """Score the parts still missing (part j by process j mod N), then, on process 0, join them, check the result,
-    write the provenance and remove the parts."""
+def score_and_join(
+    args, argv, state, data, teacher, dtype, source, plan, parts, output, listwise, reused
+) -> dict | None:
+    """Score the parts still missing (part j by process j mod N; pairs in `reused` copied, not scored), then, on
+    process 0, join them, check the result, write the provenance and remove the parts."""
     if state.is_main_process:
         check_parts(parts, plan)
     state.wait_for_everyone()
@@ -166,11 +185,12 @@ def score_and_join(args, argv, state, data, teacher, dtype, source, plan, parts,
         rows = data.select(range(start, end))
         if not part.is_file():
             documents = [[row["positive"], *negatives_of(row)[: args.hard_negatives]] for row in rows]
-            flat = teacher.score(
-                [row["query"] for row, docs in zip(rows, documents) for _ in docs],
-                [doc for docs in documents for doc in docs],
-                args.batch_size,
-            )
+            pairs = [(row["query"], doc) for row, docs in zip(rows, documents) for doc in docs]
+            flat = [reused.get(pair_key(query, doc)) for query, doc in pairs]
+            missing = [i for i, score in enumerate(flat) if score is None]
+            new = teacher.score([pairs[i][0] for i in missing], [pairs[i][1] for i in missing], args.batch_size)
+            for i, score in zip(missing, new):
+                flat[i] = score
             lines, offset = [], 0
             for row, docs in zip(rows, documents):
                 scores = flat[offset : offset + len(docs)]
@@ -203,6 +223,7 @@ def score_and_join(args, argv, state, data, teacher, dtype, source, plan, parts,
         "processes": state.num_processes,
         "hardware": hardware.describe(teacher.device),
         "seconds_this_run": round(time.perf_counter() - start_time),
+        "reused": plan.get("reuse"),
     }
     write_text_atomically(
         output.with_name(output.name.removesuffix(".jsonl.gz") + ".provenance.json"),
@@ -215,6 +236,47 @@ def score_and_join(args, argv, state, data, teacher, dtype, source, plan, parts,
 
 
 PLAN = "plan.json"
+# What must match between a reused output and this run for its scores to be this teacher's in this form.
+SAME_TEACHER = {"teacher_weights_sha256": "teacher_weights_sha256", "dtype": "dtype", "int8": "int8_linear_layers"}
+
+
+def pair_key(query: str, passage: str) -> bytes:
+    """A compact key of one (query, passage) pair: 16 bytes instead of its texts."""
+    return hashlib.blake2b(f"{query}\x00{passage}".encode(), digest_size=16).digest()
+
+
+def reused_scores(path, plan: dict, output: Path) -> dict[bytes, float]:
+    """{pair: score} of an earlier output, after checking from its provenance that the same teacher in the same form
+    (weights, dtype, int8, max length) scored it."""
+    path = Path(path)
+    provenance_path = path.with_name(path.name.removesuffix(".jsonl.gz") + ".provenance.json")
+    if path.resolve() == output.resolve():
+        raise SystemExit(f"--reuse {path}: is the --output; reuse an earlier output under another name")
+    if not path.is_file() or not provenance_path.is_file():
+        raise SystemExit(f"--reuse {path}: needs a finished output of this script and its {provenance_path.name}")
+    provenance = json.loads(provenance_path.read_text())
+    if provenance.get("output_sha256") != file_sha256(path):
+        raise SystemExit(f"--reuse {path}: its content is not what {provenance_path.name} records (changed since?)")
+    wanted = {**{mine: plan[mine] for mine in SAME_TEACHER}, "max_length": plan["max_length"]}
+    found = {**{mine: provenance.get(theirs) for mine, theirs in SAME_TEACHER.items()}}
+    found["max_length"] = provenance.get("max_length")
+    differ = {key: (found[key], wanted[key]) for key in wanted if found[key] != wanted[key]}
+    if differ or wanted["teacher_weights_sha256"] is None:
+        details = "; ".join(f"{key}: {old!r} there, {new!r} here" for key, (old, new) in sorted(differ.items()))
+        raise SystemExit(
+            f"--reuse {path}: not scored by this teacher in this form ({details or 'no weights checksum'}); its "
+            "scores cannot be mixed with this run's"
+        )
+    scores = {}
+    with gzip.open(path, "rt", encoding="utf-8") as lines:
+        for line in lines:
+            row = json.loads(line)
+            negatives = row.get("negatives", [row.get("negative")])
+            negative_scores = row.get("teacher_negatives", [row.get("teacher_negative")])
+            scores[pair_key(row["query"], row["positive"])] = row["teacher_positive"]
+            for passage, score in zip(negatives, negative_scores):
+                scores[pair_key(row["query"], passage)] = score
+    return scores
 
 
 def plan_ranges(plan: dict) -> list[tuple[int, int]]:

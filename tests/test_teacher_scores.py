@@ -292,3 +292,55 @@ def test_max_length_cuts_the_pairs_as_asked_and_is_recorded(tmp_path, teacher, l
     first = read(tmp_path / "short.jsonl.gz")[0]
     expected = scorer.score([rows[0]["query"]] * 4, [rows[0]["positive"], *rows[0]["negatives"]])
     assert [first["teacher_positive"], *first["teacher_negatives"]] == pytest.approx(expected, abs=1e-5)
+
+
+def test_reuse_scores_only_the_pairs_an_earlier_output_lacks(tmp_path, teacher, listwise, monkeypatch):
+    """Top 8 first, top 30 later: the second run copies the first run's scores and scores only the new pairs."""
+    path, rows = listwise
+    args = ["--teacher", str(teacher), "--train-data", str(path), "--no-progress", "--dtype", "float32"]
+    first = tmp_path / "top2.jsonl.gz"
+    teacher_scores.main([*args, "--hard-negatives", "1", "--output", str(first)])
+    scored_pairs = []
+    score = CrossEncoderScorer.score
+
+    def counting(self, queries, passages, *rest, **kwargs):
+        scored_pairs.extend(zip(queries, passages))
+        return score(self, queries, passages, *rest, **kwargs)
+
+    monkeypatch.setattr(CrossEncoderScorer, "score", counting)
+    provenance = teacher_scores.main([*args, "--reuse", str(first), "--output", str(tmp_path / "all.jsonl.gz")])
+    assert sorted(scored_pairs) == sorted((row["query"], doc) for row in rows for doc in row["negatives"][1:])
+    assert provenance["reused"]["path"] == str(first) and len(provenance["reused"]["sha256"]) == 64
+    monkeypatch.setattr(CrossEncoderScorer, "score", score)
+    fresh = teacher_scores.main([*args, "--output", str(tmp_path / "fresh.jsonl.gz")])
+    assert fresh["reused"] is None
+    old, extended, reference = (read(tmp_path / name) for name in ("top2.jsonl.gz", "all.jsonl.gz", "fresh.jsonl.gz"))
+    for before, after, alone in zip(old, extended, reference):
+        assert after["negatives"] == alone["negatives"] and len(after["teacher_negatives"]) == 3
+        # the reused pairs are copied exactly; the new ones are what a run from scratch gives
+        assert after["teacher_positive"] == before["teacher_positive"]
+        assert after["teacher_negatives"][:1] == before["teacher_negatives"]
+        assert [after["teacher_positive"], *after["teacher_negatives"]] == pytest.approx(
+            [alone["teacher_positive"], *alone["teacher_negatives"]], abs=1e-5
+        )
+
+
+def test_reuse_of_another_teachers_or_forms_scores_is_refused(tmp_path, teacher, listwise):
+    path, rows = listwise
+    args = ["--teacher", str(teacher), "--train-data", str(path), "--no-progress"]
+    first = tmp_path / "top2.jsonl.gz"
+    teacher_scores.main([*args, "--dtype", "float32", "--hard-negatives", "1", "--output", str(first)])
+    target = str(tmp_path / "all.jsonl.gz")
+    with pytest.raises(SystemExit, match=r"--reuse .*top2.jsonl.gz: not scored by this teacher in this form \(int8"):
+        teacher_scores.main([*args, "--dtype", "float32", "--int8", "--reuse", str(first), "--output", target])
+    with pytest.raises(SystemExit, match=r"max_length: \d+ there, 8 here"):
+        teacher_scores.main(
+            [*args, "--dtype", "float32", "--max-length", "8", "--reuse", str(first), "--output", target]
+        )
+    with pytest.raises(SystemExit, match="is the --output"):
+        teacher_scores.main([*args, "--dtype", "float32", "--reuse", str(first), "--output", str(first)])
+    with gzip.open(first, "at") as out:  # changed after its provenance was written
+        out.write(json.dumps(rows[0]) + "\n")
+    with pytest.raises(SystemExit, match="not what top2.provenance.json records"):
+        teacher_scores.main([*args, "--dtype", "float32", "--reuse", str(first), "--output", target])
+    assert not (tmp_path / "all.jsonl.gz").exists() and not (tmp_path / "all.parts").exists()

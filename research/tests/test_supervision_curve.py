@@ -1,0 +1,130 @@
+"""research/supervision_curve.py on the small generated set of test_frozen_encoder.py, with a tiny encoder."""
+
+import gzip
+import json
+import math
+import sys
+
+import pytest
+from product_fixtures import ROOT, minilm_path, tiny_encoder_dir, tokenizer  # noqa: F401 (fixtures)
+from test_frozen_encoder import data  # noqa: F401 (fixture)
+
+pytestmark = pytest.mark.research
+
+sys.path.insert(0, str(ROOT / "research"))
+import frozen_encoder  # noqa: E402
+import supervision_curve  # noqa: E402
+
+from lite_rerank.data import read_qrels, read_trec_run  # noqa: E402
+from lite_rerank.significance import reciprocal_ranks  # noqa: E402
+
+
+def with_teacher_scores(negatives):
+    """The generated listwise rows with made-up teacher scores (the positive first), as teacher_scores.py writes."""
+    path = negatives / "listwise.train.jsonl.gz"
+    rows = [json.loads(line) for line in gzip.open(path, "rt")]
+    scored = negatives / "scored.train.jsonl.gz"
+    with gzip.open(scored, "wt") as out:
+        for row in rows:
+            row["teacher_positive"] = 5.0
+            row["teacher_negatives"] = [-float(k) for k in range(len(row["negatives"]))]
+            out.write(json.dumps(row) + "\n")
+    return scored
+
+
+def test_nested_samples_are_subsets_of_larger_ones():
+    small, large = frozen_encoder.nested_sample(100, 10), frozen_encoder.nested_sample(100, 40)
+    assert len(set(large)) == 40 and set(small) <= set(large)
+    assert frozen_encoder.nested_sample(100, 10) == small  # seeded
+
+
+def test_trend_slope_and_where_it_crosses_zero():
+    points = [{"training_rows": 1000, "difference": -0.02}, {"training_rows": 10000, "difference": -0.01}]
+    fit = supervision_curve.trend(points)
+    assert fit["slope_per_tenfold"] == pytest.approx(0.01)
+    assert fit["zero_crossing_rows"] == pytest.approx(100000) and fit["zero_crossing_is"] == "an extrapolation"
+    widening = [{"training_rows": 1000, "difference": -0.01}, {"training_rows": 10000, "difference": -0.02}]
+    assert supervision_curve.trend(widening)["zero_crossing_rows"] is None
+    assert supervision_curve.trend(points[:1]) is None
+
+
+def test_a_series_of_nested_sizes_with_paired_tests_resumed_without_training(
+    tmp_path,
+    data,  # noqa: F811
+    tiny_encoder_dir,  # noqa: F811
+    monkeypatch,
+):
+    data_dir, negatives = data
+    scored = with_teacher_scores(negatives)
+    results, plot = tmp_path / "curve.json", tmp_path / "curve.png"
+    results.write_text(json.dumps({"series": {"kept": {"points": [], "trend": None}}}))  # another series, kept
+    argv = [
+        "--label",
+        "real, 8 candidates",
+        "--sizes",
+        "12",
+        "6",
+        "--variant",
+        "kl from the teacher, 7 hard negatives",
+        "--negatives",
+        str(negatives),
+        "--teacher-scores",
+        str(scored),
+        "--encoder",
+        str(tiny_encoder_dir),
+        "--data",
+        str(data_dir),
+        "--epochs",
+        "2",
+        "--min-examples",
+        "18",  # the 6-row point trains for 3 epochs, the 12-row one for 2
+        "--batch-size",
+        "4",
+        "--dtype",
+        "float32",
+        "--permutations",
+        "2000",
+        "--work-dir",
+        str(tmp_path / "work"),
+        "--results",
+        str(results),
+        "--plot",
+        str(plot),
+    ]
+    first = supervision_curve.main(argv)
+    series = first["series"]["real, 8 candidates"]
+    assert [p["training_rows"] for p in series["points"]] == [6, 12]
+    assert [p["epochs"] for p in series["points"]] == [3, 2]
+    assert "kept" in first["series"] and json.loads(results.read_text()) == first
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    qrels = read_qrels(data_dir / "qrels" / "dev.tsv")
+    for p in series["points"]:
+        report = json.loads((tmp_path / "work" / p["report"].rsplit("/", 1)[-1]).read_text())
+        assert report["kl from the teacher, 7 hard negatives"]["training_rows"] == p["training_rows"]
+        # the difference, recomputed from the two dev runs read back independently
+        path = supervision_curve.report_path(tmp_path / "work", "real, 8 candidates", p["training_rows"])
+        lite = reciprocal_ranks(
+            read_trec_run(frozen_encoder.trec_path(path, "kl from the teacher, 7 hard negatives")), qrels
+        )
+        maxsim = reciprocal_ranks(read_trec_run(frozen_encoder.trec_path(path, supervision_curve.MAXSIM)), qrels)
+        assert p["difference"] == pytest.approx(sum(lite.values()) / 4 - sum(maxsim.values()) / 4, abs=1e-9)
+        assert p["lite_dev_mrr@10"] - p["maxsim_dev_mrr@10"] == pytest.approx(p["difference"], abs=1e-9)
+        assert 0 < p["p_value"] <= 1 and not math.isnan(p["p_value"])
+
+    def no_training(argv):
+        raise AssertionError("a size with a dev result was trained again")
+
+    monkeypatch.setattr(frozen_encoder, "main", no_training)
+    again = supervision_curve.main(argv)
+    assert again["series"]["real, 8 candidates"]["points"] == series["points"]
+
+
+def test_more_rows_than_the_file_holds_is_refused(tmp_path, data, tiny_encoder_dir):  # noqa: F811
+    data_dir, negatives = data
+    scored = with_teacher_scores(negatives)
+    with pytest.raises(SystemExit, match="--train-queries 99: .* has only 16 rows"):
+        frozen_encoder.main(
+            ["--encoder", str(tiny_encoder_dir), "--data", str(data_dir), "--negatives", str(negatives)]
+            + ["--teacher-scores", str(scored), "--variants", "kl from the teacher, 7 hard negatives"]
+            + ["--train-queries", "99", "--dtype", "float32", "--output", str(tmp_path / "r.json")]
+        )
