@@ -18,6 +18,7 @@ The report is saved after every epoch, so an interrupted run keeps what it measu
 
 import argparse
 import copy
+import hashlib
 import json
 import math
 import sys
@@ -29,7 +30,7 @@ from tqdm.auto import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from lite_rerank import hardware  # noqa: E402
-from lite_rerank.data import find_file, load_rerank_set, read_beir_texts, write_trec_run  # noqa: E402
+from lite_rerank.data import find_file, load_rerank_set, read_beir_texts, read_jsonl, write_trec_run  # noqa: E402
 from lite_rerank.embeddings import TokenEmbeddingStore, encode_texts  # noqa: E402
 from lite_rerank.evaluation import compute_metrics, load_metrics, rankings  # noqa: E402
 from lite_rerank.losses import LOSSES  # noqa: E402
@@ -107,6 +108,26 @@ def encoded(model, texts: dict[str, str], kind: str, path: Path, bf16: bool) -> 
     return store
 
 
+def negatives_file(args) -> Path:
+    return Path(args.negatives) / "listwise.train.jsonl.gz"
+
+
+def training_queries_not_in(query_texts: dict[str, str], paths) -> dict[str, str]:
+    """{id: text} of the training rows' queries that the BEIR queries file lacks (pseudo-queries), ids made up
+    (`extra-N`) in the order first met."""
+    known, extra = set(query_texts.values()), {}
+    for path in sorted(str(p) for p in paths if p is not None):
+        for _, row in read_jsonl(path, required=("query",)):
+            if row["query"] not in known:
+                known.add(row["query"])
+                extra[f"extra-{len(extra)}"] = row["query"]
+    return extra
+
+
+def texts_digest(texts: dict[str, str]) -> str:
+    return hashlib.sha256("\x00".join(texts.values()).encode()).hexdigest()[:12]
+
+
 def trec_path(output: Path, name: str) -> Path:
     """The dev run of one row of the report: next to it, named after the row."""
     slug = "".join(c if c.isalnum() else "-" for c in name.lower()).strip("-")
@@ -152,7 +173,12 @@ def main(argv=None):
     corpus = read_beir_texts(find_file(Path(args.data), "corpus.jsonl"), with_title=True)
     query_texts = read_beir_texts(find_file(Path(args.data), "queries.jsonl"), with_title=False)
     docs = encoded(model, corpus, "documents", cache_dir / "passages.safetensors", args.bf16)
-    queries = encoded(model, query_texts, "queries", cache_dir / "queries.safetensors", args.bf16)
+    variants = args.variants or [name for name, spec in VARIANTS.items() if not spec[3] or args.teacher_scores]
+    rows_paths = {args.teacher_scores if VARIANTS[v][3] else negatives_file(args) for v in variants}
+    extra = training_queries_not_in(query_texts, rows_paths)  # e.g. pseudo-queries: encoded with the real ones
+    query_texts |= extra
+    name = "queries.safetensors" if not extra else f"queries+{len(extra)}-more-{texts_digest(extra)}.safetensors"
+    queries = encoded(model, query_texts, "queries", cache_dir / name, args.bf16)
     doc_id = {text: doc for doc, text in corpus.items()}
     query_id = {text: qid for qid, text in query_texts.items()}
     negatives = Path(args.negatives)
@@ -178,10 +204,9 @@ def main(argv=None):
     save()
     print(json.dumps(report, indent=2), flush=True)
 
-    variants = args.variants or [name for name, spec in VARIANTS.items() if not spec[3] or args.teacher_scores]
     for variant in variants:
         loss_name, hard, in_batch, needs_teacher = VARIANTS[variant]
-        rows_path = args.teacher_scores if needs_teacher else negatives / "listwise.train.jsonl.gz"
+        rows_path = args.teacher_scores if needs_teacher else negatives_file(args)
         rows = load_local_triplets(rows_path, args.max_rows, min_negatives=hard)
         if args.train_queries is not None:
             if args.train_queries > len(rows):

@@ -128,3 +128,21 @@ def test_more_rows_than_the_file_holds_is_refused(tmp_path, data, tiny_encoder_d
             + ["--teacher-scores", str(scored), "--variants", "kl from the teacher, 7 hard negatives"]
             + ["--train-queries", "99", "--dtype", "float32", "--output", str(tmp_path / "r.json")]
         )
+
+
+def test_training_queries_outside_the_queries_file_are_encoded_too(tmp_path, data, tiny_encoder_dir):  # noqa: F811
+    """Pseudo-queries (real + pseudo points of the curve) have no id in queries.jsonl: they are encoded with it."""
+    data_dir, negatives = data
+    scored = with_teacher_scores(negatives)
+    rows = [json.loads(line) for line in gzip.open(scored, "rt")]
+    pseudo = [{**rows[i], "query": f"made up pseudo query {i}"} for i in range(3)]
+    with gzip.open(scored, "at") as out:
+        out.writelines(json.dumps(row) + "\n" for row in pseudo)
+    report = frozen_encoder.main(
+        ["--encoder", str(tiny_encoder_dir), "--data", str(data_dir), "--negatives", str(negatives)]
+        + ["--teacher-scores", str(scored), "--variants", "kl from the teacher, 7 hard negatives", "--epochs", "1"]
+        + ["--batch-size", "4", "--dtype", "float32", "--output", str(tmp_path / "r.json")]
+    )
+    assert report["kl from the teacher, 7 hard negatives"]["training_rows"] == 16 + 3
+    cached = [p.name for p in (tmp_path / "embeddings").iterdir()]
+    assert any(name.startswith("queries+3-more-") for name in cached), cached
