@@ -35,6 +35,7 @@ from lite_rerank.embeddings import TokenEmbeddingStore, encode_texts  # noqa: E4
 from lite_rerank.evaluation import compute_metrics, load_metrics, rankings  # noqa: E402
 from lite_rerank.losses import LOSSES  # noqa: E402
 from lite_rerank.triplets import load_local_triplets, teacher_scores_of  # noqa: E402
+from lite_rerank.utils import file_sha256  # noqa: E402
 from modeling_lite import LiteModel, in_batch_candidates  # noqa: E402
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "debian-rerank"
@@ -108,6 +109,29 @@ def encoded(model, texts: dict[str, str], kind: str, path: Path, bf16: bool) -> 
     return store
 
 
+def check_cache_encoder(cache_dir: Path, encoder: str):
+    """The embeddings under `cache_dir` are one encoder's: recorded on first use, a different one refused (they are
+    checked by ids only, so another encoder's vectors would otherwise be trained on silently)."""
+    weights = Path(encoder) / "model.safetensors"
+    identity = {"encoder": str(encoder), "weights_sha256": file_sha256(weights) if weights.is_file() else None}
+    record = cache_dir / "encoder.json"
+    if record.is_file():
+        stored = json.loads(record.read_text())
+        same = (
+            stored["weights_sha256"] == identity["weights_sha256"]
+            if stored["weights_sha256"] and identity["weights_sha256"]
+            else stored["encoder"] == identity["encoder"]
+        )
+        if not same:
+            raise SystemExit(
+                f"--cache-dir {cache_dir}: holds the embeddings of {stored['encoder']} "
+                f"(weights {str(stored['weights_sha256'])[:12]}), not of {encoder}: choose another --cache-dir"
+            )
+        return
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    record.write_text(json.dumps(identity, indent=2) + "\n")
+
+
 def negatives_file(args) -> Path:
     return Path(args.negatives) / "listwise.train.jsonl.gz"
 
@@ -172,6 +196,7 @@ def main(argv=None):
 
     corpus = read_beir_texts(find_file(Path(args.data), "corpus.jsonl"), with_title=True)
     query_texts = read_beir_texts(find_file(Path(args.data), "queries.jsonl"), with_title=False)
+    check_cache_encoder(cache_dir, encoder)
     docs = encoded(model, corpus, "documents", cache_dir / "passages.safetensors", args.bf16)
     variants = args.variants or [name for name, spec in VARIANTS.items() if not spec[3] or args.teacher_scores]
     rows_paths = {args.teacher_scores if VARIANTS[v][3] else negatives_file(args) for v in variants}

@@ -62,7 +62,11 @@ def parse_args(argv=None):
     parser.add_argument("--dtype", default="auto")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--work-dir", required=True, help="one frozen_encoder.py report per size, and the embeddings")
-    parser.add_argument("--cache-dir", default=None, help="the frozen embeddings (default: WORK_DIR/embeddings)")
+    parser.add_argument(
+        "--cache-dir",
+        default=None,
+        help="the frozen embeddings (default: WORK_DIR/embeddings, one folder per encoder)",
+    )
     parser.add_argument("--results", required=True, help="JSON of every series")
     parser.add_argument("--plot", default=None, help="PNG of every series")
     parser.add_argument("--permutations", type=int, default=100_000)
@@ -74,9 +78,12 @@ def parse_args(argv=None):
     return args
 
 
+def slug(text: str) -> str:
+    return "".join(c if c.isalnum() else "-" for c in text.lower()).strip("-")
+
+
 def report_path(work_dir: Path, label: str, size: int) -> Path:
-    slug = "".join(c if c.isalnum() else "-" for c in label.lower()).strip("-")
-    return work_dir / f"{slug}.{size}.json"
+    return work_dir / f"{slug(label)}.{size}.json"
 
 
 def epochs_for(args, size: int) -> int:
@@ -92,7 +99,8 @@ def train_point(args, size: int) -> Path:
     argv = ["--negatives", args.negatives, "--data", args.data, "--eval-split", args.eval_split]
     argv += ["--variants", args.variant, "--train-queries", str(size), "--epochs", str(epochs_for(args, size))]
     argv += ["--batch-size", str(args.batch_size), "--lr", str(args.lr), "--dtype", args.dtype]
-    argv += ["--cache-dir", args.cache_dir or str(Path(args.work_dir) / "embeddings"), "--output", str(path)]
+    cache_dir = args.cache_dir or str(Path(args.work_dir) / "embeddings" / slug(args.encoder or "all-MiniLM-L6-v2"))
+    argv += ["--cache-dir", cache_dir, "--output", str(path)]
     for flag, value in (
         ("--teacher-scores", args.teacher_scores),
         ("--encoder", args.encoder),

@@ -3,10 +3,12 @@
 import gzip
 import json
 import random
+import shutil
 import sys
 
 import pytest
 from product_fixtures import ROOT, minilm_path, tiny_encoder_dir, tokenizer  # noqa: F401 (fixtures)
+from safetensors.torch import load_file, save_file
 
 pytestmark = pytest.mark.research
 
@@ -210,3 +212,21 @@ def test_a_scorer_started_by_imitating_maxsim_ranks_closer_to_maxsim(tmp_path, d
     assert record["start"] == "maxsim-imitation" and record["imitation"]["epochs"] == 3
     assert record["imitation"]["last_loss"] < record["imitation"]["first_loss"]
     assert 0.0 <= record["imitation"]["selection"]["mrr@10"] <= 1.0 and len(record["epochs"]) == 1
+
+
+def test_a_cache_of_another_encoders_embeddings_is_refused(tmp_path, data, tiny_encoder_dir):  # noqa: F811
+    data_dir, negatives = data
+    argv = ["--data", str(data_dir), "--negatives", str(negatives), "--variants", "ce, 1 hard negative"]
+    argv += ["--epochs", "1", "--batch-size", "4", "--dtype", "float32", "--cache-dir", str(tmp_path / "cache")]
+    frozen_encoder.main([*argv, "--encoder", str(tiny_encoder_dir), "--output", str(tmp_path / "a.json")])
+    other = tmp_path / "other-encoder"
+    shutil.copytree(tiny_encoder_dir, other)
+    weights = load_file(other / "model.safetensors")
+    weights = {name: tensor + 0.01 if tensor.is_floating_point() else tensor for name, tensor in weights.items()}
+    save_file(weights, other / "model.safetensors", metadata={"format": "pt"})
+    moved = tmp_path / "moved-copy"  # the same weights elsewhere: the cache serves it
+    shutil.copytree(tiny_encoder_dir, moved)
+    frozen_encoder.main([*argv, "--encoder", str(moved), "--output", str(tmp_path / "c.json")])
+    with pytest.raises(SystemExit, match=r"--cache-dir .*cache: holds the embeddings of .*, not of .*other-encoder"):
+        frozen_encoder.main([*argv, "--encoder", str(other), "--output", str(tmp_path / "b.json")])
+    assert not (tmp_path / "b.json").exists()
