@@ -172,9 +172,16 @@ def plot(results: dict, output: Path):
         axis.plot(
             rows, [p["maxsim_dev_mrr@10"] for p in series["points"]], "x--", color=color, label=f"MaxSim, {label}"
         )
+        fit = series.get("trend") or {}
+        if fit.get("zero_crossing_rows") and fit["zero_crossing_rows"] < 20 * max(rows):
+            # the fitted line of the gap, carried to where it reaches MaxSim: an extrapolation past the last point
+            maxsim = np.mean([p["maxsim_dev_mrr@10"] for p in series["points"]])
+            xs = np.geomspace(min(rows), max(fit["zero_crossing_rows"], max(rows)), 50)
+            ys = maxsim + fit["intercept"] + fit["slope_per_tenfold"] * np.log10(xs)
+            axis.plot(xs, ys, ":", color=color, linewidth=1, label=f"fitted trend, {label} (extrapolated)")
         for p in series["points"]:
             axis.annotate(
-                f"p={p['p_value']:.2g}",
+                "p<1e-4" if p["p_value"] < 1e-4 else f"p={p['p_value']:.2g}",
                 (p["training_rows"], p["lite_dev_mrr@10"]),
                 fontsize=7,
                 color=color,
