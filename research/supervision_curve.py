@@ -14,7 +14,7 @@ of their dev runs, and a least-squares line of the difference against log10(N): 
 and where it crosses zero — an extrapolation when that lies beyond the largest size measured.
 
 The series is stored in --results (other series already there are kept, so several runs — real queries, 30
-candidates, another encoder — make one figure) and every series is drawn in --plot.
+candidates, another encoder — make one figure); every series of two points or more is drawn in --plot.
 """
 
 import argparse
@@ -71,7 +71,7 @@ def parse_args(argv=None):
         help="the frozen embeddings (default: WORK_DIR/embeddings, one folder per encoder)",
     )
     parser.add_argument("--results", required=True, help="JSON of every series")
-    parser.add_argument("--plot", default=None, help="PNG of every series")
+    parser.add_argument("--plot", default=None, help="PNG of the series of two points or more")
     parser.add_argument("--permutations", type=int, default=100_000)
     args = parser.parse_args(argv)
     if any(size <= 0 for size in args.sizes):
@@ -165,7 +165,8 @@ def plot(results: dict, output: Path):
     import matplotlib.pyplot as plt
 
     figure, axis = plt.subplots(figsize=(7, 4.5))
-    for index, (label, series) in enumerate(results["series"].items()):
+    curves = {label: series for label, series in results["series"].items() if len(series["points"]) > 1}
+    for index, (label, series) in enumerate(curves.items()):  # single points (another encoder) stay in the JSON
         color = f"C{index}"
         rows = [p["training_rows"] for p in series["points"]]
         axis.plot(rows, [p["lite_dev_mrr@10"] for p in series["points"]], "o-", color=color, label=f"LITE, {label}")
