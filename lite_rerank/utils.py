@@ -73,6 +73,19 @@ def write_atomically(path, write) -> Path:
     return path
 
 
+def write_gzip_atomically(path, chunks) -> Path:
+    """The byte `chunks` gzipped, written atomically; no name and no time in the gzip header, so the same content
+    always gives the same bytes."""
+    import gzip
+
+    def write(partial):
+        with open(partial, "wb") as raw, gzip.GzipFile(filename="", fileobj=raw, mode="wb", mtime=0) as out:
+            for chunk in chunks:
+                out.write(chunk)
+
+    return write_atomically(path, write)
+
+
 def write_text_atomically(path, text: str) -> Path:
     return write_atomically(path, lambda partial: partial.write_text(text))
 

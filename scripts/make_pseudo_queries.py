@@ -18,7 +18,6 @@ OUTPUT.stats.json (counts, word-length histograms of real synopses and pseudo-qu
 """
 
 import argparse
-import gzip
 import json
 import random
 import re
@@ -29,7 +28,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from lite_rerank.data import read_beir_texts, read_qrels  # noqa: E402
-from lite_rerank.utils import write_atomically, write_text_atomically  # noqa: E402
+from lite_rerank.utils import write_gzip_atomically, write_text_atomically  # noqa: E402
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "debian-rerank"
 SENTENCE_END = re.compile(r"(?<=[.!?:;])\s+|\n+")
@@ -151,13 +150,10 @@ def main(argv=None):
     rows = make_pseudo_queries(corpus, passages, list(queries.values()), args.per_passage, args.seed)
     output.parent.mkdir(parents=True, exist_ok=True)
 
-    def write(path):
-        # no name and no time in the gzip header: the same rows give the same bytes
-        with open(path, "wb") as raw, gzip.GzipFile(filename="", fileobj=raw, mode="wb", mtime=0) as out:
-            for text, doc_id in rows:
-                out.write((json.dumps({"query": text, "source": doc_id}, ensure_ascii=False) + "\n").encode())
-
-    write_atomically(output, write)
+    write_gzip_atomically(
+        output,
+        ((json.dumps({"query": text, "source": doc_id}, ensure_ascii=False) + "\n").encode() for text, doc_id in rows),
+    )
     per_source = Counter(doc_id for _, doc_id in rows)
     stats = {
         "passages": len(passages),

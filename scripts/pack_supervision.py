@@ -17,7 +17,6 @@ in the layout train_accelerate.py and research/frozen_encoder.py read. Scores co
 """
 
 import argparse
-import gzip
 import json
 import shlex
 import sys
@@ -28,7 +27,7 @@ from safetensors.torch import load_file, save_file
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from lite_rerank.data import DataError, read_beir_texts, read_jsonl  # noqa: E402
-from lite_rerank.utils import file_sha256, write_atomically, write_text_atomically  # noqa: E402
+from lite_rerank.utils import file_sha256, write_atomically, write_gzip_atomically, write_text_atomically  # noqa: E402
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "debian-rerank"
 
@@ -56,15 +55,6 @@ def files_of(prefix) -> dict[str, Path]:
     return {kind: prefix.with_name(f"{prefix.name}.{kind}") for kind in ("queries.jsonl.gz", "safetensors")} | {
         "provenance": prefix.with_name(f"{prefix.name}.provenance.json")
     }
-
-
-def write_gzip_lines(path: Path, lines):
-    def write(partial):
-        with open(partial, "wb") as raw, gzip.GzipFile(filename="", fileobj=raw, mode="wb", mtime=0) as out:
-            for line in lines:
-                out.write((line + "\n").encode())
-
-    write_atomically(path, write)
 
 
 def pack(args):
@@ -100,7 +90,9 @@ def pack(args):
         raise SystemExit(f"--scored {scored}: a teacher score does not fit float16 (|logit| > 65504)")
     files = files_of(args.output)
     files["safetensors"].parent.mkdir(parents=True, exist_ok=True)
-    write_gzip_lines(files["queries.jsonl.gz"], (json.dumps({"query": q}, ensure_ascii=False) for q in queries))
+    write_gzip_atomically(
+        files["queries.jsonl.gz"], ((json.dumps({"query": q}, ensure_ascii=False) + "\n").encode() for q in queries)
+    )
     write_atomically(
         files["safetensors"],
         lambda path: save_file({"candidates": candidate_tensor, "teacher_scores": score_tensor}, str(path)),
@@ -142,11 +134,11 @@ def unpack(args):
             kept = [(corpus[i], value) for i, value in zip(ids, values) if i >= 0]
             row = {"query": query, "positive": kept[0][0], "negatives": [text for text, _ in kept[1:]]}
             row |= {"teacher_positive": kept[0][1], "teacher_negatives": [value for _, value in kept[1:]]}
-            yield json.dumps(row, ensure_ascii=False)
+            yield (json.dumps(row, ensure_ascii=False) + "\n").encode()
 
     output = Path(args.output)
     output.parent.mkdir(parents=True, exist_ok=True)
-    write_gzip_lines(output, rows())
+    write_gzip_atomically(output, rows())
     print(f"{output}: {len(queries)} scored rows")
     return output
 

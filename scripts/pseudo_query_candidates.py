@@ -13,7 +13,6 @@ The candidate ids go to OUTPUT.trec (query id `p<row>`), in the same order.
 """
 
 import argparse
-import gzip
 import json
 import sys
 from pathlib import Path
@@ -24,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from mine_bm25_negatives import DATA, BM25Index, check_reproduces  # noqa: E402
 
 from lite_rerank.data import DataError, read_beir_texts, read_jsonl, read_trec_run, write_trec_run  # noqa: E402
-from lite_rerank.utils import write_atomically  # noqa: E402
+from lite_rerank.utils import write_atomically, write_gzip_atomically  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -60,16 +59,15 @@ def main(argv=None):
     hits = index.search(pseudo, args.depth)
     output.parent.mkdir(parents=True, exist_ok=True)
 
-    def write(path):
-        with open(path, "wb") as raw, gzip.GzipFile(filename="", fileobj=raw, mode="wb", mtime=0) as out:
-            for query, ranked in zip(pseudo, hits):
-                texts = [corpus[doc_id] for doc_id, _ in ranked]
-                row = {"query": query, "positive": texts[0], "negatives": texts[1:]}
-                out.write((json.dumps(row, ensure_ascii=False) + "\n").encode())
+    def lines():
+        for query, ranked in zip(pseudo, hits):
+            texts = [corpus[doc_id] for doc_id, _ in ranked]
+            row = {"query": query, "positive": texts[0], "negatives": texts[1:]}
+            yield (json.dumps(row, ensure_ascii=False) + "\n").encode()
 
     run_path = output.with_name(output.name.removesuffix(".jsonl.gz") + ".trec")
     write_atomically(run_path, lambda path: write_trec_run(path, {f"p{i}": r for i, r in enumerate(hits)}, "bm25"))
-    write_atomically(output, write)
+    write_gzip_atomically(output, lines())
     print(f"{output}: {len(pseudo)} pseudo-queries with their BM25 top-{args.depth}")
 
 

@@ -42,7 +42,13 @@ from lite_rerank.cross_encoder import CrossEncoderScorer  # noqa: E402
 from lite_rerank.data import DataError  # noqa: E402
 from lite_rerank.locking import LOCK_FILE, FolderInUse, FolderLock  # noqa: E402
 from lite_rerank.triplets import load_train_dataset, negatives_of  # noqa: E402
-from lite_rerank.utils import file_sha256, process_state, write_atomically, write_text_atomically  # noqa: E402
+from lite_rerank.utils import (  # noqa: E402
+    file_sha256,
+    process_state,
+    write_atomically,
+    write_gzip_atomically,
+    write_text_atomically,
+)
 
 
 def parse_args(argv=None):
@@ -203,12 +209,7 @@ def score_and_join(
     if not state.is_main_process:
         return None
 
-    def join(path):
-        with open(path, "wb") as raw, gzip.GzipFile(filename="", fileobj=raw, mode="wb", mtime=0) as out:
-            for start, end in ranges:
-                out.write(part_path(parts, start, end).read_bytes())
-
-    write_atomically(output, join)
+    write_gzip_atomically(output, (part_path(parts, start, end).read_bytes() for start, end in ranges))
     check_output(output, data)  # every row, once, in the training file's order, before anything says so
     provenance = {
         **source,
