@@ -41,7 +41,7 @@ from lite_rerank import hardware  # noqa: E402
 from lite_rerank.cross_encoder import CrossEncoderScorer  # noqa: E402
 from lite_rerank.data import DataError  # noqa: E402
 from lite_rerank.locking import LOCK_FILE, FolderInUse, FolderLock  # noqa: E402
-from lite_rerank.triplets import load_train_dataset, negatives_of  # noqa: E402
+from lite_rerank.triplets import load_train_dataset, negatives_of, teacher_scores_of  # noqa: E402
 from lite_rerank.utils import (  # noqa: E402
     file_sha256,
     process_state,
@@ -152,9 +152,9 @@ def main(argv=None):
     }
     plan = {**source, "rows": len(data), "part_rows": args.part_rows, "int8": args.int8, "dtype": str(dtype)}
     plan["max_length"] = teacher.max_length  # parts of one output are all scored alike
-    reused = reused_scores(args.reuse, plan, output) if args.reuse else {}
+    reused = {}
     if args.reuse:
-        plan["reuse"] = {"path": str(args.reuse), "sha256": file_sha256(args.reuse)}
+        plan["reuse"], reused = reused_scores(args.reuse, plan, output)
     # One scoring run per output at a time: process 0 holds the parts folder, the others of this run follow it.
     lock = FolderLock(parts, "teacher scoring") if state.is_main_process else contextlib.nullcontext()
     try:
@@ -237,8 +237,14 @@ def score_and_join(
 
 
 PLAN = "plan.json"
-# What must match between a reused output and this run for its scores to be this teacher's in this form.
-SAME_TEACHER = {"teacher_weights_sha256": "teacher_weights_sha256", "dtype": "dtype", "int8": "int8_linear_layers"}
+# What must match between a reused output and this run for its scores to be this teacher's in this form:
+# {key of the plan: key of the provenance}.
+SAME_TEACHER = {
+    "teacher_weights_sha256": "teacher_weights_sha256",
+    "dtype": "dtype",
+    "int8": "int8_linear_layers",
+    "max_length": "max_length",
+}
 
 
 def pair_key(query: str, passage: str) -> bytes:
@@ -246,23 +252,24 @@ def pair_key(query: str, passage: str) -> bytes:
     return hashlib.blake2b(f"{query}\x00{passage}".encode(), digest_size=16).digest()
 
 
-def reused_scores(path, plan: dict, output: Path) -> dict[bytes, float]:
-    """{pair: score} of an earlier output, after checking from its provenance that the same teacher in the same form
-    (weights, dtype, int8, max length) scored it."""
+def reused_scores(path, plan: dict, output: Path) -> tuple[dict, dict[bytes, float]]:
+    """What the plan records of an earlier output (path, sha256) and its {pair: score}, after checking from its
+    provenance that the same teacher in the same form (weights, dtype, int8, max length) scored it."""
     path = Path(path)
     provenance_path = path.with_name(path.name.removesuffix(".jsonl.gz") + ".provenance.json")
     if path.resolve() == output.resolve():
         raise SystemExit(f"--reuse {path}: is the --output; reuse an earlier output under another name")
     if not path.is_file() or not provenance_path.is_file():
         raise SystemExit(f"--reuse {path}: needs a finished output of this script and its {provenance_path.name}")
-    provenance = json.loads(provenance_path.read_text())
-    if provenance.get("output_sha256") != file_sha256(path):
+    provenance, sha256 = json.loads(provenance_path.read_text()), file_sha256(path)
+    if provenance.get("output_sha256") != sha256:
         raise SystemExit(f"--reuse {path}: its content is not what {provenance_path.name} records (changed since?)")
-    wanted = {**{mine: plan[mine] for mine in SAME_TEACHER}, "max_length": plan["max_length"]}
-    found = {**{mine: provenance.get(theirs) for mine, theirs in SAME_TEACHER.items()}}
-    found["max_length"] = provenance.get("max_length")
-    differ = {key: (found[key], wanted[key]) for key in wanted if found[key] != wanted[key]}
-    if differ or wanted["teacher_weights_sha256"] is None:
+    differ = {
+        mine: (provenance.get(theirs), plan[mine])
+        for mine, theirs in SAME_TEACHER.items()
+        if provenance.get(theirs) != plan[mine]
+    }
+    if differ or plan["teacher_weights_sha256"] is None:
         details = "; ".join(f"{key}: {old!r} there, {new!r} here" for key, (old, new) in sorted(differ.items()))
         raise SystemExit(
             f"--reuse {path}: not scored by this teacher in this form ({details or 'no weights checksum'}); its "
@@ -272,12 +279,9 @@ def reused_scores(path, plan: dict, output: Path) -> dict[bytes, float]:
     with gzip.open(path, "rt", encoding="utf-8") as lines:
         for line in lines:
             row = json.loads(line)
-            negatives = row.get("negatives", [row.get("negative")])
-            negative_scores = row.get("teacher_negatives", [row.get("teacher_negative")])
-            scores[pair_key(row["query"], row["positive"])] = row["teacher_positive"]
-            for passage, score in zip(negatives, negative_scores):
+            for passage, score in zip([row["positive"], *negatives_of(row)], teacher_scores_of(row)):
                 scores[pair_key(row["query"], passage)] = score
-    return scores
+    return {"path": str(path), "sha256": sha256}, scores
 
 
 def plan_ranges(plan: dict) -> list[tuple[int, int]]:
