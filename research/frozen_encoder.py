@@ -30,7 +30,7 @@ from tqdm.auto import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from lite_rerank import hardware  # noqa: E402
-from lite_rerank.data import find_file, load_rerank_set, read_beir_texts, read_jsonl, write_trec_run  # noqa: E402
+from lite_rerank.data import find_file, load_rerank_set, read_beir_texts, write_trec_run  # noqa: E402
 from lite_rerank.embeddings import TokenEmbeddingStore, encode_texts  # noqa: E402
 from lite_rerank.evaluation import compute_metrics, load_metrics, rankings  # noqa: E402
 from lite_rerank.losses import LOSSES  # noqa: E402
@@ -132,19 +132,36 @@ def check_cache_encoder(cache_dir: Path, encoder: str):
     record.write_text(json.dumps(identity, indent=2) + "\n")
 
 
-def negatives_file(args) -> Path:
-    return Path(args.negatives) / "listwise.train.jsonl.gz"
+def rows_key(args, variant: str) -> tuple[str, int]:
+    """The training file a variant reads and the negatives each of its rows needs."""
+    _, hard, _, needs_teacher = VARIANTS[variant]
+    if needs_teacher and args.teacher_scores is None:
+        raise SystemExit(f"--variants {variant!r} learns from teacher scores: give --teacher-scores")
+    return str(args.teacher_scores if needs_teacher else Path(args.negatives) / "listwise.train.jsonl.gz"), hard
 
 
-def training_queries_not_in(query_texts: dict[str, str], paths) -> dict[str, str]:
+def training_rows(args, variants) -> dict:
+    """{rows_key: the validated rows} of the variants, each file read once per number of negatives needed;
+    --train-queries checked against every one."""
+    rows_of = {}
+    for variant in variants:
+        key = rows_key(args, variant)
+        if key not in rows_of:
+            rows_of[key] = load_local_triplets(key[0], args.max_rows, min_negatives=key[1])
+            if args.train_queries is not None and args.train_queries > len(rows_of[key]):
+                raise SystemExit(f"--train-queries {args.train_queries}: {key[0]} has only {len(rows_of[key])} rows")
+    return rows_of
+
+
+def training_queries_not_in(query_texts: dict[str, str], query_columns) -> dict[str, str]:
     """{id: text} of the training rows' queries that the BEIR queries file lacks (pseudo-queries), ids made up
     (`extra-N`) in the order first met."""
     known, extra = set(query_texts.values()), {}
-    for path in sorted(str(p) for p in paths if p is not None):
-        for _, row in read_jsonl(path, required=("query",)):
-            if row["query"] not in known:
-                known.add(row["query"])
-                extra[f"extra-{len(extra)}"] = row["query"]
+    for column in query_columns:
+        for query in column:
+            if query not in known:
+                known.add(query)
+                extra[f"extra-{len(extra)}"] = query
     return extra
 
 
@@ -152,10 +169,14 @@ def texts_digest(texts: dict[str, str]) -> str:
     return hashlib.sha256("\x00".join(texts.values()).encode()).hexdigest()[:12]
 
 
+def slug(text: str) -> str:
+    """`text` as a file name: lower case, every run of other characters than letters and digits a dash."""
+    return "".join(c if c.isalnum() else "-" for c in text.lower()).strip("-")
+
+
 def trec_path(output: Path, name: str) -> Path:
     """The dev run of one row of the report: next to it, named after the row."""
-    slug = "".join(c if c.isalnum() else "-" for c in name.lower()).strip("-")
-    return output.parent / f"{output.stem}.{slug}.dev.trec"
+    return output.parent / f"{output.stem}.{slug(name)}.dev.trec"
 
 
 def scores_of(model, scorer_dtype, queries, docs, rerank_set) -> dict[str, list[float]]:
@@ -196,11 +217,11 @@ def main(argv=None):
 
     corpus = read_beir_texts(find_file(Path(args.data), "corpus.jsonl"), with_title=True)
     query_texts = read_beir_texts(find_file(Path(args.data), "queries.jsonl"), with_title=False)
+    variants = args.variants or [name for name, spec in VARIANTS.items() if not spec[3] or args.teacher_scores]
+    rows_of = training_rows(args, variants)  # every training file read and checked once, before anything is encoded
     check_cache_encoder(cache_dir, encoder)
     docs = encoded(model, corpus, "documents", cache_dir / "passages.safetensors", args.bf16)
-    variants = args.variants or [name for name, spec in VARIANTS.items() if not spec[3] or args.teacher_scores]
-    rows_paths = {args.teacher_scores if VARIANTS[v][3] else negatives_file(args) for v in variants}
-    extra = training_queries_not_in(query_texts, rows_paths)  # e.g. pseudo-queries: encoded with the real ones
+    extra = training_queries_not_in(query_texts, [rows["query"] for rows in rows_of.values()])  # e.g. pseudo-queries
     query_texts |= extra
     name = "queries.safetensors" if not extra else f"queries+{len(extra)}-more-{texts_digest(extra)}.safetensors"
     queries = encoded(model, query_texts, "queries", cache_dir / name, args.bf16)
@@ -231,11 +252,8 @@ def main(argv=None):
 
     for variant in variants:
         loss_name, hard, in_batch, needs_teacher = VARIANTS[variant]
-        rows_path = args.teacher_scores if needs_teacher else negatives_file(args)
-        rows = load_local_triplets(rows_path, args.max_rows, min_negatives=hard)
-        if args.train_queries is not None:
-            if args.train_queries > len(rows):
-                raise SystemExit(f"--train-queries {args.train_queries}: {rows_path} has only {len(rows)} rows")
+        rows = rows_of[rows_key(args, variant)]
+        if args.train_queries is not None:  # after the extra queries were found, so every size shares one cache
             rows = rows.select(sorted(nested_sample(len(rows), args.train_queries)))
         examples = [
             (
@@ -292,13 +310,7 @@ def main(argv=None):
                         .view(len(batch), -1)
                     )
                 teacher = torch.tensor([t for _, _, t in batch]) if needs_teacher else None
-                loss = loss_fn(scores, teacher)
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(model.lite_scorer.parameters(), 1.0)
-                optimizer.step()
-                schedule.step()
-                optimizer.zero_grad()
-                losses.append(loss.item())
+                losses.append(optimizer_step(loss_fn(scores, teacher), model, optimizer, schedule))
                 if not math.isfinite(losses[-1]):
                     raise SystemExit(f"{variant}: the loss is not finite at epoch {epoch + 1}")
             model.lite_scorer.eval()
@@ -321,6 +333,16 @@ def main(argv=None):
         save()
         print(variant, "dev", record["dev"], flush=True)
     return report
+
+
+def optimizer_step(loss, model, optimizer, schedule) -> float:
+    """One update of the scorer from `loss` (gradients clipped to norm 1); the loss's value."""
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.lite_scorer.parameters(), 1.0)
+    optimizer.step()
+    schedule.step()
+    optimizer.zero_grad()
+    return loss.item()
 
 
 def nested_sample(population: int, size: int, seed: int = 2024) -> list[int]:
@@ -355,13 +377,7 @@ def imitate_maxsim(model, maxsim, queries, docs, examples, args) -> dict:
                 target = maxsim.score_embeddings(*inputs).float().view(len(batch), -1) / args.imitation_temperature
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.bf16):
                 scores = model.score_embeddings(*inputs).float().view(len(batch), -1)
-            loss = LOSSES["kl"]()(scores, target)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.lite_scorer.parameters(), 1.0)
-            optimizer.step()
-            schedule.step()
-            optimizer.zero_grad()
-            losses.append(loss.item())
+            losses.append(optimizer_step(LOSSES["kl"]()(scores, target), model, optimizer, schedule))
     model.lite_scorer.eval()
     return {
         "epochs": args.imitation_epochs,

@@ -29,6 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import frozen_encoder  # noqa: E402
 
+from lite_rerank import hardware  # noqa: E402
 from lite_rerank.data import read_qrels, read_trec_run  # noqa: E402
 from lite_rerank.significance import compare, reciprocal_ranks  # noqa: E402
 from lite_rerank.utils import write_text_atomically  # noqa: E402
@@ -62,8 +63,7 @@ def parse_args(argv=None):
     parser.add_argument(
         "--start", default="fresh", choices=["fresh", "maxsim-imitation"], help="the scorer's starting point"
     )
-    parser.add_argument("--dtype", default="auto")
-    parser.add_argument("--threads", type=int, default=None)
+    hardware.add_arguments(parser, "--dtype", "the encoder and scorers compute in")
     parser.add_argument("--work-dir", required=True, help="one frozen_encoder.py report per size, and the embeddings")
     parser.add_argument(
         "--cache-dir",
@@ -81,12 +81,8 @@ def parse_args(argv=None):
     return args
 
 
-def slug(text: str) -> str:
-    return "".join(c if c.isalnum() else "-" for c in text.lower()).strip("-")
-
-
 def report_path(work_dir: Path, label: str, size: int) -> Path:
-    return work_dir / f"{slug(label)}.{size}.json"
+    return work_dir / f"{frozen_encoder.slug(label)}.{size}.json"
 
 
 def epochs_for(args, size: int) -> int:
@@ -102,7 +98,9 @@ def train_point(args, size: int) -> Path:
     argv = ["--negatives", args.negatives, "--data", args.data, "--eval-split", args.eval_split]
     argv += ["--variants", args.variant, "--train-queries", str(size), "--epochs", str(epochs_for(args, size))]
     argv += ["--batch-size", str(args.batch_size), "--lr", str(args.lr), "--dtype", args.dtype, "--start", args.start]
-    cache_dir = args.cache_dir or str(Path(args.work_dir) / "embeddings" / slug(args.encoder or "all-MiniLM-L6-v2"))
+    cache_dir = args.cache_dir or str(
+        Path(args.work_dir) / "embeddings" / frozen_encoder.slug(args.encoder or "all-MiniLM-L6-v2")
+    )
     argv += ["--cache-dir", cache_dir, "--output", str(path)]
     for flag, value in (
         ("--teacher-scores", args.teacher_scores),

@@ -149,3 +149,14 @@ def test_training_queries_outside_the_queries_file_are_encoded_too(tmp_path, dat
     assert report["kl from the teacher, 7 hard negatives"]["training_rows"] == 16 + 3
     cached = [p.name for p in (tmp_path / "embeddings").iterdir()]
     assert any(name.startswith("queries+3-more-") for name in cached), cached
+
+
+def test_a_teacher_variant_without_teacher_scores_is_refused_before_encoding(tmp_path, data, tiny_encoder_dir):  # noqa: F811
+    data_dir, negatives = data
+    with pytest.raises(SystemExit, match="learns from teacher scores: give --teacher-scores"):
+        frozen_encoder.main(
+            ["--encoder", str(tiny_encoder_dir), "--data", str(data_dir), "--negatives", str(negatives)]
+            + ["--variants", "kl from the teacher, 7 hard negatives", "--dtype", "float32"]
+            + ["--output", str(tmp_path / "r.json")]
+        )
+    assert not (tmp_path / "embeddings" / "passages.safetensors").exists()
