@@ -39,3 +39,19 @@ def compare(baseline: dict[str, float], system: dict[str, float], permutations: 
         "ties": int((differences == 0).sum()),
         "p_value": randomisation_p(differences, permutations),
     }
+
+
+def compare_result_runs(results, qrels_path, baseline: str, names) -> dict[str, dict]:
+    """Each of `names` against `baseline` (`compare`), from the TREC runs eval_rerank.py wrote next to its results
+    JSON (RESULTS.STEM.NAME.trec) and the judgments in `qrels_path`."""
+    from pathlib import Path
+
+    from .data import read_qrels, read_trec_run
+
+    results, qrels = Path(results), read_qrels(qrels_path)
+
+    def rr(name):
+        return reciprocal_ranks(read_trec_run(results.with_name(f"{results.stem}.{name}.trec")), qrels)
+
+    reference = rr(baseline)
+    return {name: compare(reference, rr(name)) for name in names}

@@ -90,6 +90,19 @@ def write_text_atomically(path, text: str) -> Path:
     return write_atomically(path, lambda partial: partial.write_text(text))
 
 
+def run_entry_script(step: str, command: list[str], cwd):
+    """One stage of a multi-step job: a repository script in a fresh Python process (as a user runs it), its command
+    and wall time printed; a failure stops the job."""
+    import subprocess
+    import sys
+    import time
+
+    print(f"\n=== {step}\n$ {' '.join(command)}", flush=True)
+    start = time.perf_counter()
+    subprocess.run([sys.executable, *command], cwd=cwd, check=True)
+    print(f"=== {step}: {time.perf_counter() - start:.0f} s", flush=True)
+
+
 def process_state():
     """Accelerate's `PartialState` for a script that may run under `accelerate launch`: several CPU processes
     (gloo) when no GPU is present or ACCELERATE_USE_CPU is set, as `Accelerator` does for training."""

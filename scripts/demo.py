@@ -13,36 +13,20 @@ Rerunning resumes: finished trainings are not repeated.
 
 import argparse
 import json
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from lite_rerank.significance import compare_result_runs  # noqa: E402
+from lite_rerank.utils import run_entry_script  # noqa: E402
+
 SAMPLE = ROOT / "data" / "debian-sample"
 
 
 def run(step: str, command: list[str]):
-    print(f"\n=== {step}\n$ {' '.join(command)}", flush=True)
-    start = time.perf_counter()
-    subprocess.run([sys.executable, *command], cwd=ROOT, check=True)
-    print(f"=== {step}: {time.perf_counter() - start:.0f} s", flush=True)
-
-
-def paired_tests(results: Path, qrels: Path, names: list[str]) -> dict:
-    """Each model against the BM25 order on the same queries: per-query RR@10 differences and a paired randomisation
-    test, from the TREC runs eval_rerank.py wrote next to `results` (is the difference more than noise?)."""
-    from lite_rerank.data import read_qrels, read_trec_run
-    from lite_rerank.significance import compare, reciprocal_ranks
-
-    judged = read_qrels(qrels)
-
-    def rr(name):
-        return reciprocal_ranks(read_trec_run(results.with_name(f"{results.stem}.{name}.trec")), judged)
-
-    baseline = rr("first-stage")
-    return {name: compare(baseline, rr(name)) for name in names}
+    run_entry_script(step, command, ROOT)
 
 
 def main(argv=None):
@@ -116,7 +100,8 @@ def main(argv=None):
     )
     report = json.loads(results.read_text())
     print(f"\nDemo finished in {(time.perf_counter() - start) / 60:.1f} min. {report['protocol']}:")
-    tests = paired_tests(results, SAMPLE / "qrels" / "dev.tsv", list(report["models"])[1:])
+    # each model against the BM25 order on the same queries: is the difference more than noise?
+    tests = compare_result_runs(results, SAMPLE / "qrels" / "dev.tsv", "first-stage", list(report["models"])[1:])
     for name, m in report["models"].items():
         versus = tests.get(name)
         against = (

@@ -18,14 +18,16 @@ Stages, each one an entry script of this repo, each skipped when its output exis
 
 import argparse
 import json
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from lite_rerank.utils import file_sha256, write_atomically, write_text_atomically  # noqa: E402
+sys.path.insert(0, str(ROOT / "scripts"))
+from pack_supervision import files_of  # noqa: E402
+
+from lite_rerank.significance import compare_result_runs  # noqa: E402
+from lite_rerank.utils import file_sha256, run_entry_script, write_atomically, write_text_atomically  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data" / "debian-rerank"
 SUPERVISION = ROOT / "data" / "debian-supervision"
@@ -59,10 +61,7 @@ def parse_args(argv=None):
 
 
 def run(stage: str, command: list[str]):
-    print(f"\n=== {stage}\n$ {' '.join(command)}", flush=True)
-    start = time.perf_counter()
-    subprocess.run([sys.executable, *command], cwd=ROOT, check=True)
-    print(f"=== {stage}: {time.perf_counter() - start:.0f} s", flush=True)
+    run_entry_script(stage, command, ROOT)
 
 
 def skipped(stage: str, why: str):
@@ -72,7 +71,7 @@ def skipped(stage: str, why: str):
 def supervision_stage(args, out: Path) -> Path:
     """The scored rows students train on, unpacked from the committed files (real, then pseudo)."""
     prefixes = [Path(args.supervision) / args.real] + ([Path(args.supervision) / "pseudo.top8"] if args.pseudo else [])
-    packed = {str(p): file_sha256(p.with_name(p.name + ".safetensors")) for p in prefixes}
+    packed = {str(p): file_sha256(files_of(p)["safetensors"]) for p in prefixes}
     rows, record = out / "supervision.train.jsonl.gz", out / "supervision.json"
     if rows.is_file() and record.is_file():
         stored = json.loads(record.read_text())
@@ -145,15 +144,9 @@ def main(argv=None):
 
 
 def paired_tests(results: Path, qrels_path: Path, names: list[str], output: Path) -> dict:
-    from lite_rerank.data import read_qrels, read_trec_run
-    from lite_rerank.significance import compare, reciprocal_ranks
-
-    qrels = read_qrels(qrels_path)
-
-    def rr(name):
-        return reciprocal_ranks(read_trec_run(results.with_name(f"{results.stem}.{name}.trec")), qrels)
-
-    tests = {name: compare(rr("MaxSim"), rr(name)) for name in names if name != "MaxSim"} if "MaxSim" in names else {}
+    """LITE and Small-LITE against the MaxSim student, from the evaluation's TREC runs."""
+    others = [name for name in names if name != "MaxSim"]
+    tests = compare_result_runs(results, qrels_path, "MaxSim", others) if "MaxSim" in names else {}
     write_text_atomically(output, json.dumps(tests, indent=2) + "\n")
     for name, test in tests.items():
         print(
