@@ -30,6 +30,12 @@ def content_fingerprint(path, edge: int = 1 << 20) -> str:
 LENGTH_GROUP_MIN_ROWS, LENGTH_GROUP_RATIO = 8, 0.75
 
 
+def nested_sample(population: int, size: int, seed: int = 2024) -> list[int]:
+    """`size` indices out of `population`, the first `size` of one seeded permutation: a sample is a subset of every
+    larger one drawn from the same population (and its order a prefix of theirs)."""
+    return torch.randperm(population, generator=torch.Generator().manual_seed(seed))[:size].tolist()
+
+
 def length_groups(
     lengths: list[int], min_rows: int = LENGTH_GROUP_MIN_ROWS, ratio: float = LENGTH_GROUP_RATIO
 ) -> list[list[int]]:

@@ -35,7 +35,7 @@ from lite_rerank.embeddings import TokenEmbeddingStore, encode_texts  # noqa: E4
 from lite_rerank.evaluation import compute_metrics, load_metrics, rankings  # noqa: E402
 from lite_rerank.losses import LOSSES  # noqa: E402
 from lite_rerank.triplets import load_local_triplets, teacher_scores_of  # noqa: E402
-from lite_rerank.utils import file_sha256  # noqa: E402
+from lite_rerank.utils import file_sha256, nested_sample  # noqa: E402
 from modeling_lite import LiteModel, in_batch_candidates  # noqa: E402
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "debian-rerank"
@@ -343,12 +343,6 @@ def optimizer_step(loss, model, optimizer, schedule) -> float:
     schedule.step()
     optimizer.zero_grad()
     return loss.item()
-
-
-def nested_sample(population: int, size: int, seed: int = 2024) -> list[int]:
-    """`size` row indices out of `population`, the first `size` of one seeded permutation: a sample is a subset of
-    every larger one drawn from the same population."""
-    return torch.randperm(population, generator=torch.Generator().manual_seed(seed))[:size].tolist()
 
 
 def imitate_maxsim(model, maxsim, queries, docs, examples, args) -> dict:

@@ -222,3 +222,26 @@ def test_pseudo_query_candidates_are_the_naive_bm25_top_k_in_the_teachers_layout
         assert set(found) == set(expected)
         assert [expected[d] for d in found] == pytest.approx(sorted(expected.values(), reverse=True), abs=1e-5)
         assert [row["positive"], *row["negatives"]] == [corpus[d] for d in found]
+
+
+def test_pseudo_query_candidates_sample_is_nested_and_keeps_each_querys_line(beir, tmp_path):
+    """A larger --sample starts with every row of a smaller one (so teacher_scores.py --reuse copies their scores),
+    and each row's run id names its pseudo-query's line in the input."""
+    import pseudo_query_candidates
+
+    data = beir[0]
+    rng = random.Random(4)
+    pseudo = [" ".join(rng.sample(VOCAB, 3)) for _ in range(9)]
+    write_gz(tmp_path / "pseudo.jsonl.gz", [{"query": text} for text in pseudo])
+
+    def sample(size):
+        output = tmp_path / str(size) / "candidates.jsonl.gz"
+        common = ["--data", str(data), "--pseudo-queries", str(tmp_path / "pseudo.jsonl.gz"), "--depth", "3"]
+        pseudo_query_candidates.main([*common, "--sample", str(size), "--output", str(output)])
+        return read_gz(output), read_trec_run(output.with_name("candidates.trec"))
+
+    (small, small_run), (large, _) = sample(4), sample(7)
+    assert large[:4] == small and len(large) == 7 and len({row["query"] for row in large}) == 7
+    assert {row["query"] for row in small} == {pseudo[int(qid[1:])] for qid in small_run}
+    with pytest.raises(SystemExit, match="holds only 9"):
+        sample(10)
