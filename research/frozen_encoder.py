@@ -59,7 +59,13 @@ def parse_args(argv=None):
         "--eval-run", default=None, help="TREC run of its candidates (default: DATA/runs/bm25.SPLIT.trec)"
     )
     parser.add_argument("--negatives", required=True, help="mine_bm25_negatives.py output (listwise + selection)")
-    parser.add_argument("--teacher-scores", default=None, help="teacher_scores.py output for the kl / margin variants")
+    parser.add_argument(
+        "--teacher-scores",
+        nargs="+",
+        default=None,
+        help="teacher_scores.py outputs for the kl / margin variants; several (e.g. real then pseudo queries) are "
+        "trained on together, and --train-queries fills from them in order",
+    )
     parser.add_argument("--variants", nargs="+", choices=sorted(VARIANTS), default=None)
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--batch-size", type=int, default=64)
@@ -132,25 +138,40 @@ def check_cache_encoder(cache_dir: Path, encoder: str):
     record.write_text(json.dumps(identity, indent=2) + "\n")
 
 
-def rows_key(args, variant: str) -> tuple[str, int]:
-    """The training file a variant reads and the negatives each of its rows needs."""
+def rows_key(args, variant: str) -> tuple[tuple[str, ...], int]:
+    """The training files a variant reads and the negatives each of their rows needs."""
     _, hard, _, needs_teacher = VARIANTS[variant]
     if needs_teacher and args.teacher_scores is None:
         raise SystemExit(f"--variants {variant!r} learns from teacher scores: give --teacher-scores")
-    return str(args.teacher_scores if needs_teacher else Path(args.negatives) / "listwise.train.jsonl.gz"), hard
+    paths = args.teacher_scores if needs_teacher else [Path(args.negatives) / "listwise.train.jsonl.gz"]
+    return tuple(str(path) for path in paths), hard
 
 
 def training_rows(args, variants) -> dict:
-    """{rows_key: the validated rows} of the variants, each file read once per number of negatives needed;
-    --train-queries checked against every one."""
+    """{rows_key: the validated rows of each of its files} of the variants, each file read once per number of
+    negatives needed; --train-queries checked against every key's rows."""
     rows_of = {}
     for variant in variants:
         key = rows_key(args, variant)
         if key not in rows_of:
-            rows_of[key] = load_local_triplets(key[0], args.max_rows, min_negatives=key[1])
-            if args.train_queries is not None and args.train_queries > len(rows_of[key]):
-                raise SystemExit(f"--train-queries {args.train_queries}: {key[0]} has only {len(rows_of[key])} rows")
+            rows_of[key] = [load_local_triplets(path, args.max_rows, min_negatives=key[1]) for path in key[0]]
+            available = sum(len(rows) for rows in rows_of[key])
+            if args.train_queries is not None and args.train_queries > available:
+                raise SystemExit(
+                    f"--train-queries {args.train_queries}: {', '.join(key[0])} hold only {available} rows"
+                )
     return rows_of
+
+
+def fill_in_order(lengths: list[int], size: int) -> list[list[int]]:
+    """Row indices of each file for `size` rows in all: every row of the earlier files first (the better supervision,
+    e.g. real before pseudo-queries), then a nested random sample of the file where `size` runs out."""
+    chosen, taken = [], 0
+    for length in lengths:
+        take = max(0, min(length, size - taken))
+        chosen.append(sorted(nested_sample(length, take)))  # the whole file when take == length
+        taken += take
+    return chosen
 
 
 def training_queries_not_in(query_texts: dict[str, str], query_columns) -> dict[str, str]:
@@ -221,7 +242,9 @@ def main(argv=None):
     rows_of = training_rows(args, variants)  # every training file read and checked once, before anything is encoded
     check_cache_encoder(cache_dir, encoder)
     docs = encoded(model, corpus, "documents", cache_dir / "passages.safetensors", args.bf16)
-    extra = training_queries_not_in(query_texts, [rows["query"] for rows in rows_of.values()])  # e.g. pseudo-queries
+    extra = training_queries_not_in(
+        query_texts, [rows["query"] for files in rows_of.values() for rows in files]
+    )  # e.g. pseudo-queries
     query_texts |= extra
     name = "queries.safetensors" if not extra else f"queries+{len(extra)}-more-{texts_digest(extra)}.safetensors"
     queries = encoded(model, query_texts, "queries", cache_dir / name, args.bf16)
@@ -252,15 +275,17 @@ def main(argv=None):
 
     for variant in variants:
         loss_name, hard, in_batch, needs_teacher = VARIANTS[variant]
-        rows = rows_of[rows_key(args, variant)]
+        files = rows_of[rows_key(args, variant)]
         if args.train_queries is not None:  # after the extra queries were found, so every size shares one cache
-            rows = rows.select(sorted(nested_sample(len(rows), args.train_queries)))
+            chosen = fill_in_order([len(rows) for rows in files], args.train_queries)
+            files = [rows.select(indices) for rows, indices in zip(files, chosen)]
         examples = [
             (
                 query_id[row["query"]],
                 [doc_id[row["positive"]], *[doc_id[t] for t in row["negatives"][:hard]]],
                 teacher_scores_of(row)[: 1 + hard] if needs_teacher else None,  # the first K of a longer row
             )
+            for rows in files
             for row in rows
         ]
         torch.manual_seed(0)  # every variant starts from the same scorer and sees the same batch order

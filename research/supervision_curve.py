@@ -45,7 +45,12 @@ def parse_args(argv=None):
         "--variant", default="kl from the teacher, 7 hard negatives", choices=sorted(frozen_encoder.VARIANTS)
     )
     parser.add_argument("--negatives", required=True, help="mine_bm25_negatives.py output (selection split)")
-    parser.add_argument("--teacher-scores", default=None, help="teacher_scores.py output, for the teacher variants")
+    parser.add_argument(
+        "--teacher-scores",
+        nargs="+",
+        default=None,
+        help="teacher_scores.py outputs, for the teacher variants; several fill each size in order (real, then pseudo)",
+    )
     parser.add_argument("--encoder", default=None, help="the frozen encoder (default: all-MiniLM-L6-v2 from PyPI)")
     parser.add_argument("--data", default=str(frozen_encoder.DATA), help="BEIR folder evaluated (dev split)")
     parser.add_argument("--eval-split", default="dev")
@@ -102,8 +107,9 @@ def train_point(args, size: int) -> Path:
         Path(args.work_dir) / "embeddings" / frozen_encoder.slug(args.encoder or "all-MiniLM-L6-v2")
     )
     argv += ["--cache-dir", cache_dir, "--output", str(path)]
+    if args.teacher_scores:
+        argv += ["--teacher-scores", *args.teacher_scores]
     for flag, value in (
-        ("--teacher-scores", args.teacher_scores),
         ("--encoder", args.encoder),
         ("--max-queries", args.max_queries),
         ("--threads", args.threads),

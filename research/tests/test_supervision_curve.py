@@ -126,7 +126,7 @@ def test_a_series_of_nested_sizes_with_paired_tests_resumed_without_training(
 def test_more_rows_than_the_file_holds_is_refused(tmp_path, data, tiny_encoder_dir):  # noqa: F811
     data_dir, negatives = data
     scored = with_teacher_scores(negatives)
-    with pytest.raises(SystemExit, match="--train-queries 99: .* has only 16 rows"):
+    with pytest.raises(SystemExit, match="--train-queries 99: .* hold only 16 rows"):
         frozen_encoder.main(
             ["--encoder", str(tiny_encoder_dir), "--data", str(data_dir), "--negatives", str(negatives)]
             + ["--teacher-scores", str(scored), "--variants", "kl from the teacher, 7 hard negatives"]
@@ -134,22 +134,41 @@ def test_more_rows_than_the_file_holds_is_refused(tmp_path, data, tiny_encoder_d
         )
 
 
-def test_training_queries_outside_the_queries_file_are_encoded_too(tmp_path, data, tiny_encoder_dir):  # noqa: F811
-    """Pseudo-queries (real + pseudo points of the curve) have no id in queries.jsonl: they are encoded with it."""
+def test_fill_in_order_takes_earlier_files_whole_then_a_nested_sample_of_the_next():
+    assert frozen_encoder.fill_in_order([5, 10], 15) == [list(range(5)), list(range(10))]
+    small, large = frozen_encoder.fill_in_order([5, 10], 3), frozen_encoder.fill_in_order([5, 10], 8)
+    assert len(small[0]) == 3 and small[1] == [] and set(small[0]) < set(range(5))
+    assert large[0] == list(range(5)) and len(large[1]) == 3 and large[1] == sorted(nested_sample(10, 3))
+
+
+def test_pseudo_queries_from_a_second_file_are_encoded_and_fill_after_the_real_rows(
+    tmp_path,
+    data,  # noqa: F811
+    tiny_encoder_dir,  # noqa: F811
+):
+    """Real + pseudo points of the curve: pseudo-queries have no id in queries.jsonl (they are encoded with it), and
+    --train-queries takes every real row before any pseudo row."""
     data_dir, negatives = data
     scored = with_teacher_scores(negatives)
     rows = [json.loads(line) for line in gzip.open(scored, "rt")]
-    pseudo = [{**rows[i], "query": f"made up pseudo query {i}"} for i in range(3)]
-    with gzip.open(scored, "at") as out:
-        out.writelines(json.dumps(row) + "\n" for row in pseudo)
+    pseudo = tmp_path / "pseudo.scored.jsonl.gz"
+    with gzip.open(pseudo, "wt") as out:
+        out.writelines(json.dumps({**rows[i], "query": f"made up pseudo query {i}"}) + "\n" for i in range(3))
     report = frozen_encoder.main(
         ["--encoder", str(tiny_encoder_dir), "--data", str(data_dir), "--negatives", str(negatives)]
-        + ["--teacher-scores", str(scored), "--variants", "kl from the teacher, 7 hard negatives", "--epochs", "1"]
-        + ["--batch-size", "4", "--dtype", "float32", "--output", str(tmp_path / "r.json")]
+        + ["--teacher-scores", str(scored), str(pseudo), "--variants", "kl from the teacher, 7 hard negatives"]
+        + ["--epochs", "1", "--train-queries", "18", "--batch-size", "4", "--dtype", "float32"]
+        + ["--output", str(tmp_path / "r.json")]
     )
-    assert report["kl from the teacher, 7 hard negatives"]["training_rows"] == 16 + 3
+    assert report["kl from the teacher, 7 hard negatives"]["training_rows"] == 16 + 2
     cached = [p.name for p in (tmp_path / "embeddings").iterdir()]
     assert any(name.startswith("queries+3-more-") for name in cached), cached
+    with pytest.raises(SystemExit, match="--train-queries 20: .* hold only 19 rows"):
+        frozen_encoder.main(
+            ["--encoder", str(tiny_encoder_dir), "--data", str(data_dir), "--negatives", str(negatives)]
+            + ["--teacher-scores", str(scored), str(pseudo), "--variants", "kl from the teacher, 7 hard negatives"]
+            + ["--train-queries", "20", "--dtype", "float32", "--output", str(tmp_path / "r.json")]
+        )
 
 
 def test_a_teacher_variant_without_teacher_scores_is_refused_before_encoding(tmp_path, data, tiny_encoder_dir):  # noqa: F811
