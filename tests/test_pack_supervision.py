@@ -95,3 +95,33 @@ def test_bad_inputs_are_named_and_nothing_is_written(tmp_path, scored):
     with pytest.raises(SystemExit, match="x.safetensors: not the file x.provenance.json records"):
         pack_supervision.main(["unpack", "--packed", str(prefix), "--corpus", str(corpus), "--output", str(out)])
     assert not out.exists()
+
+
+def test_the_committed_supervision_checks_out_and_its_pseudo_rows_are_the_seeded_sample():
+    """data/debian-supervision: each set's files are those its provenance records, of one shape, by one teacher; the
+    pseudo set's queries are the committed pseudo-queries in the order of pseudo_query_candidates.py --sample."""
+    from safetensors.torch import load_file
+
+    from lite_rerank.utils import nested_sample
+
+    folder = ROOT / "data" / "debian-supervision"
+    prefixes = sorted({path.name.split(".provenance.json")[0] for path in folder.glob("*.provenance.json")})
+    assert {"real.top8", "pseudo.top8"} <= set(prefixes)
+    teachers = set()
+    for prefix in prefixes:
+        files = pack_supervision.files_of(folder / prefix)
+        provenance = json.loads(files["provenance"].read_text())
+        assert file_sha256(files["queries.jsonl.gz"]) == provenance["queries_sha256"]
+        assert file_sha256(files["safetensors"]) == provenance["safetensors_sha256"]
+        tensors = load_file(str(files["safetensors"]))
+        rows = provenance["rows"]
+        assert tuple(tensors["candidates"].shape) == tuple(tensors["teacher_scores"].shape) == (rows, 8)
+        assert bool((tensors["candidates"] >= 0).all()) and bool(tensors["teacher_scores"].isfinite().all())
+        teachers.add(provenance["scored_from"]["teacher_weights_sha256"])
+        if prefix.startswith("pseudo"):
+            with gzip.open(files["queries.jsonl.gz"], "rt", encoding="utf-8") as lines:
+                packed = [json.loads(line)["query"] for line in lines]
+            with gzip.open(ROOT / "data" / "debian-pseudo" / "pseudo-queries.train.jsonl.gz", "rt") as lines:
+                pseudo = [json.loads(line)["query"] for line in lines]
+            assert packed == [pseudo[i] for i in nested_sample(len(pseudo), rows)]
+    assert len(teachers) == 1
