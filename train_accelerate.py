@@ -56,6 +56,7 @@ from lite_rerank.data import DataError, load_rerank_set
 from lite_rerank.evaluation import compute_metrics, load_metrics, score_rerank_set
 from lite_rerank.locking import FolderInUse, FolderLock
 from lite_rerank.losses import LOSSES
+from lite_rerank.projection import PCA_ROWS, init_projection_from_training_rows
 from lite_rerank.teacher import TEACHER_SCORES_IN_DATA, CrossEncoderTeacher, TeacherScoreCache
 from lite_rerank.triplets import IndexedTriplets, TripletCollator, load_train_dataset
 from lite_rerank.utils import content_fingerprint, write_text_atomically
@@ -114,6 +115,13 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument("--col-hidden-size", type=int, default=360, help="hidden size of LITE's column MLP")
     model.add_argument("--projection-dim", type=int, default=None, help="Small-LITE: project token vectors d → d'")
     model.add_argument("--doc-stored-tokens", type=int, default=None, help="Small-LITE: compress L2 doc tokens to K")
+    model.add_argument(
+        "--projection-init",
+        choices=["random", "pca"],
+        default="random",
+        help="Small-LITE: the projection's start: random (the paper), or the encoder's principal directions over the "
+        f"token vectors of {PCA_ROWS} training rows' positives (keeps S close to the full-width one)",
+    )
     model.add_argument(
         "--normalize-embeddings",
         action=argparse.BooleanOptionalAction,
@@ -342,6 +350,10 @@ def parse_args(argv=None) -> argparse.Namespace:
         parser.error("--freeze-encoder is for LITE / MaxSim students and replaces --freeze-encoder-steps")
     if args.freeze_encoder and args.scorer == "maxsim" and not (args.projection_dim or args.doc_stored_tokens):
         parser.error("--freeze-encoder with --scorer maxsim leaves nothing to train (MaxSim has no parameters)")
+    if args.projection_init != "random" and not args.projection_dim:
+        parser.error(
+            f"--projection-init {args.projection_init} starts the Small-LITE projection: it needs --projection-dim"
+        )
     if args.projection_lr and not args.projection_dim:
         parser.error("--projection-lr sets the Small-LITE projection's learning rate: it needs --projection-dim")
     if Path(args.output_dir).exists() and not Path(args.output_dir).is_dir():
@@ -865,6 +877,8 @@ def training_function(args) -> TrainingProgress:
     max_steps = args.max_steps or steps_per_epoch * args.num_epochs
     lock = lock_run_folder(args, accelerator)  # every input is checked by now; held until the process ends
     resume_from = prepare_output_dir(args, accelerator)
+    if args.projection_init == "pca" and resume_from is None:  # every process alike: same rows, same arithmetic
+        accelerator.print(init_projection_from_training_rows(model, tokenizer, train_data, args.seed))
     optimizer, scheduler, rate_names = build_optimizer(args, model, max_steps, processes)
     model, optimizer, train_loader, scheduler = accelerator.prepare(model, optimizer, train_loader, scheduler)
     dev = DevSelection(args, accelerator, dev_set, tokenizer, teacher) if dev_set is not None else None

@@ -550,6 +550,10 @@ def test_listwise_ce_with_in_batch_negatives_trains(tmp_path, tiny_encoder_dir, 
         (["--scorer", "cross-encoder", "--in-batch-negatives", "4", "--loss", "ce"], "late-interaction student"),
         (["--projection-lr", "1e-4"], "--projection-lr sets the Small-LITE projection's learning rate"),
         (["--projection-lr", "0", "--projection-dim", "8"], "--projection-lr must be greater than 0"),
+        (
+            ["--projection-init", "pca"],
+            "--projection-init pca starts the Small-LITE projection: it needs --projection-dim",
+        ),
     ],
 )
 def test_bad_flag_values_are_refused_by_name(flags, message, capsys):
@@ -848,3 +852,19 @@ def test_freeze_encoder_is_refused_where_it_makes_no_sense(capsys, flags, messag
     with pytest.raises(SystemExit):
         train_accelerate.parse_args(flags)
     assert message in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_projection_init_pca_starts_small_lite_from_orthonormal_principal_directions(
+    tmp_path, tiny_encoder_dir, train_file
+):
+    """With rates too small to move them in one step, the saved projection is the start: orthonormal rows and no
+    bias (nn.Linear's random start is neither), and the run says where it came from."""
+    output = tmp_path / "run"
+    tiny = ["--loss", "ce", "--batch-size", "4", "--max-steps", "1", "--lr", "1e-12", "--scorer-lr", "1e-12"]
+    launch(tiny_run(tiny_encoder_dir, train_file, output, *tiny, "--projection-dim", "8", "--projection-init", "pca"))
+    trained = load_file(output / "best" / "model.safetensors")
+    weight = trained["projection.weight"].double()
+    assert torch.allclose(weight @ weight.T, torch.eye(8, dtype=torch.float64), atol=1e-4)
+    assert trained["projection.bias"].abs().max() < 1e-6
+    assert json.loads((output / "run_config.json").read_text())["projection_init"] == "pca"

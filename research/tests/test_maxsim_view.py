@@ -59,3 +59,19 @@ def test_a_fresh_projection_on_a_pretrained_encoder(tmp_path, tiny_encoder_dir):
     assert view.config.scorer == "maxsim" and view.projection.out_features == 4
     with pytest.raises(SystemExit):
         maxsim_view.main(["--encoder", str(tiny_encoder_dir), str(tmp_path / "plain")])
+
+
+def test_a_pca_projection_on_a_pretrained_encoder_is_the_training_start(tmp_path, tiny_encoder_dir):  # noqa: F811
+    import gzip
+    import json
+
+    train = tmp_path / "train.jsonl.gz"
+    with gzip.open(train, "wt") as out:
+        for i, text in enumerate(DOCUMENTS * 3):
+            out.write(json.dumps({"query": f"query {i}", "positive": text, "negative": DOCUMENTS[0]}) + "\n")
+    flags = ["--encoder", str(tiny_encoder_dir), "--projection-dim", "4", "--projection-init", "pca"]
+    maxsim_view.main([*flags, "--train-data", str(train), str(tmp_path / "pca")])
+    weight = LiteModel.from_pretrained(tmp_path / "pca").projection.weight.detach().double()
+    assert torch.allclose(weight @ weight.T, torch.eye(4, dtype=torch.float64), atol=1e-4)
+    with pytest.raises(SystemExit):
+        maxsim_view.main([*flags, str(tmp_path / "no-rows")])
