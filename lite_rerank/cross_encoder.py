@@ -106,6 +106,8 @@ class CrossEncoderScorer:
         desc: str = "Scoring pairs",
     ) -> list[float]:
         """Raw logits of the pairs (queries[i], passages[i]), in input order. Pairs are batched by length."""
+        if not queries:  # e.g. every pair of a part copied by teacher_scores.py --reuse (the tokenizer fails on [])
+            return []
         token_ids = self.tokenizer(list(queries), list(passages), truncation=True, max_length=self.max_length)
         order = sorted(range(len(queries)), key=lambda i: -len(token_ids["input_ids"][i]))
         scores = [0.0] * len(order)

@@ -325,6 +325,33 @@ def test_reuse_scores_only_the_pairs_an_earlier_output_lacks(tmp_path, teacher, 
         )
 
 
+def test_reuse_of_a_smaller_pool_copies_whole_parts_without_running_the_teacher(
+    tmp_path, teacher, listwise, monkeypatch
+):
+    """The pool grows (pseudo_query_candidates.py --sample 41329, then 82658: the larger starts with the smaller's
+    rows): parts whose every pair was scored before are written with nothing scored (the empty batch crashed the
+    tokenizer), the rest scored."""
+    path, rows = listwise
+    args = ["--no-progress", "--dtype", "float32", "--part-rows", "4", "--hard-negatives", "1"]
+    smaller = write_jsonl(tmp_path / "first4.jsonl", rows[:4])
+    first = tmp_path / "first4.scored.jsonl.gz"
+    teacher_scores.main(["--teacher", str(teacher), "--train-data", str(smaller), *args, "--output", str(first)])
+    calls = []
+    score = CrossEncoderScorer.score
+
+    def counting(self, queries, passages, *rest, **kwargs):
+        calls.append(len(queries))
+        return score(self, queries, passages, *rest, **kwargs)
+
+    monkeypatch.setattr(CrossEncoderScorer, "score", counting)
+    grown = tmp_path / "all.scored.jsonl.gz"
+    teacher_scores.main(
+        ["--teacher", str(teacher), "--train-data", str(path), *args, "--reuse", str(first)] + ["--output", str(grown)]
+    )
+    assert sorted(n for n in calls if n) == [2 * 2, 4 * 2]  # rows 4-7 and 8-9, two pairs each; rows 0-3 copied
+    assert read(grown)[:4] == read(first)
+
+
 def test_reuse_of_another_teachers_or_forms_scores_is_refused(tmp_path, teacher, listwise):
     path, rows = listwise
     args = ["--teacher", str(teacher), "--train-data", str(path), "--no-progress"]
