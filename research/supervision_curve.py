@@ -162,15 +162,29 @@ def trend(points: list[dict]) -> dict | None:
     return fit
 
 
+def drawn_series(results: dict) -> dict:
+    """The series the figure shows: every one of two points or more, and single points on the same encoder as the
+    longest series (on one axis with it); a single point on another encoder (far lower) stays in the JSON."""
+    series = results["series"]
+    if not series:
+        return {}
+    reference = max(series.values(), key=lambda s: len(s["points"])).get("encoder")
+    return {
+        label: s
+        for label, s in series.items()
+        if len(s["points"]) > 1 or (s["points"] and s.get("encoder") == reference)
+    }
+
+
 def plot(results: dict, output: Path):
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figure, axis = plt.subplots(figsize=(7, 4.5))
-    curves = {label: series for label, series in results["series"].items() if len(series["points"]) > 1}
-    for index, (label, series) in enumerate(curves.items()):  # single points (another encoder) stay in the JSON
+    figure, axis = plt.subplots(figsize=(7.5, 6))
+    curves = drawn_series(results)
+    for index, (label, series) in enumerate(curves.items()):
         color = f"C{index}"
         rows = [p["training_rows"] for p in series["points"]]
         axis.plot(rows, [p["lite_dev_mrr@10"] for p in series["points"]], "o-", color=color, label=f"LITE, {label}")
@@ -198,9 +212,9 @@ def plot(results: dict, output: Path):
     axis.set_ylabel("dev MRR@10 (920 queries, BM25 top-30)")
     axis.set_title("Frozen encoder: the LITE scorer against MaxSim on the same embeddings", fontsize=9)
     axis.grid(alpha=0.3, which="both")
-    axis.legend(fontsize=7, loc="lower right")
+    axis.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=2)  # below: never over a point
     figure.tight_layout()
-    figure.savefig(output, dpi=110)
+    figure.savefig(output, dpi=110, bbox_inches="tight")
     plt.close(figure)
 
 

@@ -180,3 +180,13 @@ def test_a_teacher_variant_without_teacher_scores_is_refused_before_encoding(tmp
             + ["--output", str(tmp_path / "r.json")]
         )
     assert not (tmp_path / "embeddings" / "passages.safetensors").exists()
+
+
+def test_the_figure_draws_curves_and_single_points_of_the_same_encoder_only():
+    def series(points, encoder="minilm"):
+        return {"encoder": encoder, "points": [{"training_rows": n} for n in range(points)]}
+
+    results = {
+        "series": {"real": series(5), "pseudo": series(1), "other encoder": series(1, "teacher"), "x": series(2)}
+    }
+    assert set(supervision_curve.drawn_series(results)) == {"real", "pseudo", "x"}
