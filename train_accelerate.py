@@ -512,6 +512,11 @@ def build_model(args):
     )
     if model.tokenizer is None:
         raise SystemExit(f"--encoder {args.encoder} has no tokenizer files")
+    if args.projection_init == "pca" and args.projection_dim > model.config.hidden_size:
+        raise SystemExit(
+            f"--projection-init pca: --projection-dim {args.projection_dim} is wider than --encoder {args.encoder} "
+            f"({model.config.hidden_size}): it has only that many principal directions; choose a smaller d′"
+        )
     if args.freeze_encoder:
         model.base_model.requires_grad_(False)  # no gradients, no saved activations, not in the optimizer
     return model, model.tokenizer

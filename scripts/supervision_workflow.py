@@ -10,7 +10,7 @@ Stages, each one an entry script of this repo, each skipped when its output exis
    real queries' candidates; with --pseudo the pseudo-queries' too, their rows after the real ones) into the scored
    listwise rows; skipped when OUTPUT/supervision.json records the same packed files and the rows' checksum.
 3. students — `train_accelerate.py --config configs/debian_student.yaml` (KL from the teacher's scores) for LITE,
-   MaxSim and Small-LITE (a 128-dimension projection started from the encoder's principal directions, at the
+   MaxSim and Small-LITE (a --projection-dim projection, 128, started from the encoder's principal directions, at the
    encoder's learning rate 2.8e-5): same rows, steps (--max-steps) and seed; a finished training is not repeated, an
    interrupted one resumes.
 4. evaluation — `eval_rerank.py` on dev once for the three students (skipped when its results name the same weights),
@@ -35,18 +35,9 @@ SUPERVISION = ROOT / "data" / "debian-supervision"
 STUDENTS = {
     "LITE": ["--scorer", "lite"],
     "MaxSim": ["--scorer", "maxsim"],
-    # a projection started from the encoder's principal directions, moving at the encoder's rate (a random one at that
-    # rate beat one at the scorer's by +0.029 dev MRR@10, RESULTS.md)
-    "Small-LITE": [
-        "--scorer",
-        "lite",
-        "--projection-dim",
-        "128",
-        "--projection-init",
-        "pca",
-        "--projection-lr",
-        "2.8e-5",
-    ],
+    # a projection (--projection-dim) started from the encoder's principal directions, moving at the encoder's rate
+    # (a random one at that rate beat one at the scorer's by +0.029 dev MRR@10, RESULTS.md)
+    "Small-LITE": ["--scorer", "lite", "--projection-init", "pca", "--projection-lr", "2.8e-5"],
 }
 
 
@@ -65,6 +56,9 @@ def parse_args(argv=None):
     parser.add_argument("--depth", type=int, default=30, help="BM25 candidates per selection query (as dev)")
     parser.add_argument("--students", nargs="+", choices=list(STUDENTS), default=list(STUDENTS))
     parser.add_argument("--encoder", default=None, help="default: all-MiniLM-L6-v2 from PyPI")
+    parser.add_argument(
+        "--projection-dim", type=int, default=128, help="Small-LITE's d′ (at most the encoder's width: PCA start)"
+    )
     parser.add_argument("--threads", type=int, default=None)
     args = parser.parse_args(argv)
     if args.max_steps < 1:
@@ -130,6 +124,7 @@ def main(argv=None):
         run(
             f"student {name}",
             ["train_accelerate.py", "--config", "configs/debian_student.yaml", "--encoder", encoder, *STUDENTS[name]]
+            + (["--projection-dim", str(args.projection_dim)] if name == "Small-LITE" else [])
             + ["--train-data", str(rows), "--max-steps", str(args.max_steps), "--dev-data", str(selection)]
             + [
                 "--dev-run",

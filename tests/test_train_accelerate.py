@@ -868,3 +868,13 @@ def test_projection_init_pca_starts_small_lite_from_orthonormal_principal_direct
     assert torch.allclose(weight @ weight.T, torch.eye(8, dtype=torch.float64), atol=1e-4)
     assert trained["projection.bias"].abs().max() < 1e-6
     assert json.loads((output / "run_config.json").read_text())["projection_init"] == "pca"
+
+
+def test_projection_init_pca_wider_than_the_encoder_is_refused_before_the_run_folder(
+    tmp_path, tiny_encoder_dir, train_file
+):
+    flags = ["--loss", "ce", "--projection-dim", "64", "--projection-init", "pca"]
+    result = launch(tiny_run(tiny_encoder_dir, train_file, tmp_path / "run", *flags), check=False)
+    assert result.returncode != 0
+    assert "--projection-dim 64 is wider than --encoder" in result.stderr and "(32)" in result.stderr
+    assert not (tmp_path / "run").exists()
