@@ -108,10 +108,9 @@ def main(argv=None):
     judged = {qid: j for qid, j in qrels.items() if qid not in excluded}
     names = list(runs)
     teacher = names[0]
-    reference = reciprocal_ranks(runs[teacher], judged)
-    table = {
-        name: {"mrr@10": float(np.mean(list(reciprocal_ranks(run, judged).values())))} for name, run in runs.items()
-    }
+    rr_of = {name: reciprocal_ranks(run, judged) for name, run in runs.items()}
+    reference = rr_of[teacher]
+    table = {name: {"mrr@10": float(np.mean(list(rr.values())))} for name, rr in rr_of.items()}
     ensembles = {f"{teacher} + {other}": [teacher, other] for other in names[1:]}
     if len(names) > 2:
         ensembles[" + ".join(names)] = names
