@@ -55,6 +55,31 @@ def length_groups(
     return groups
 
 
+def named_paths(flag: str, specs: list[str], error, bare: bool = False) -> dict[str, str]:
+    """{NAME: PATH} of a repeated `NAME=PATH` flag, in order (split at the first "="). A name given twice would
+    overwrite a result without a word, so it is refused through `error` (an argparse parser's), as is a spec without
+    a name or a path; with `bare`, a plain PATH is its own name.
+
+    >>> named_paths("--run", ["LITE=runs/lite.trec", "runs/bm25.trec"], print, bare=True)
+    {'LITE': 'runs/lite.trec', 'runs/bm25.trec': 'runs/bm25.trec'}
+    >>> named_paths("--run", ["a=x.trec", "a=y.trec"], print)
+    --run 'a=y.trec': the name 'a' is given twice
+    {'a': 'x.trec'}
+    """
+    named = {}
+    for spec in specs:
+        name, sep, path = spec.partition("=")
+        if not sep and bare:
+            name, path = spec, spec
+        if not name or not path:
+            error(f"{flag} {spec!r}: expected NAME=PATH")
+        elif name in named:
+            error(f"{flag} {spec!r}: the name {name!r} is given twice")
+        else:
+            named[name] = path
+    return named
+
+
 @contextlib.contextmanager
 def eval_mode(model):
     """Scores must not depend on dropout: eval for the block, then the previous mode, also after an exception."""

@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from lite_rerank.data import DataError, read_beir_texts, read_jsonl, read_qrels, read_trec_run  # noqa: E402
 from lite_rerank.significance import compare, reciprocal_ranks  # noqa: E402
-from lite_rerank.utils import write_text_atomically  # noqa: E402
+from lite_rerank.utils import named_paths, write_text_atomically  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -46,14 +46,7 @@ def parse_args(argv=None):
     parser.add_argument("--permutations", type=int, default=100_000)
     parser.add_argument("--output", default=None, help="JSON of the table")
     args = parser.parse_args(argv)
-    members = {}
-    for spec in args.run:
-        name, sep, path = spec.partition("=")
-        if not sep or not name or not path:
-            parser.error(f"--run {spec!r}: expected NAME=PATH")
-        if name in members:
-            parser.error(f"--run {spec!r}: the name {name!r} is given twice")
-        members[name] = path
+    members = named_paths("--run", args.run, parser.error)
     if len(members) < 2:
         parser.error("--run: give the teacher and at least one other member")
     if args.exclude_training and not args.queries:

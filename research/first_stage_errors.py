@@ -16,6 +16,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from lite_rerank.data import read_qrels, read_trec_run  # noqa: E402
+from lite_rerank.utils import named_paths  # noqa: E402
 
 
 def wrong_top1_by_first_stage_rank(qrels, first_stage, run, split: int) -> dict[str, int]:
@@ -40,10 +41,10 @@ def main(argv=None):
     parser.add_argument("--run", action="append", required=True, metavar="NAME=TREC", help="a re-ranked run (repeat)")
     parser.add_argument("--split", type=int, default=10)
     args = parser.parse_args(argv)
+    runs = named_paths("--run", args.run, parser.error)
     qrels, first_stage = read_qrels(args.qrels), read_trec_run(args.first_stage)
     report = {}
-    for spec in args.run:
-        name, _, path = spec.partition("=")
+    for name, path in runs.items():
         report[name] = wrong_top1_by_first_stage_rank(qrels, first_stage, read_trec_run(path), args.split)
     print(json.dumps(report, indent=2))
     return report

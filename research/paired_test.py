@@ -18,6 +18,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from lite_rerank.data import read_qrels, read_trec_run  # noqa: E402
 from lite_rerank.significance import compare, reciprocal_ranks  # noqa: E402
+from lite_rerank.utils import named_paths  # noqa: E402
 
 
 def main(argv=None):
@@ -27,13 +28,13 @@ def main(argv=None):
     parser.add_argument("--system", action="append", required=True, metavar="NAME=RUN", help="repeatable")
     parser.add_argument("--permutations", type=int, default=100_000)
     args = parser.parse_args(argv)
+    systems = named_paths("--system", args.system, parser.error, bare=True)
     qrels = read_qrels(args.qrels)
     baseline = reciprocal_ranks(read_trec_run(args.baseline), qrels)
     results = {}
-    for spec in args.system:
-        name, _, path = spec.rpartition("=")
-        results[name or path] = compare(baseline, reciprocal_ranks(read_trec_run(path), qrels), args.permutations)
-        print(json.dumps({"system": name or path, **results[name or path]}), flush=True)
+    for name, path in systems.items():
+        results[name] = compare(baseline, reciprocal_ranks(read_trec_run(path), qrels), args.permutations)
+        print(json.dumps({"system": name, **results[name]}), flush=True)
     return results
 
 

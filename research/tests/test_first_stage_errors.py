@@ -60,3 +60,15 @@ def test_wrong_top1_counted_by_its_first_stage_rank(tmp_path):
         "wrong top-1 from first-stage ranks 1-3": 3,
         "wrong top-1 from first-stage ranks 4+": 0,
     }
+
+
+@pytest.mark.parametrize("spec", ["model=b.trec", "b.trec", "=b.trec", "model="])
+def test_a_run_without_a_name_or_path_or_named_twice_is_refused_before_any_reading(tmp_path, spec, capsys):
+    """A second --run with the same name used to overwrite the first one's row of the report without a word."""
+    with pytest.raises(SystemExit):
+        first_stage_errors.main(
+            ["--qrels", "missing.tsv", "--first-stage", "missing.trec", "--run", "model=a.trec", "--run", spec]
+        )
+    message = capsys.readouterr().err
+    assert f"--run {spec!r}" in message
+    assert ("given twice" if spec == "model=b.trec" else "expected NAME=PATH") in message
