@@ -46,7 +46,9 @@ def parse_args(argv=None):
     parser.add_argument("--output-dir", default="runs/workflow")
     parser.add_argument("--data", default=str(DATA), help="the Debian BEIR folder")
     parser.add_argument("--supervision", default=str(SUPERVISION), help="the packed teacher scores")
-    parser.add_argument("--real", default="real.top8", help="PREFIX of the real queries' packed scores")
+    parser.add_argument(
+        "--real", default="real.top8", help="PREFIX of the real queries' packed scores (real.top30: every candidate)"
+    )
     parser.add_argument("--pseudo", action="store_true", help="add the pseudo-queries' packed scores (pseudo.top8)")
     parser.add_argument("--max-steps", type=int, default=2000, help="optimizer steps per student (the step budget)")
     parser.add_argument("--batch-size", type=int, default=None, help="queries per step (default: the config's 32)")

@@ -6,6 +6,7 @@ import json
 import sys
 
 import pytest
+import torch
 from conftest import ROOT
 
 sys.path.insert(0, str(ROOT / "scripts"))
@@ -99,23 +100,26 @@ def test_bad_inputs_are_named_and_nothing_is_written(tmp_path, scored):
 
 def test_the_committed_supervision_checks_out_and_its_pseudo_rows_are_the_seeded_sample():
     """data/debian-supervision: each set's files are those its provenance records, of one shape, by one teacher; the
-    pseudo set's queries are the committed pseudo-queries in the order of pseudo_query_candidates.py --sample."""
+    pseudo set's queries are the committed pseudo-queries in the order of pseudo_query_candidates.py --sample; the
+    top-30 set extends the top-8 one (same rows, their shared pairs' scores reused); 25 MB at most."""
     from safetensors.torch import load_file
 
     from lite_rerank.utils import nested_sample
 
     folder = ROOT / "data" / "debian-supervision"
     prefixes = sorted({path.name.split(".provenance.json")[0] for path in folder.glob("*.provenance.json")})
-    assert {"real.top8", "pseudo.top8"} <= set(prefixes)
-    teachers = set()
+    assert {"real.top8", "real.top30", "pseudo.top8"} <= set(prefixes)
+    assert sum(path.stat().st_size for path in folder.iterdir()) <= 25 * 2**20
+    teachers, tensors_of = set(), {}
     for prefix in prefixes:
         files = pack_supervision.files_of(folder / prefix)
         provenance = json.loads(files["provenance"].read_text())
         assert file_sha256(files["queries.jsonl.gz"]) == provenance["queries_sha256"]
         assert file_sha256(files["safetensors"]) == provenance["safetensors_sha256"]
-        tensors = load_file(str(files["safetensors"]))
-        rows = provenance["rows"]
-        assert tuple(tensors["candidates"].shape) == tuple(tensors["teacher_scores"].shape) == (rows, 8)
+        tensors = tensors_of[prefix] = load_file(str(files["safetensors"]))
+        rows, width = provenance["rows"], provenance["candidates_per_row"]
+        assert width == int(prefix.rpartition(".top")[2])
+        assert tuple(tensors["candidates"].shape) == tuple(tensors["teacher_scores"].shape) == (rows, width)
         assert bool((tensors["candidates"] >= 0).all()) and bool(tensors["teacher_scores"].isfinite().all())
         teachers.add(provenance["scored_from"]["teacher_weights_sha256"])
         if prefix.startswith("pseudo"):
@@ -125,3 +129,12 @@ def test_the_committed_supervision_checks_out_and_its_pseudo_rows_are_the_seeded
                 pseudo = [json.loads(line)["query"] for line in lines]
             assert packed == [pseudo[i] for i in nested_sample(len(pseudo), rows)]
     assert len(teachers) == 1
+    # Same rows, positive first; the 8's pairs are the 30's with the same scores (reused, not rescored), but where a
+    # positive lies outside BM25's top 30 the 8 may hold the 30th passage, which the 29 negatives of the 30 cut off.
+    top8, top30 = tensors_of["real.top8"], tensors_of["real.top30"]
+    assert torch.equal(top8["candidates"][:, 0], top30["candidates"][:, 0])
+    shared = top8["candidates"][:, :, None] == top30["candidates"][:, None, :]  # (rows, 8, 30)
+    assert bool((shared.sum(2) <= 1).all()) and bool((shared.sum((1, 2)) >= 7).all())
+    scores8 = top8["teacher_scores"][:, :, None].expand(-1, -1, 30)[shared]
+    scores30 = top30["teacher_scores"][:, None, :].expand(-1, 8, -1)[shared]
+    assert torch.equal(scores8, scores30)
