@@ -130,7 +130,7 @@ def test_the_committed_supervision_checks_out_and_its_pseudo_rows_are_the_seeded
             assert packed == [pseudo[i] for i in nested_sample(len(pseudo), rows)]
     assert len(teachers) == 1
     # Same rows, positive first; the 8's pairs are the 30's with the same scores (reused, not rescored), but where a
-    # positive lies outside BM25's top 30 the 8 may hold the 30th passage, which the 29 negatives of the 30 cut off.
+    # positive lies outside BM25's top 30 the 30 hold 29 of its 30 other passages, and the 8 may hold the one left out.
     top8, top30 = tensors_of["real.top8"], tensors_of["real.top30"]
     assert torch.equal(top8["candidates"][:, 0], top30["candidates"][:, 0])
     shared = top8["candidates"][:, :, None] == top30["candidates"][:, None, :]  # (rows, 8, 30)
