@@ -4,16 +4,12 @@ import sys
 
 import pytest
 from product_fixtures import ROOT
+from run_files import write_ranked_run
 
 pytestmark = pytest.mark.research
 
 sys.path.insert(0, str(ROOT / "research"))
 import first_stage_errors  # noqa: E402
-
-
-def write_run(path, rankings):
-    path.write_text("".join(f"{q} Q0 {d} {r} {-r} t\n" for q, docs in rankings.items() for r, d in enumerate(docs, 1)))
-    return str(path)
 
 
 def test_wrong_top1_counted_by_its_first_stage_rank(tmp_path):
@@ -40,9 +36,9 @@ def test_wrong_top1_counted_by_its_first_stage_rank(tmp_path):
             "--qrels",
             str(tmp_path / "qrels.tsv"),
             "--first-stage",
-            write_run(tmp_path / "first.trec", first),
+            write_ranked_run(tmp_path / "first.trec", first),
             "--run",
-            f"model={write_run(tmp_path / 'model.trec', rerank)}",
+            f"model={write_ranked_run(tmp_path / 'model.trec', rerank)}",
             "--run",
             f"first={tmp_path / 'first.trec'}",
             "--split",

@@ -4,6 +4,7 @@ import sys
 
 import pytest
 from product_fixtures import ROOT
+from run_files import write_ranked_run
 
 pytestmark = pytest.mark.research
 
@@ -11,15 +12,10 @@ sys.path.insert(0, str(ROOT / "research"))
 import paired_test  # noqa: E402
 
 
-def write_run(path, rankings):
-    path.write_text("".join(f"{q} Q0 {d} {r} {-r} t\n" for q, docs in rankings.items() for r, d in enumerate(docs, 1)))
-    return str(path)
-
-
 def test_named_and_bare_systems_against_the_baseline(tmp_path):
     (tmp_path / "qrels.tsv").write_text("query-id\tcorpus-id\tscore\nq1\tgood\t1\nq2\tgood\t1\n")
-    baseline = write_run(tmp_path / "base.trec", {"q1": ["bad", "good"], "q2": ["bad", "good"]})  # RR 1/2, 1/2
-    better = write_run(tmp_path / "run=better.trec", {"q1": ["good", "bad"], "q2": ["good", "bad"]})  # RR 1, 1
+    baseline = write_ranked_run(tmp_path / "base.trec", {"q1": ["bad", "good"], "q2": ["bad", "good"]})  # RR 1/2, 1/2
+    better = write_ranked_run(tmp_path / "run=better.trec", {"q1": ["good", "bad"], "q2": ["good", "bad"]})  # RR 1, 1
     args = ["--qrels", str(tmp_path / "qrels.tsv"), "--baseline", baseline, "--permutations", "1000"]
     results = paired_test.main([*args, "--system", f"top={better}", "--system", baseline])
     assert list(results) == ["top", baseline]  # split at the first "=": the path may hold one, the name may not
