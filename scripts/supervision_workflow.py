@@ -15,6 +15,8 @@ Stages, each one an entry script of this repo, each skipped when its output exis
    interrupted one resumes.
 4. evaluation — `eval_rerank.py` on dev once for the three students (skipped when its results name the same weights),
    then paired tests of LITE and Small-LITE against the MaxSim student (OUTPUT/paired-tests.json).
+5. report — OUTPUT/report.json, one file for RESULTS.md: each student's selection-split MRR@10 at every evaluation, the
+   step it kept, its dev metrics and its paired test; printed as a table.
 """
 
 import argparse
@@ -149,7 +151,9 @@ def main(argv=None):
             ["eval_rerank.py", *models, "--data", args.data, "--split", "dev"]
             + ["--run", str(Path(args.data) / "runs" / "bm25.dev.trec"), "--output", str(results), *threads],
         )
-    return paired_tests(results, Path(args.data) / "qrels" / "dev.tsv", args.students, out / "paired-tests.json")
+    tests = paired_tests(results, Path(args.data) / "qrels" / "dev.tsv", args.students, out / "paired-tests.json")
+    report(out, args.students, results, tests)
+    return tests
 
 
 def paired_tests(results: Path, qrels_path: Path, names: list[str], output: Path) -> dict:
@@ -163,6 +167,49 @@ def paired_tests(results: Path, qrels_path: Path, names: list[str], output: Path
             f"p = {test['p_value']:.3g}"
         )
     return tests
+
+
+def selection_curve(metrics_path: Path) -> dict[int, float]:
+    """Selection-split MRR@10 by step from a training's metrics.jsonl (train_accelerate.py logs its --dev-data
+    evaluations as dev_*; a resumed run may log a step again, the later record is the one its checkpoints hold)."""
+    curve = {}
+    for line in metrics_path.read_text().splitlines():
+        record = json.loads(line)
+        if "dev_mrr@10" in record:
+            curve[record["step"]] = record["dev_mrr@10"]
+    return dict(sorted(curve.items()))
+
+
+def report(out: Path, names: list[str], results: Path, tests: dict) -> dict:
+    """OUTPUT/report.json: per student, the selection curve, the kept step, dev metrics and the paired test."""
+    evaluated = json.loads(results.read_text())
+    students = {}
+    for name in names:
+        folder = out / name.lower()
+        dev = evaluated["models"][name]
+        students[name] = {
+            "selection_mrr@10_by_step": selection_curve(folder / "metrics.jsonl"),
+            "kept_step": json.loads((folder / "best" / "training_summary.json").read_text())["step"],
+            "dev": {metric: dev[metric] for metric in ("mrr@10", "ndcg@10", "recall@10")},
+            "vs_maxsim": tests.get(name),
+        }
+    record = {
+        "selection_split": str(out / "bm25-negatives" / "selection"),  # training queries the supervision leaves out
+        "dev": evaluated["protocol"],
+        "students": students,
+    }
+    write_text_atomically(out / "report.json", json.dumps(record, indent=2) + "\n")
+    print("\n| student | selection MRR@10 by step (kept) | dev MRR@10 | nDCG@10 | vs MaxSim: Δ, wins / losses, p |")
+    print("|---|---|---|---|---|")
+    for name, student in students.items():
+        curve = " / ".join(f"{step}: {mrr:.4f}" for step, mrr in student["selection_mrr@10_by_step"].items())
+        test = student["vs_maxsim"]
+        versus = (
+            f"{test['difference']:+.4f}, {test['wins']} / {test['losses']}, p = {test['p_value']:.3g}" if test else ""
+        )
+        dev = student["dev"]
+        print(f"| {name} | {curve} ({student['kept_step']}) | {dev['mrr@10']:.4f} | {dev['ndcg@10']:.4f} | {versus} |")
+    return record
 
 
 if __name__ == "__main__":

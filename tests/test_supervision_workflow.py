@@ -68,9 +68,51 @@ def test_the_workflow_runs_end_to_end_and_a_rerun_skips_what_is_done(beir, tmp_p
     }
     assert tests == {n: compare(rr["MaxSim"], rr[n]) for n in ("LITE", "Small-LITE")}
     assert json.loads((out / "paired-tests.json").read_text()) == tests
+    report = json.loads((out / "report.json").read_text())["students"]
+    for name in ("LITE", "MaxSim", "Small-LITE"):
+        logged = [json.loads(line) for line in (out / name.lower() / "metrics.jsonl").read_text().splitlines()]
+        assert report[name]["selection_mrr@10_by_step"] == {
+            str(r["step"]): r["dev_mrr@10"] for r in logged if "dev_mrr@10" in r
+        }
+        assert report[name]["selection_mrr@10_by_step"], "the students evaluate on the selection split at the end"
+        assert report[name]["dev"]["mrr@10"] == results["models"][name]["mrr@10"]
+        assert report[name]["vs_maxsim"] == tests.get(name)
     capfd.readouterr()
     again = supervision_workflow.main(argv)
     printed = capfd.readouterr().out
     for stage in ("candidates", "supervision", "evaluation"):
         assert f"=== {stage}: skipped" in printed, printed
     assert again == tests
+
+
+def test_the_report_gathers_each_students_selection_curve_kept_step_dev_metrics_and_paired_test(tmp_path, capsys):
+    out = tmp_path / "workflow"
+    curves = {"LITE": [(250, 0.61), (500, 0.65), (500, 0.66), (750, 0.64)], "MaxSim": [(250, 0.70), (500, 0.71)]}
+    for name, curve in curves.items():
+        best = out / name.lower() / "best"
+        best.mkdir(parents=True)
+        # a resumed run logs step 500 twice: the later record is what its checkpoints hold
+        records = [{"step": 0, "event": "start"}] + [{"step": s, "dev_mrr@10": m} for s, m in curve]
+        records.insert(2, {"step": 260, "epoch": 0, "loss": 0.3})
+        (out / name.lower() / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+        (best / "training_summary.json").write_text(json.dumps({"step": max(curve, key=lambda c: c[1])[0]}))
+    models = {
+        "first-stage": {"mrr@10": 0.5, "ndcg@10": 0.55, "recall@10": 0.8},
+        "LITE": {"mrr@10": 0.72, "ndcg@10": 0.75, "recall@10": 0.86, "num_queries": 920},
+        "MaxSim": {"mrr@10": 0.74, "ndcg@10": 0.77, "recall@10": 0.87, "num_queries": 920},
+    }
+    results = out / "students-dev.json"
+    results.write_text(json.dumps({"models": models, "protocol": "rerank bm25.dev.trec (dev)"}))
+    test = {"difference": -0.02, "wins": 10, "losses": 20, "p_value": 0.04}
+    record = supervision_workflow.report(out, ["LITE", "MaxSim"], results, {"LITE": test})
+    assert json.loads((out / "report.json").read_text()) == json.loads(json.dumps(record))
+    lite, maxsim = record["students"]["LITE"], record["students"]["MaxSim"]
+    assert lite["selection_mrr@10_by_step"] == {250: 0.61, 500: 0.66, 750: 0.64}
+    assert (lite["kept_step"], maxsim["kept_step"]) == (500, 500)
+    assert lite["dev"] == {"mrr@10": 0.72, "ndcg@10": 0.75, "recall@10": 0.86}
+    assert (lite["vs_maxsim"], maxsim["vs_maxsim"]) == (test, None)
+    printed = capsys.readouterr().out
+    assert (
+        "| LITE | 250: 0.6100 / 500: 0.6600 / 750: 0.6400 (500) | 0.7200 | 0.7500 | -0.0200, 10 / 20, p = 0.04 |"
+        in printed
+    )
