@@ -2,6 +2,7 @@
 
 import contextlib
 import hashlib
+import json
 import os
 from pathlib import Path
 
@@ -78,6 +79,18 @@ def named_paths(flag: str, specs: list[str], error, bare: bool = False) -> dict[
         else:
             named[name] = path
     return named
+
+
+def selection_curve(metrics_path) -> dict[int, float]:
+    """MRR@10 by step of the evaluations a training logged in its metrics.jsonl (train_accelerate.py names its
+    --dev-data evaluations dev_*, whichever split that is). A resumed run logs the steps after its checkpoint again:
+    the later record of a step is the one the run's checkpoints hold."""
+    curve = {}
+    for line in Path(metrics_path).read_text().splitlines():
+        record = json.loads(line)
+        if "dev_mrr@10" in record:
+            curve[record["step"]] = record["dev_mrr@10"]
+    return dict(sorted(curve.items()))
 
 
 @contextlib.contextmanager

@@ -11,7 +11,11 @@
 
 import argparse
 import json
+import sys
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from lite_rerank.utils import selection_curve  # noqa: E402
 
 
 def curve(metrics_path, output, baselines):
@@ -20,8 +24,7 @@ def curve(metrics_path, output, baselines):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    records = [json.loads(line) for line in Path(metrics_path).read_text().splitlines()]
-    points = [(r["step"], r["dev_mrr@10"]) for r in records if "dev_mrr@10" in r]
+    points = list(selection_curve(metrics_path).items())
     figure, axis = plt.subplots(figsize=(6, 4))
     axis.plot([s for s, _ in points], [m for _, m in points], "o-", label="cross-encoder teacher")
     for name, value in baselines:

@@ -30,7 +30,13 @@ sys.path.insert(0, str(ROOT / "scripts"))
 from pack_supervision import files_of  # noqa: E402
 
 from lite_rerank.significance import compare_result_runs  # noqa: E402
-from lite_rerank.utils import file_sha256, run_entry_script, write_atomically, write_text_atomically  # noqa: E402
+from lite_rerank.utils import (  # noqa: E402
+    file_sha256,
+    run_entry_script,
+    selection_curve,
+    write_atomically,
+    write_text_atomically,
+)
 
 DATA = ROOT.parent / "shared" / "data" / "debian-rerank"
 SUPERVISION = ROOT / "data" / "debian-supervision"
@@ -167,17 +173,6 @@ def paired_tests(results: Path, qrels_path: Path, names: list[str], output: Path
             f"p = {test['p_value']:.3g}"
         )
     return tests
-
-
-def selection_curve(metrics_path: Path) -> dict[int, float]:
-    """Selection-split MRR@10 by step from a training's metrics.jsonl (train_accelerate.py logs its --dev-data
-    evaluations as dev_*; a resumed run may log a step again, the later record is the one its checkpoints hold)."""
-    curve = {}
-    for line in metrics_path.read_text().splitlines():
-        record = json.loads(line)
-        if "dev_mrr@10" in record:
-            curve[record["step"]] = record["dev_mrr@10"]
-    return dict(sorted(curve.items()))
 
 
 def report(out: Path, names: list[str], results: Path, tests: dict) -> dict:
