@@ -38,7 +38,14 @@ from lite_rerank.evaluation import (
     score_rerank_set,
     score_with_shared_encoding,
 )
-from lite_rerank.utils import file_sha256, process_state, write_atomically, write_text_atomically
+from lite_rerank.utils import (
+    file_sha256,
+    file_tag,
+    process_state,
+    result_run_path,
+    write_atomically,
+    write_text_atomically,
+)
 
 ROOT = Path(__file__).resolve().parent
 
@@ -150,10 +157,6 @@ def load_model(name: str, path: str, args, device: str, dtype, zero_shot: bool =
     return model.to(device=device, dtype=dtype).eval()
 
 
-def file_tag(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", name)
-
-
 FIRST_STAGE = "first-stage"  # the row of the candidates' own order
 ROW_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9 ._+()-]*")
 
@@ -182,7 +185,7 @@ def check_row_names(rows: list[tuple[str, str]]):
 
 def output_paths(output: Path, names) -> list[Path]:
     """What --output writes: a TREC run per row (first stage included), then the results JSON."""
-    return [output.with_name(f"{output.stem}.{file_tag(name)}.trec") for name in [FIRST_STAGE, *names]] + [output]
+    return [result_run_path(output, name) for name in [FIRST_STAGE, *names]] + [output]
 
 
 def check_outputs_spare_inputs(outputs: list[Path], args, model_paths):

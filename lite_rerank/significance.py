@@ -41,17 +41,17 @@ def compare(baseline: dict[str, float], system: dict[str, float], permutations: 
     }
 
 
-def compare_result_runs(results, qrels_path, baseline: str, names) -> dict[str, dict]:
-    """Each of `names` against `baseline` (`compare`), from the TREC runs eval_rerank.py wrote next to its results
-    JSON (RESULTS.STEM.NAME.trec) and the judgments in `qrels_path`."""
-    from pathlib import Path
-
+def compare_result_runs(results: dict, qrels_path, baseline: str) -> dict[str, dict]:
+    """Every row of `results` (row name → the results JSON eval_rerank.py wrote it in; one file may hold several
+    rows) against row `baseline` (`compare`), from the TREC runs beside those files and the judgments in
+    `qrels_path`."""
     from .data import read_qrels, read_trec_run
+    from .utils import result_run_path
 
-    results, qrels = Path(results), read_qrels(qrels_path)
+    qrels = read_qrels(qrels_path)
 
     def rr(name):
-        return reciprocal_ranks(read_trec_run(results.with_name(f"{results.stem}.{name}.trec")), qrels)
+        return reciprocal_ranks(read_trec_run(result_run_path(results[name], name)), qrels)
 
     reference = rr(baseline)
-    return {name: compare(reference, rr(name)) for name in names}
+    return {name: compare(reference, rr(name)) for name in results if name != baseline}

@@ -4,6 +4,7 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 from pathlib import Path
 
 import torch
@@ -79,6 +80,17 @@ def named_paths(flag: str, specs: list[str], error, bare: bool = False) -> dict[
         else:
             named[name] = path
     return named
+
+
+def file_tag(name: str) -> str:
+    """A row name as it appears in file names (eval_rerank.py's TREC runs and document caches)."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name)
+
+
+def result_run_path(results, name: str) -> Path:
+    """The TREC run eval_rerank.py wrote for row `name` beside its results JSON `results` (RESULTS.STEM.TAG.trec)."""
+    results = Path(results)
+    return results.with_name(f"{results.stem}.{file_tag(name)}.trec")
 
 
 def selection_curve(metrics_path) -> dict[int, float]:

@@ -101,7 +101,9 @@ def main(argv=None):
     report = json.loads(results.read_text())
     print(f"\nDemo finished in {(time.perf_counter() - start) / 60:.1f} min. {report['protocol']}:")
     # each model against the BM25 order on the same queries: is the difference more than noise?
-    tests = compare_result_runs(results, SAMPLE / "qrels" / "dev.tsv", "first-stage", list(report["models"])[1:])
+    tests = compare_result_runs(
+        {name: results for name in report["models"]}, SAMPLE / "qrels" / "dev.tsv", "first-stage"
+    )
     for name, m in report["models"].items():
         versus = tests.get(name)
         against = (

@@ -12,9 +12,10 @@ Stages, each one an entry script of this repo, each skipped when its output exis
 3. students — `train_accelerate.py --config configs/debian_student.yaml` (KL from the teacher's scores) for LITE,
    MaxSim and Small-LITE (a --projection-dim projection, 128, started from the encoder's principal directions, at the
    encoder's learning rate 2.8e-5): same rows, steps (--max-steps) and seed; a finished training is not repeated, an
-   interrupted one resumes.
-4. evaluation — `eval_rerank.py` on dev once for the three students (skipped when its results name the same weights),
-   then paired tests of LITE and Small-LITE against the MaxSim student (OUTPUT/paired-tests.json).
+   interrupted one resumes. Each student, once trained, is evaluated on dev once (`eval_rerank.py`, into
+   OUTPUT/dev/NAME.json and its TREC runs; skipped when that file names the same weights), so a student's result
+   does not wait for the next one's hours of training and is never computed twice.
+4. paired tests — LITE and Small-LITE against the MaxSim student on dev (OUTPUT/paired-tests.json).
 5. report — OUTPUT/report.json, one file for RESULTS.md: each student's selection-split MRR@10 at every evaluation, the
    step it kept, its dev metrics and its paired test; printed as a table.
 """
@@ -130,6 +131,7 @@ def main(argv=None):
             + ["--selection-queries", str(args.selection_queries), "--depth", str(args.depth)],
         )
     rows = supervision_stage(args, out)
+    evaluated = {}
     for name in args.students:
         run(
             f"student {name}",
@@ -145,27 +147,31 @@ def main(argv=None):
                 *threads,
             ],
         )
-    results = out / "students-dev.json"
-    weights = {name: file_sha256(out / name.lower() / "best" / "model.safetensors") for name in args.students}
-    evaluated = json.loads(results.read_text()) if results.is_file() else {}
-    if {n: m.get("weights_sha256") for n, m in evaluated.get("model_files", {}).items()} == weights:
-        skipped("evaluation", f"{results} scored these weights")
-    else:
-        models = [f"--model={name}={out / name.lower() / 'best'}" for name in args.students]
-        run(
-            "evaluation (dev, once)",
-            ["eval_rerank.py", *models, "--data", args.data, "--split", "dev"]
-            + ["--run", str(Path(args.data) / "runs" / "bm25.dev.trec"), "--output", str(results), *threads],
-        )
-    tests = paired_tests(results, Path(args.data) / "qrels" / "dev.tsv", args.students, out / "paired-tests.json")
-    report(out, args.students, results, tests)
+        evaluated[name] = evaluation_stage(args, out, name, threads)
+    tests = paired_tests(evaluated, Path(args.data) / "qrels" / "dev.tsv", out / "paired-tests.json")
+    report(out, evaluated, tests)
     return tests
 
 
-def paired_tests(results: Path, qrels_path: Path, names: list[str], output: Path) -> dict:
-    """LITE and Small-LITE against the MaxSim student, from the evaluation's TREC runs."""
-    others = [name for name in names if name != "MaxSim"]
-    tests = compare_result_runs(results, qrels_path, "MaxSim", others) if "MaxSim" in names else {}
+def evaluation_stage(args, out: Path, name: str, threads: list[str]) -> Path:
+    """Dev once for a trained student: OUTPUT/dev/NAME.json, skipped when it already scored these weights."""
+    model, results = out / name.lower() / "best", out / "dev" / f"{name.lower()}.json"
+    weights = file_sha256(model / "model.safetensors")
+    scored = json.loads(results.read_text()).get("model_files", {}).get(name, {}) if results.is_file() else {}
+    if scored.get("weights_sha256") == weights:
+        skipped(f"evaluation {name}", f"{results} scored these weights")
+    else:
+        run(
+            f"evaluation {name} (dev, once)",
+            ["eval_rerank.py", f"--model={name}={model}", "--data", args.data, "--split", "dev"]
+            + ["--run", str(Path(args.data) / "runs" / "bm25.dev.trec"), "--output", str(results), *threads],
+        )
+    return results
+
+
+def paired_tests(evaluated: dict[str, Path], qrels_path: Path, output: Path) -> dict:
+    """LITE and Small-LITE against the MaxSim student, from the TREC runs of their dev evaluations."""
+    tests = compare_result_runs(evaluated, qrels_path, "MaxSim") if "MaxSim" in evaluated else {}
     write_text_atomically(output, json.dumps(tests, indent=2) + "\n")
     for name, test in tests.items():
         print(
@@ -175,13 +181,13 @@ def paired_tests(results: Path, qrels_path: Path, names: list[str], output: Path
     return tests
 
 
-def report(out: Path, names: list[str], results: Path, tests: dict) -> dict:
+def report(out: Path, evaluated: dict[str, Path], tests: dict) -> dict:
     """OUTPUT/report.json: per student, the selection curve, the kept step, dev metrics and the paired test."""
-    evaluated = json.loads(results.read_text())
-    students = {}
-    for name in names:
-        folder = out / name.lower()
-        dev = evaluated["models"][name]
+    students, protocols = {}, set()
+    for name, results in evaluated.items():
+        folder, results = out / name.lower(), json.loads(results.read_text())
+        dev = results["models"][name]
+        protocols.add(results["protocol"])
         students[name] = {
             "selection_mrr@10_by_step": selection_curve(folder / "metrics.jsonl"),
             "kept_step": json.loads((folder / "best" / "training_summary.json").read_text())["step"],
@@ -190,7 +196,7 @@ def report(out: Path, names: list[str], results: Path, tests: dict) -> dict:
         }
     record = {
         "selection_split": str(out / "bm25-negatives" / "selection"),  # training queries the supervision leaves out
-        "dev": evaluated["protocol"],
+        "dev": " | ".join(sorted(protocols)),
         "students": students,
     }
     write_text_atomically(out / "report.json", json.dumps(record, indent=2) + "\n")

@@ -1,5 +1,5 @@
 """scripts/supervision_workflow.py end to end on a generated BEIR folder with a tiny encoder: candidates → the packed
-supervision → three students → dev once and paired tests; a rerun skips what is done."""
+supervision → three students, each evaluated on dev once → paired tests; a rerun skips what is done."""
 
 import gzip
 import json
@@ -54,33 +54,33 @@ def test_the_workflow_runs_end_to_end_and_a_rerun_skips_what_is_done(beir, tmp_p
     argv += ["--selection-queries", "4", "--depth", str(DEPTH), "--max-steps", "2", "--encoder", str(tiny_encoder_dir)]
     argv += ["--threads", "1", "--batch-size", "4", "--projection-dim", "16"]  # the tiny encoder is 32 wide
     tests = supervision_workflow.main(argv)
-    results = json.loads((out / "students-dev.json").read_text())
-    assert set(results["models"]) == {"first-stage", "LITE", "MaxSim", "Small-LITE"}
-    for name in ("LITE", "MaxSim", "Small-LITE"):
+    students = ("LITE", "MaxSim", "Small-LITE")
+    results = {name: json.loads((out / "dev" / f"{name.lower()}.json").read_text()) for name in students}
+    for name in students:
+        assert set(results[name]["models"]) == {"first-stage", name}
         summary = json.loads((out / name.lower() / "best" / "training_summary.json").read_text())
         assert summary["step"] == 2 and summary["args"]["train_data"] == str(out / "supervision.train.jsonl.gz")
+        weights = file_sha256(out / name.lower() / "best" / "model.safetensors")
+        assert results[name]["model_files"][name]["weights_sha256"] == weights
     assert json.loads((out / "small-lite" / "best" / "config.json").read_text())["projection_dim"] == 16
     # the paired tests, recomputed from the TREC runs read back
     qrels = read_qrels(data / "qrels" / "dev.tsv")
-    rr = {
-        n: reciprocal_ranks(read_trec_run(out / f"students-dev.{n}.trec"), qrels)
-        for n in ("LITE", "MaxSim", "Small-LITE")
-    }
+    rr = {n: reciprocal_ranks(read_trec_run(out / "dev" / f"{n.lower()}.{n}.trec"), qrels) for n in students}
     assert tests == {n: compare(rr["MaxSim"], rr[n]) for n in ("LITE", "Small-LITE")}
     assert json.loads((out / "paired-tests.json").read_text()) == tests
     report = json.loads((out / "report.json").read_text())["students"]
-    for name in ("LITE", "MaxSim", "Small-LITE"):
+    for name in students:
         logged = [json.loads(line) for line in (out / name.lower() / "metrics.jsonl").read_text().splitlines()]
         assert report[name]["selection_mrr@10_by_step"] == {
             str(r["step"]): r["dev_mrr@10"] for r in logged if "dev_mrr@10" in r
         }
         assert report[name]["selection_mrr@10_by_step"], "the students evaluate on the selection split at the end"
-        assert report[name]["dev"]["mrr@10"] == results["models"][name]["mrr@10"]
+        assert report[name]["dev"]["mrr@10"] == results[name]["models"][name]["mrr@10"]
         assert report[name]["vs_maxsim"] == tests.get(name)
     capfd.readouterr()
     again = supervision_workflow.main(argv)
     printed = capfd.readouterr().out
-    for stage in ("candidates", "supervision", "evaluation"):
+    for stage in ("candidates", "supervision", "evaluation LITE", "evaluation MaxSim", "evaluation Small-LITE"):
         assert f"=== {stage}: skipped" in printed, printed
     assert again == tests
 
@@ -96,15 +96,17 @@ def test_the_report_gathers_each_students_selection_curve_kept_step_dev_metrics_
         records.insert(2, {"step": 260, "epoch": 0, "loss": 0.3})
         (out / name.lower() / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
         (best / "training_summary.json").write_text(json.dumps({"step": max(curve, key=lambda c: c[1])[0]}))
-    models = {
-        "first-stage": {"mrr@10": 0.5, "ndcg@10": 0.55, "recall@10": 0.8},
+    evaluated = {}
+    for name, dev in {
         "LITE": {"mrr@10": 0.72, "ndcg@10": 0.75, "recall@10": 0.86, "num_queries": 920},
         "MaxSim": {"mrr@10": 0.74, "ndcg@10": 0.77, "recall@10": 0.87, "num_queries": 920},
-    }
-    results = out / "students-dev.json"
-    results.write_text(json.dumps({"models": models, "protocol": "rerank bm25.dev.trec (dev)"}))
+    }.items():
+        models = {"first-stage": {"mrr@10": 0.5, "ndcg@10": 0.55, "recall@10": 0.8}, name: dev}
+        evaluated[name] = out / "dev" / f"{name.lower()}.json"
+        evaluated[name].parent.mkdir(exist_ok=True)
+        evaluated[name].write_text(json.dumps({"models": models, "protocol": "rerank bm25.dev.trec (dev)"}))
     test = {"difference": -0.02, "wins": 10, "losses": 20, "p_value": 0.04}
-    record = supervision_workflow.report(out, ["LITE", "MaxSim"], results, {"LITE": test})
+    record = supervision_workflow.report(out, evaluated, {"LITE": test})
     assert json.loads((out / "report.json").read_text()) == json.loads(json.dumps(record))
     lite, maxsim = record["students"]["LITE"], record["students"]["MaxSim"]
     assert lite["selection_mrr@10_by_step"] == {250: 0.61, 500: 0.66, 750: 0.64}
