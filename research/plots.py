@@ -1,10 +1,13 @@
 """Pictures for RESULTS.md.
 
-    python research/plots.py curve runs/debian-distill/teacher/metrics.jsonl results/teacher-curve.png \
-        --baseline "BM25" 0.6346 --baseline "MaxSim, frozen all-MiniLM-L6-v2" 0.7069
+    python research/plots.py curve "cross-encoder teacher=runs/debian-distill/teacher/metrics.jsonl" \
+        results/teacher-curve.png --baseline "BM25" 0.6346 --baseline "MaxSim, frozen all-MiniLM-L6-v2" 0.7069
+    python research/plots.py curve LITE=runs/workflow/lite/metrics.jsonl MaxSim=runs/workflow/maxsim/metrics.jsonl \
+        Small-LITE=runs/workflow/small-lite/metrics.jsonl results/students-curve.png --baseline "BM25" 0.6346
     python research/plots.py quality-cost results/quality-cost.json results/quality-cost.png
 
-`curve`: selection MRR@10 against optimizer steps, from a training run's metrics.jsonl, with horizontal baselines.
+`curve`: selection MRR@10 against optimizer steps, one line per training run (NAME=its metrics.jsonl; a bare path is
+named by its folder), with horizontal baselines.
 `quality-cost`: dev MRR@10 against ms per query (log scale), one point per system, from
 {"systems": [{"name", "mrr@10", "ms_30", "ms_1000"}]} (ms per query for 30 and 1,000 cached candidates).
 """
@@ -15,28 +18,30 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from lite_rerank.utils import selection_curve  # noqa: E402
+from lite_rerank.utils import named_paths, selection_curve  # noqa: E402
 
 
-def curve(metrics_path, output, baselines):
+def curve(runs: dict[str, str], output, baselines) -> dict[str, list[tuple[int, float]]]:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    points = list(selection_curve(metrics_path).items())
+    series = {name: list(selection_curve(path).items()) for name, path in runs.items()}
+    first_step = min((points[0][0] for points in series.values() if points), default=0)
     figure, axis = plt.subplots(figsize=(6, 4))
-    axis.plot([s for s, _ in points], [m for _, m in points], "o-", label="cross-encoder teacher")
+    for name, points in series.items():
+        axis.plot([s for s, _ in points], [m for _, m in points], "o-", label=name)
     for name, value in baselines:
         axis.axhline(value, linestyle="--", linewidth=1, color="gray")
-        axis.text(points[0][0] if points else 0, value + 0.002, name, fontsize=8, color="gray")
+        axis.text(first_step, value + 0.002, name, fontsize=8, color="gray")
     axis.set_xlabel("optimizer steps (32 queries × (1 + 3) passages)")
     axis.set_ylabel("MRR@10, selection split (500 training queries)")
     axis.grid(alpha=0.3)
     axis.legend(loc="lower right")
     figure.tight_layout()
     figure.savefig(output, dpi=110)
-    return points
+    return series
 
 
 def quality_cost(results_path, output):
@@ -70,7 +75,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
     c = commands.add_parser("curve")
-    c.add_argument("metrics")
+    c.add_argument("metrics", nargs="+", metavar="NAME=METRICS", help="a training run's metrics.jsonl, named")
     c.add_argument("output")
     c.add_argument("--baseline", nargs=2, action="append", default=[], metavar=("NAME", "MRR"))
     q = commands.add_parser("quality-cost")
@@ -78,7 +83,9 @@ def main(argv=None):
     q.add_argument("output")
     args = parser.parse_args(argv)
     if args.command == "curve":
-        return curve(args.metrics, args.output, [(name, float(value)) for name, value in args.baseline])
+        runs = named_paths("curve", args.metrics, parser.error, bare=True)
+        runs = {Path(path).parent.name if name == path else name: path for name, path in runs.items()}
+        return curve(runs, args.output, [(name, float(value)) for name, value in args.baseline])
     return quality_cost(args.results, args.output)
 
 

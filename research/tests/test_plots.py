@@ -20,7 +20,16 @@ def test_learning_curve_and_quality_cost(tmp_path):
     points = plots.main(
         ["curve", str(tmp_path / "metrics.jsonl"), str(tmp_path / "c.png"), "--baseline", "BM25", "0.4"]
     )
-    assert points == [(20, 0.5), (40, 0.6)] and (tmp_path / "c.png").read_bytes()[:8] == PNG
+    assert points == {tmp_path.name: [(20, 0.5), (40, 0.6)]} and (tmp_path / "c.png").read_bytes()[:8] == PNG
+    # several runs on one picture, each named; a resumed run's repeated step keeps its later record
+    (tmp_path / "other.jsonl").write_text(
+        "".join(json.dumps(r) + "\n" for r in records + [records[1] | {"dev_mrr@10": 0.55}])
+    )
+    series = plots.main(
+        ["curve", f"LITE={tmp_path / 'metrics.jsonl'}", f"MaxSim={tmp_path / 'other.jsonl'}", str(tmp_path / "s.png")]
+    )
+    assert series == {"LITE": [(20, 0.5), (40, 0.6)], "MaxSim": [(20, 0.55), (40, 0.6)]}
+    assert (tmp_path / "s.png").read_bytes()[:8] == PNG
     systems = {
         "systems": [
             {"name": "LITE", "mrr@10": 0.7, "ms_30": 5.0, "ms_1000": 100.0},
