@@ -18,6 +18,7 @@ Stages, each one an entry script of this repo, each skipped when its output exis
 4. paired tests — LITE and Small-LITE against the MaxSim student on dev (OUTPUT/paired-tests.json).
 5. report — OUTPUT/report.json, one file for RESULTS.md: each student's selection-split MRR@10 at every evaluation, the
    step it kept, its dev metrics and its paired test; printed as a table.
+Stages 4 and 5 follow each student's evaluation, over the students evaluated so far.
 """
 
 import argparse
@@ -148,8 +149,9 @@ def main(argv=None):
             ],
         )
         evaluated[name] = evaluation_stage(args, out, name, threads)
-    tests = paired_tests(evaluated, Path(args.data) / "qrels" / "dev.tsv", out / "paired-tests.json")
-    report(out, evaluated, tests)
+        # the tests and report of the students evaluated so far: an interrupted workflow still shows what it has
+        tests = paired_tests(evaluated, Path(args.data) / "qrels" / "dev.tsv", out / "paired-tests.json")
+        report(out, evaluated, tests)
     return tests
 
 
