@@ -9,7 +9,7 @@
 `curve`: selection MRR@10 against optimizer steps, one line per training run (NAME=its metrics.jsonl; a bare path is
 named by its folder), with horizontal baselines.
 `quality-cost`: dev MRR@10 against ms per query (log scale), one point per system, from
-{"systems": [{"name", "mrr@10", "ms_30", "ms_1000"}]} (ms per query for 30 and 1,000 cached candidates).
+{"systems": [{"name", "mrr@10", "ms_30", "ms_1000"[, "label_dy"]}]} (ms per query for 30 and 1,000 cached candidates).
 """
 
 import argparse
@@ -51,15 +51,20 @@ def quality_cost(results_path, output):
     import matplotlib.pyplot as plt
 
     systems = json.loads(Path(results_path).read_text())["systems"]
-    figure, axis = plt.subplots(figsize=(7, 4.5))
+    figure, axis = plt.subplots(figsize=(7, 6))
     for index, system in enumerate(systems):  # one colour per system; a line joins its two costs
         color = f"C{index % 10}"
         costs = [system["ms_30"], system["ms_1000"]]
         axis.plot(costs, [system["mrr@10"]] * 2, "-", color=color, linewidth=0.8, alpha=0.5)
         axis.scatter(costs[0], system["mrr@10"], marker="o", color=color)
         axis.scatter(costs[1], system["mrr@10"], marker="s", color=color)
+        # "label_dy" (points, optional) lifts or lowers a label that two systems of equal quality would overlap
         axis.annotate(
-            system["name"], (costs[1], system["mrr@10"]), fontsize=7, xytext=(5, -3), textcoords="offset points"
+            system["name"],
+            (costs[1], system["mrr@10"]),
+            fontsize=7,
+            xytext=(5, -3 + system.get("label_dy", 0)),
+            textcoords="offset points",
         )
     axis.set_xscale("log")
     costs = [system[key] for system in systems for key in ("ms_30", "ms_1000")]
