@@ -88,8 +88,9 @@ def main(argv=None):
     q.add_argument("output")
     args = parser.parse_args(argv)
     if args.command == "curve":
-        runs = named_paths("curve", args.metrics, parser.error, bare=True)
-        runs = {Path(path).parent.name if name == path else name: path for name, path in runs.items()}
+        # a bare path is named by its folder, refused like a repeated NAME when two folders share a name
+        specs = [spec if "=" in spec else f"{Path(spec).parent.name}={spec}" for spec in args.metrics]
+        runs = named_paths("curve", specs, parser.error)
         return curve(runs, args.output, [(name, float(value)) for name, value in args.baseline])
     return quality_cost(args.results, args.output)
 

@@ -30,6 +30,16 @@ def test_learning_curve_and_quality_cost(tmp_path):
     )
     assert series == {"LITE": [(20, 0.5), (40, 0.6)], "MaxSim": [(20, 0.55), (40, 0.6)]}
     assert (tmp_path / "s.png").read_bytes()[:8] == PNG
+    # two bare paths in folders of one name would draw one line under that name: refused
+    for folder in ("a", "b"):
+        (tmp_path / folder / "lite").mkdir(parents=True)
+        (tmp_path / folder / "lite" / "metrics.jsonl").write_text((tmp_path / "metrics.jsonl").read_text())
+    with pytest.raises(SystemExit):
+        plots.main(
+            ["curve", str(tmp_path / "a" / "lite" / "metrics.jsonl"), str(tmp_path / "b" / "lite" / "metrics.jsonl")]
+            + [str(tmp_path / "t.png")]
+        )
+    assert not (tmp_path / "t.png").exists()
     systems = {
         "systems": [
             {"name": "LITE", "mrr@10": 0.7, "ms_30": 5.0, "ms_1000": 100.0},
