@@ -198,9 +198,10 @@ def render_card(
         col_hidden_size=config.col_hidden_size,
         projection_dim=config.projection_dim,
         doc_stored_tokens=config.doc_stored_tokens,
-        example_query=widget[0]["source_sentence"] if widget else "a query",
-        example_passages=json.dumps(example),
-        example_passages_first=json.dumps(example[0]),
+        # Python literals (a JSON string is one), one passage per line: a quote or backslash in an example must not
+        # break the usage code, and a list of long passages on one line cannot be read.
+        example_query=json.dumps(widget[0]["source_sentence"] if widget else "a query", ensure_ascii=False),
+        example_passages="\n".join(f"    {json.dumps(passage, ensure_ascii=False)}," for passage in example),
         results_table=results_table(results["models"], data.get("candidate_depth", "k"), with_queries=False)
         if results
         else None,

@@ -1,3 +1,4 @@
+import ast
 import json
 import math
 import re
@@ -461,3 +462,27 @@ def test_u8_u16_damaged_weights_are_named_before_anything_is_staged(model_dir, t
     ):
         dry_run(broken, tmp_path / "stage")
     assert not (tmp_path / "stage").exists()
+
+
+def test_usage_code_in_the_card_is_python_that_gives_back_the_examples(tokenizer):
+    """The card's code blocks hold the widget example as Python literals, one passage per line: a quote, a backslash
+    or a line break in an example used to end up verbatim inside "..." and break the code a reader copies."""
+    examples = [
+        {
+            "query": 'the "rg" tool: search C:\\path\nrecursively',
+            "passages": ['ripgrep "rg" searches…', "a font", "back\\slash and a tab\there"],
+        }
+    ]
+    model = tiny_model(tokenizer=tokenizer)
+    card = publishing.render_card(model, "me/lite-tiny", None, None, publishing.widget_examples(model, examples), {})
+    blocks = re.findall(r"```python\n(.*?)```", str(card), re.S)
+    usage, *others = [ast.parse(block) for block in blocks]  # every block parses
+    assert others
+    values = {
+        node.targets[0].id: ast.literal_eval(node.value)
+        for node in usage.body
+        if isinstance(node, ast.Assign) and isinstance(node.value, ast.Constant | ast.List)
+    }
+    assert values == {"query": examples[0]["query"], "passages": examples[0]["passages"]}
+    passage_lines = [line for line in blocks[0].splitlines() if line.startswith("    ")]
+    assert len(passage_lines) == len(examples[0]["passages"])
