@@ -184,7 +184,11 @@ def render_card(
     data = (results or {}).get("data", {})
     spec = str(data.get("spec", ""))
     dataset = spec if is_hub_id(spec) else (dataset_name or Path(spec).name or "local data")
-    example = widget[0]["sentences"] if widget else ["passage one", "passage two"]
+    query, passages = (
+        (widget[0]["source_sentence"], widget[0]["sentences"])
+        if widget
+        else ("a query", ["passage one", "passage two"])
+    )
     return ModelCard.from_template(
         card_data,
         template_path=str(CARD_TEMPLATE),
@@ -200,8 +204,8 @@ def render_card(
         doc_stored_tokens=config.doc_stored_tokens,
         # Python literals (a JSON string is one), one passage per line: a quote or backslash in an example must not
         # break the usage code, and a list of long passages on one line cannot be read.
-        example_query=json.dumps(widget[0]["source_sentence"] if widget else "a query", ensure_ascii=False),
-        example_passages="\n".join(f"    {json.dumps(passage, ensure_ascii=False)}," for passage in example),
+        example_query=json.dumps(query, ensure_ascii=False),
+        example_passages="\n".join(f"    {json.dumps(passage, ensure_ascii=False)}," for passage in passages),
         results_table=results_table(results["models"], data.get("candidate_depth", "k"), with_queries=False)
         if results
         else None,
