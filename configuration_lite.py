@@ -13,7 +13,7 @@ LITE_AUTO_MAP = {
     "AutoModel": "modeling_lite.LiteModel",
     "AutoModelForSequenceClassification": "modeling_lite.LiteModel",
 }
-SCORERS = ("lite", "maxsim")
+SCORERS = ("lite", "maxsim", "residual")
 DEFAULT_ENCODER = {"model_type": "distilbert"}  # the distilbert-base-uncased architecture
 
 
@@ -30,7 +30,9 @@ class LiteConfig(PretrainedConfig):
             architecture (dim 768, 6 layers, vocab 30522).
         scorer (`str`, *optional*, defaults to `"lite"`):
             `"lite"`: separable LITE (row MLP over the document axis, column MLP over the query axis, linear map to one
-            score). `"maxsim"`: ColBERT's Σ_i max_j S_ij, no parameters.
+            score). `"maxsim"`: ColBERT's Σ_i max_j S_ij, no parameters. `"residual"`: MaxSim plus a LITE term,
+            `maxsim_scale · Σ_i max_j S_ij + LITE(S)`, LITE's output map initialised to zero and the scale to 1, so
+            a fresh model ranks and scores exactly as MaxSim on the same encoder and training learns a correction.
         query_max_length (`int`, *optional*, defaults to 30):
             L1, query tokens ([CLS] and [SEP] included) the scorer sees. Longer queries are truncated like a tokenizer
             with `truncation=True, max_length=L1` would: the first L1-1 tokens and the final [SEP].

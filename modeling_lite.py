@@ -2,8 +2,8 @@
 
 A shared BERT-like encoder turns a query and a document into token embeddings Q (L1 × d) and D (L2 × d); their
 similarity matrix S = Q·Dᵀ (L1 × L2) is scored either by the separable LITE scorer (a row MLP over the document
-axis, a column MLP over the query axis, a linear map of the flattened matrix to one score) or by ColBERT's MaxSim
-(Σ_i max_j S_ij).
+axis, a column MLP over the query axis, a linear map of the flattened matrix to one score), by ColBERT's MaxSim
+(Σ_i max_j S_ij), or by the residual LITE (MaxSim plus a LITE term that starts at zero).
 
 Self-contained Hub code: imports only torch, transformers and `.configuration_lite`, and runs on transformers 4.46
 to 5.x (features are detected, not assumed).
@@ -217,6 +217,24 @@ class LiteSeparableScorer(nn.Module):
         weight = self.out.weight.view(d_len, q_len).T.to(dtype)
         scores = (cols.view(q_len, batch, d_len).to(dtype) * weight.unsqueeze(1)).sum(dim=(0, 2))
         return scores + self.out.bias.to(dtype)
+
+
+class ResidualLiteScorer(LiteSeparableScorer):
+    """MaxSim plus a LITE term: maxsim_scale · Σ_i max_j S_ij + LITE(S).
+
+    LITE's output map starts at zero and maxsim_scale at 1, so a fresh model scores exactly as MaxSim on the same
+    encoder; training learns a correction to a strong zero-shot rule instead of a ranking from nothing. The scale
+    does not change the ranking; training sets it to the teacher's scale before the first step (see
+    `lite_rerank.residual.fit_maxsim_scale`), so that the LITE term need not absorb it.
+    """
+
+    def __init__(self, config: LiteConfig):
+        super().__init__(config)
+        self.maxsim_scale = nn.Parameter(torch.ones(()))
+
+    def forward(self, similarity: torch.Tensor, doc_mask: torch.Tensor | None = None) -> torch.Tensor:
+        maxsim = _MAXSIM(similarity, doc_mask)  # (batch,), at least float32
+        return self.maxsim_scale.to(maxsim.dtype) * maxsim + super().forward(similarity, doc_mask)
 
 
 class MaxSimScorer(nn.Module):
@@ -668,6 +686,15 @@ class LitePreTrainedModel(PreTrainedModel):
             averaging = F.one_hot(torch.arange(positions) * stored // positions, stored).T.float()
             averaging = (averaging / averaging.sum(dim=1, keepdim=True)).to(module.weight.dtype)
             init.copy_(module.weight, averaging) if hasattr(init, "copy_") else module.weight.copy_(averaging)
+        elif isinstance(module, ResidualLiteScorer):
+            init.ones_(module.maxsim_scale)
+        elif (
+            isinstance(module, nn.Linear)
+            and isinstance(self.lite_scorer, ResidualLiteScorer)
+            and (module is self.lite_scorer.out)
+        ):
+            init.zeros_(module.weight)  # the LITE term starts at zero: a fresh residual model is MaxSim
+            init.zeros_(module.bias)
         elif isinstance(module, nn.Linear):
             init.normal_(module.weight, mean=0.0, std=std)
             if module.bias is not None:
@@ -725,13 +752,15 @@ class LiteModel(LiteTextMixin, LitePreTrainedModel):
             if config.doc_stored_tokens
             else None
         )
-        # The LITE scorer's weights are saved as lite_scorer.*; MaxSim has none (lite_scorer is None).
-        self.lite_scorer = LiteSeparableScorer(config) if config.scorer == "lite" else None
+        # The LITE scorer's weights are saved as lite_scorer.* (the residual's too, plus lite_scorer.maxsim_scale);
+        # MaxSim has none (lite_scorer is None).
+        scorer_class = {"lite": LiteSeparableScorer, "residual": ResidualLiteScorer}.get(config.scorer)
+        self.lite_scorer = scorer_class(config) if scorer_class is not None else None
         self.post_init()
 
     @property
     def scorer(self) -> nn.Module:
-        """The scorer on S: `LiteSeparableScorer`, or the parameter-free `MaxSimScorer`."""
+        """The scorer on S: `LiteSeparableScorer`, `ResidualLiteScorer`, or the parameter-free `MaxSimScorer`."""
         return self.lite_scorer if self.lite_scorer is not None else _MAXSIM
 
     def forward(
@@ -868,4 +897,4 @@ class LiteModel(LiteTextMixin, LitePreTrainedModel):
 
 LiteModel.register_for_auto_class("AutoModel")
 
-__all__ = ["LiteModel", "LitePreTrainedModel", "LiteSeparableScorer", "MaxSimScorer"]
+__all__ = ["LiteModel", "LitePreTrainedModel", "LiteSeparableScorer", "MaxSimScorer", "ResidualLiteScorer"]

@@ -57,6 +57,7 @@ from lite_rerank.evaluation import compute_metrics, load_metrics, score_rerank_s
 from lite_rerank.locking import FolderInUse, FolderLock
 from lite_rerank.losses import LOSSES
 from lite_rerank.projection import PCA_ROWS, init_projection_from_training_rows
+from lite_rerank.residual import FIT_ROWS, fit_maxsim_scale, residual_scorer, set_maxsim_scale
 from lite_rerank.teacher import TEACHER_SCORES_IN_DATA, CrossEncoderTeacher, TeacherScoreCache
 from lite_rerank.triplets import IndexedTriplets, TripletCollator, load_train_dataset
 from lite_rerank.utils import content_fingerprint, write_text_atomically
@@ -100,9 +101,11 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument(
         "--scorer",
         default="lite",
-        choices=["lite", "maxsim", "cross-encoder"],
-        help="LITE, the MaxSim baseline, or a plain cross-encoder (AutoModelForSequenceClassification "
-        "on [CLS] query [SEP] passage [SEP], e.g. a teacher)",
+        choices=["lite", "maxsim", "residual", "cross-encoder"],
+        help="LITE, the MaxSim baseline, the residual LITE (MaxSim plus a LITE term that starts at zero: the run "
+        "starts at MaxSim's ranking, its scale fitted to the teacher before the first step, and the step-0 model is "
+        "a candidate for best/), or a plain cross-encoder (AutoModelForSequenceClassification on "
+        "[CLS] query [SEP] passage [SEP], e.g. a teacher)",
     )
     model.add_argument("--query-max-length", type=int, default=30, help="L1: query tokens")
     model.add_argument(
@@ -522,6 +525,35 @@ def build_model(args):
     return model, model.tokenizer
 
 
+@torch.no_grad()
+def fit_residual_start(args, model, tokenizer, train_data, teacher, loss_fn) -> str:
+    """The residual scorer's MaxSim scale fitted to the training loss on FIT_ROWS seeded training rows, before the
+    first step (every process alike: same rows, same arithmetic). The fresh model's scores are MaxSim's."""
+    rows = torch.randperm(len(train_data), generator=torch.Generator().manual_seed(args.seed))[:FIT_ROWS].tolist()
+    loader = DataLoader(
+        torch.utils.data.Subset(
+            IndexedTriplets(train_data), sorted(rows)
+        ),  # row indices kept: the teacher cache's keys
+        batch_size=32,
+        collate_fn=get_collator(args, tokenizer, teacher and teacher.tokenizer),
+    )
+    was_training, device = model.training, next(model.parameters()).device
+    model.eval()
+    maxsim, targets = [], []
+    for batch in loader:
+        batch = {key: value.to(device) if isinstance(value, torch.Tensor) else value for key, value in batch.items()}
+        maxsim.append(student_scores(model, batch).float().cpu())
+        targets.append(teacher(batch, device).float().cpu() if teacher else None)
+    model.train(was_training)
+    teacher_scores = torch.cat(targets) if teacher else None
+    try:
+        scale = fit_maxsim_scale(torch.cat(maxsim), teacher_scores, loss_fn)
+    except ValueError as error:
+        raise SystemExit(f"error: --scorer residual: {error}") from None
+    set_maxsim_scale(model, scale)
+    return f"residual start: MaxSim scale fitted to the {args.loss} loss on {len(rows)} training rows: 1 → {scale:.4f}"
+
+
 def train_mode(model, args):
     """Training mode, with a frozen encoder kept in eval mode: its token vectors do not change from step to step."""
     model.train()
@@ -529,9 +561,8 @@ def train_mode(model, args):
         getattr(model, "module", model).base_model.eval()
 
 
-def get_dataloader(args, train_data, tokenizer, teacher_tokenizer, processes: int) -> DataLoader:
-    """Shuffled training batches of `--batch-size / (processes × grad-accum)` rows, tokenised in the workers."""
-    collator = TripletCollator(
+def get_collator(args, tokenizer, teacher_tokenizer) -> TripletCollator:
+    return TripletCollator(
         tokenizer,
         args.query_max_length,
         args.doc_max_length,
@@ -540,12 +571,16 @@ def get_dataloader(args, train_data, tokenizer, teacher_tokenizer, processes: in
         hard_negatives=args.hard_negatives,
         pairs=args.scorer == "cross-encoder",
     )
+
+
+def get_dataloader(args, train_data, tokenizer, teacher_tokenizer, processes: int) -> DataLoader:
+    """Shuffled training batches of `--batch-size / (processes × grad-accum)` rows, tokenised in the workers."""
     return DataLoader(
         IndexedTriplets(train_data),
         batch_size=args.batch_size // (processes * args.grad_accum),
         shuffle=True,
         drop_last=True,
-        collate_fn=collator,
+        collate_fn=get_collator(args, tokenizer, teacher_tokenizer),
         num_workers=args.num_workers,
         worker_init_fn=ignore_stop_signals,
         generator=torch.Generator().manual_seed(args.seed),  # keeps the loader off the global RNG (exact resume)
@@ -884,6 +919,8 @@ def training_function(args) -> TrainingProgress:
     resume_from = prepare_output_dir(args, accelerator)
     if args.projection_init == "pca" and resume_from is None:  # every process alike: same rows, same arithmetic
         accelerator.print(init_projection_from_training_rows(model, tokenizer, train_data, args.seed))
+    if residual_scorer(model) is not None and resume_from is None:  # after the projection: S as training sees it
+        accelerator.print(fit_residual_start(args, model, tokenizer, train_data, teacher, loss_fn))
     optimizer, scheduler, rate_names = build_optimizer(args, model, max_steps, processes)
     model, optimizer, train_loader, scheduler = accelerator.prepare(model, optimizer, train_loader, scheduler)
     dev = DevSelection(args, accelerator, dev_set, tokenizer, teacher) if dev_set is not None else None
@@ -908,6 +945,8 @@ def training_function(args) -> TrainingProgress:
     stop = StopSignal(accelerator)
     bar = tqdm(total=max_steps, initial=progress.step, disable=not accelerator.is_main_process, desc="Training")
     paused, first_step = False, progress.step
+    if dev is not None and residual_scorer(model) is not None and resume_from is None:
+        dev.select(model, progress, log)  # the start (MaxSim's ranking) is a candidate: best/ is never below it
     train_mode(model, args)
     while not (finished or paused):
         train_loader.set_epoch(progress.epoch)

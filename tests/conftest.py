@@ -32,10 +32,17 @@ def tiny_config(encoder=TINY_BERT, **overrides) -> LiteConfig:
     return LiteConfig(encoder_config=dict(encoder), **fields)
 
 
-def tiny_model(seed: int = 0, tokenizer=None, **overrides) -> LiteModel:
+def tiny_model(seed: int = 0, tokenizer=None, fresh_residual: bool = False, **overrides) -> LiteModel:
+    """A tiny model, seeded. A residual one is given what training leaves it (a LITE term that is not zero, a scale
+    that is not 1) unless `fresh_residual`: a fresh one is MaxSim, and tests of the LITE term would see nothing."""
     torch.manual_seed(seed)
     model = LiteModel(tiny_config(**overrides)).eval()
     model.tokenizer = tokenizer
+    if model.config.scorer == "residual" and not fresh_residual:
+        with torch.no_grad():
+            model.lite_scorer.out.weight.normal_(0.0, 0.05)
+            model.lite_scorer.out.bias.fill_(0.3)
+            model.lite_scorer.maxsim_scale.fill_(1.7)
     return model
 
 

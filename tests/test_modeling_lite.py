@@ -64,6 +64,51 @@ def test_separable_scorer_equals_naive_row_then_column_loops():
         assert fast[b].item() == pytest.approx(expected, rel=1e-9, abs=1e-9)
 
 
+def test_residual_scorer_equals_maxsim_plus_the_naive_lite_loops():
+    model = tiny_model(query_max_length=4, doc_max_length=6, row_hidden_size=5, col_hidden_size=3, scorer="residual")
+    scorer = model.lite_scorer.double()
+    sim = torch.randn(2, 4, 6, dtype=torch.float64)
+    sim[:, 3, :] = 0  # a padded query row
+    doc_mask = torch.tensor([[True] * 6, [True] * 4 + [False] * 2])
+    sim[1, :, 4:] = 0  # the second document's padded columns
+    fast = scorer(sim, doc_mask)
+    for b in range(2):
+        real = int(doc_mask[b].sum())
+        maxsim = sum(max(sim[b, i, j].item() for j in range(real)) for i in range(4))
+        rows = [naive_mlp(sim[b, i].tolist(), scorer.row_mlp) for i in range(4)]
+        cols = [naive_mlp([rows[i][j] for i in range(4)], scorer.col_mlp) for j in range(6)]
+        lite = naive_linear([cols[j][i] for j in range(6) for i in range(4)], scorer.out)[0]
+        assert fast[b].item() == pytest.approx(scorer.maxsim_scale.item() * maxsim + lite, rel=1e-9, abs=1e-9)
+        assert abs(lite) > 1e-3  # the LITE term is there to be checked
+
+
+@pytest.mark.parametrize("overrides", [{}, {"projection_dim": 16, "doc_stored_tokens": 6}], ids=["full", "small"])
+def test_a_fresh_residual_model_scores_exactly_as_maxsim_on_the_same_encoder(tokenizer, overrides):
+    residual = tiny_model(tokenizer=tokenizer, scorer="residual", fresh_residual=True, **overrides)
+    maxsim = tiny_model(seed=1, tokenizer=tokenizer, scorer="maxsim", **overrides)
+    shared = {k: v for k, v in residual.state_dict().items() if not k.startswith("lite_scorer.")}
+    maxsim.load_state_dict(shared)  # every weight but the scorer's: the same encoder (and Small-LITE layers)
+    pairs = [[query, doc] for query in QUERIES for doc in DOCUMENTS]
+    expected = torch.tensor(maxsim.compute_score(pairs))
+    assert (torch.tensor(residual.compute_score(pairs)) - expected).abs().max() <= 1e-6  # text route
+    pair_tokens = tokenizer([q for q, _ in pairs], [d for _, d in pairs], padding=True, return_tensors="pt")
+    with torch.no_grad():
+        logits = residual(**pair_tokens).logits.squeeze(-1)  # pair (cross-encoder) route
+        docs, doc_mask = residual.encode_documents(DOCUMENTS)  # cached-embedding route
+        query, query_mask = residual.encode_queries([QUERIES[0]])
+        cached = residual.score_embeddings(query, query_mask, docs, doc_mask)
+    assert (logits - expected).abs().max() <= 1e-6
+    assert (cached - expected[: len(DOCUMENTS)]).abs().max() <= 1e-6
+    assert [r["index"] for r in residual.rerank(QUERIES[0], DOCUMENTS)] == [
+        r["index"] for r in maxsim.rerank(QUERIES[0], DOCUMENTS)
+    ]
+    assert torch.allclose(
+        torch.tensor([r["score"] for r in residual.rerank(QUERIES[0], DOCUMENTS)]),
+        torch.tensor([r["score"] for r in maxsim.rerank(QUERIES[0], DOCUMENTS)]),
+        atol=1e-6,
+    )
+
+
 def test_maxsim_equals_naive_loop_over_real_tokens(tokenizer):
     model = tiny_model(scorer="maxsim")
     assert model.lite_scorer is None and sum(p.numel() for n, p in model.named_parameters() if "encoder" not in n) == 0
@@ -85,7 +130,7 @@ def test_maxsim_equals_naive_loop_over_real_tokens(tokenizer):
 # ---------------------------------------------------------------- invariance and calling conventions
 
 
-@pytest.mark.parametrize("scorer", ["lite", "maxsim"])
+@pytest.mark.parametrize("scorer", ["lite", "maxsim", "residual"])
 def test_score_does_not_depend_on_batch_or_padding(tokenizer, scorer):
     model = tiny_model(scorer=scorer)
     alone = dual_scores(model, tokenizer, QUERIES[:1], DOCUMENTS[:1])
@@ -96,7 +141,15 @@ def test_score_does_not_depend_on_batch_or_padding(tokenizer, scorer):
     assert not torch.allclose(in_batch[0], in_batch[1])  # documents do differ
 
 
-@pytest.mark.parametrize("overrides", [dict(), dict(scorer="maxsim"), dict(projection_dim=16, doc_stored_tokens=6)])
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        dict(),
+        dict(scorer="maxsim"),
+        dict(projection_dim=16, doc_stored_tokens=6),
+        dict(scorer="residual", projection_dim=16, doc_stored_tokens=6),
+    ],
+)
 def test_pair_mode_equals_dual_mode(tokenizer, overrides):
     model = tiny_model(**overrides)
     queries = QUERIES + ["a very long query " * 10]  # longer than L1: both modes truncate alike
@@ -314,7 +367,7 @@ def test_loading_without_trust_remote_code_fails_clearly(saved_tiny_model, tmp_p
     assert "trust_remote_code=True" in result.stderr
 
 
-@pytest.mark.parametrize("scorer", ["lite", "maxsim"])
+@pytest.mark.parametrize("scorer", ["lite", "maxsim", "residual"])
 def test_inference_path_in_blocks_equals_the_training_path(tokenizer, scorer, cpu_kind):
     model = tiny_model(scorer=scorer, tokenizer=tokenizer)
     with torch.no_grad():
@@ -424,8 +477,10 @@ RAGGED_DOCS = ["a", "an image editor", DOCUMENTS[0], DOCUMENTS[2], DOCUMENTS[3],
         {"doc_stored_tokens": 6},
         {"projection_dim": 16, "doc_stored_tokens": 6},
         {"scorer": "maxsim"},
+        {"scorer": "residual"},
+        {"scorer": "residual", "projection_dim": 16, "doc_stored_tokens": 6},
     ],
-    ids=["lite", "small-d", "small-k", "small-both", "maxsim"],
+    ids=["lite", "small-d", "small-k", "small-both", "maxsim", "residual", "residual-small"],
 )
 def test_padding_free_scorer_equals_the_full_matrix_in_scores_and_gradients(tokenizer, overrides):
     model = tiny_model(tokenizer=tokenizer, **overrides).double()

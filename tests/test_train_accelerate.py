@@ -878,3 +878,59 @@ def test_projection_init_pca_wider_than_the_encoder_is_refused_before_the_run_fo
     assert result.returncode != 0
     assert "--projection-dim 64 is wider than --encoder" in result.stderr and "(32)" in result.stderr
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.slow
+def test_residual_run_fits_the_maxsim_scale_and_counts_its_start_as_a_candidate(
+    tmp_path, tiny_encoder_dir, beir_fixture
+):
+    """Issue 34: --scorer residual starts at MaxSim, its scale fitted to the teacher before the first step (checked
+    against Margin-MSE's closed form, Σ m_t·m_s / Σ m_s² over margins), and the step-0 model is evaluated on dev
+    as a candidate for best/."""
+    fields = {flag.removeprefix("--").replace("-", "_"): int(value) for flag, value in zip(*[iter(TINY_SCORER)] * 2)}
+    maxsim = LiteModel.from_encoder(str(tiny_encoder_dir), scorer="maxsim", **fields)
+    rows = [
+        {"query": f"{QUERIES[i % 3]} {i}", "positive": DOCUMENTS[i % 4], "negative": DOCUMENTS[(i + 1) % 4]}
+        for i in range(24)
+    ]
+    student = [maxsim.compute_score([[r["query"], r["positive"]], [r["query"], r["negative"]]]) for r in rows]
+    for i, (row, (positive, negative)) in enumerate(zip(rows, student)):  # a teacher ≈ 3 × MaxSim, with noise
+        row |= {"teacher_positive": 3 * positive + 0.1 * (i % 5), "teacher_negative": 3 * negative - 0.1 * (i % 3)}
+    data = write_jsonl(tmp_path / "scored.jsonl", rows)
+    output = tmp_path / "run"
+    result = launch(
+        tiny_run(tiny_encoder_dir, data, output, "--scorer", "residual", "--loss", "margin_mse", "--batch-size", "8")
+        + ["--max-steps", "2", "--eval-every", "2", "--dev-data", str(beir_fixture), "--dev-run"]
+        + [str(beir_fixture / "run.trec")]
+    )
+    fitted = float(re.search(r"residual start: .* 1 → ([0-9.]+)", result.stdout).group(1))
+    # the reference: MaxSim on the same encoder, every row (24 < FIT_ROWS), margins by hand
+    student_margins = torch.tensor([pos - neg for pos, neg in student], dtype=torch.float64)
+    teacher_margins = torch.tensor([r["teacher_positive"] - r["teacher_negative"] for r in rows], dtype=torch.float64)
+    expected = float((teacher_margins * student_margins).sum() / (student_margins**2).sum())
+    assert fitted == pytest.approx(expected, rel=1e-3)
+    log = [json.loads(line) for line in (output / "metrics.jsonl").read_text().splitlines()]
+    dev = [record for record in log if "dev_mrr@10" in record]
+    assert [record["step"] for record in dev] == [0, 2]
+    # the step-0 candidate is MaxSim's ranking: its dev MRR@10 is the MaxSim model's
+    import eval_rerank
+
+    maxsim.save_pretrained(tmp_path / "maxsim")
+    results = eval_rerank.main(
+        [
+            "--model",
+            f"maxsim={tmp_path / 'maxsim'}",
+            "--data",
+            str(beir_fixture),
+            "--run",
+            str(beir_fixture / "run.trec"),
+        ]
+        + ["--no-progress", "--dtype", "float32"]
+    )
+    assert dev[0]["dev_mrr@10"] == pytest.approx(results["maxsim"]["mrr@10"], abs=1e-9)
+    best = LiteModel.from_pretrained(output / "best")
+    summary = json.loads((output / "best" / "training_summary.json").read_text())
+    assert best.config.scorer == "residual" and summary["dev"]["mrr@10"] == max(r["dev_mrr@10"] for r in dev)
+    if summary["step"] == 0:
+        assert best.lite_scorer.maxsim_scale.item() == pytest.approx(fitted, rel=1e-4)
+        assert best.lite_scorer.out.weight.abs().max().item() == 0

@@ -230,3 +230,27 @@ def test_a_cache_of_another_encoders_embeddings_is_refused(tmp_path, data, tiny_
     with pytest.raises(SystemExit, match=r"--cache-dir .*cache: holds the embeddings of .*, not of .*other-encoder"):
         frozen_encoder.main([*argv, "--encoder", str(other), "--output", str(tmp_path / "b.json")])
     assert not (tmp_path / "b.json").exists()
+
+
+def test_a_residual_scorer_starts_at_maxsim_its_start_a_candidate_and_its_weights_saved(
+    tmp_path, data, tiny_encoder_dir
+):  # noqa: F811,E501
+    """Issue 34, item 2: with --scorer residual, epoch 0 (before any step) is MaxSim itself on the teacher's scale and
+    a candidate of the selection; the selected scorer's weights are written next to the report."""
+    data_dir, negatives = data
+    output = tmp_path / "report.json"
+    argv = ["--encoder", str(tiny_encoder_dir), "--data", str(data_dir), "--negatives", str(negatives)]
+    argv += ["--epochs", "2", "--batch-size", "4", "--dtype", "float32", "--variants", "ce, 7 hard negatives"]
+    report = frozen_encoder.main([*argv, "--scorer", "residual", "--output", str(output)])
+    record, maxsim = report["ce, 7 hard negatives"], report["MaxSim (frozen all-MiniLM-L6-v2)"]
+    assert record["scorer"] == "residual" and [e["epoch"] for e in record["epochs"]] == [0, 1, 2]
+    assert record["epochs"][0]["selection"] == maxsim["selection"]  # the untrained start ranks as MaxSim
+    assert record["maxsim_scale"] > 0
+    best = max(record["epochs"], key=lambda e: e["selection"]["mrr@10"])
+    assert record["selected_epoch"] == best["epoch"]
+    weights = load_file(frozen_encoder.scorer_path(output, "ce, 7 hard negatives"))
+    assert "maxsim_scale" in weights and "row_mlp.dense_in.weight" in weights
+    if record["selected_epoch"] == 0:
+        assert weights["out.weight"].abs().max() == 0
+    with pytest.raises(SystemExit):  # the residual starts at MaxSim: no other start
+        frozen_encoder.main([*argv, "--scorer", "residual", "--start", "maxsim-imitation", "--output", str(output)])
