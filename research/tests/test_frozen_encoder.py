@@ -233,8 +233,10 @@ def test_a_cache_of_another_encoders_embeddings_is_refused(tmp_path, data, tiny_
 
 
 def test_a_residual_scorer_starts_at_maxsim_its_start_a_candidate_and_its_weights_saved(
-    tmp_path, data, tiny_encoder_dir
-):  # noqa: F811,E501
+    tmp_path,
+    data,
+    tiny_encoder_dir,  # noqa: F811
+):
     """Issue 34, item 2: with --scorer residual, epoch 0 (before any step) is MaxSim itself on the teacher's scale and
     a candidate of the selection; the selected scorer's weights are written next to the report."""
     data_dir, negatives = data
