@@ -58,6 +58,8 @@ from lite_rerank.locking import FolderInUse, FolderLock
 from lite_rerank.losses import LOSSES
 from lite_rerank.projection import PCA_ROWS, init_projection_from_training_rows
 from lite_rerank.residual import FIT_ROWS, fit_maxsim_scale, residual_scorer, set_maxsim_scale
+from lite_rerank.scorer_weights import ScorerError, read_scorer
+from lite_rerank.scorer_weights import build_model as build_scorer_model
 from lite_rerank.teacher import TEACHER_SCORES_IN_DATA, CrossEncoderTeacher, TeacherScoreCache
 from lite_rerank.triplets import IndexedTriplets, TripletCollator, load_train_dataset
 from lite_rerank.utils import content_fingerprint, write_text_atomically
@@ -106,6 +108,14 @@ def build_parser() -> argparse.ArgumentParser:
         "starts at MaxSim's ranking, its scale fitted to the teacher before the first step, and the step-0 model is "
         "a candidate for best/), or a plain cross-encoder (AutoModelForSequenceClassification on "
         "[CLS] query [SEP] passage [SEP], e.g. a teacher)",
+    )
+    model.add_argument(
+        "--scorer-weights",
+        default=None,
+        metavar="FOLDER",
+        help="start the scorer from a committed scorer folder (scorer.safetensors + scorer.json, e.g. data/scorers/"
+        "NAME) instead of a fresh one; --encoder must be the encoder it was trained on (sha256 checked) and "
+        "--scorer and the sizes must match its config; the start is a candidate for best/",
     )
     model.add_argument("--query-max-length", type=int, default=30, help="L1: query tokens")
     model.add_argument(
@@ -357,6 +367,19 @@ def parse_args(argv=None) -> argparse.Namespace:
         parser.error(
             f"--projection-init {args.projection_init} starts the Small-LITE projection: it needs --projection-dim"
         )
+    if args.scorer_weights:
+        try:
+            stored, _, _ = read_scorer(args.scorer_weights)
+        except ScorerError as error:
+            parser.error(f"--scorer-weights: {error}")
+        for name, value in stored.items():
+            if name != "activation" and getattr(args, name) != value:
+                parser.error(
+                    f"--scorer-weights {args.scorer_weights} holds a scorer with {name} {value!r}: "
+                    f"pass {flag(name)} {value} (got {getattr(args, name)!r})"
+                )
+        if args.projection_dim or args.doc_stored_tokens:
+            parser.error("--scorer-weights: a committed scorer reads the encoder's own vectors; no Small-LITE layers")
     if args.projection_lr and not args.projection_dim:
         parser.error("--projection-lr sets the Small-LITE projection's learning rate: it needs --projection-dim")
     if Path(args.output_dir).exists() and not Path(args.output_dir).is_dir():
@@ -510,9 +533,15 @@ def build_model(args):
     """The student and its tokenizer: LITE / MaxSim on a pretrained encoder, or a plain cross-encoder."""
     if args.scorer == "cross-encoder":
         return new_cross_encoder(args.encoder, args.query_max_length + args.doc_max_length)
-    model = LiteModel.from_encoder(
-        args.encoder, scorer=args.scorer, **{name: getattr(args, name) for name in ARCHITECTURE}
-    )
+    if args.scorer_weights:
+        try:
+            model = build_scorer_model(args.scorer_weights, args.encoder)
+        except ScorerError as error:
+            raise SystemExit(f"error: --scorer-weights: {error}") from None
+    else:
+        model = LiteModel.from_encoder(
+            args.encoder, scorer=args.scorer, **{name: getattr(args, name) for name in ARCHITECTURE}
+        )
     if model.tokenizer is None:
         raise SystemExit(f"--encoder {args.encoder} has no tokenizer files")
     if args.projection_init == "pca" and args.projection_dim > model.config.hidden_size:
@@ -919,7 +948,7 @@ def training_function(args) -> TrainingProgress:
     resume_from = prepare_output_dir(args, accelerator)
     if args.projection_init == "pca" and resume_from is None:  # every process alike: same rows, same arithmetic
         accelerator.print(init_projection_from_training_rows(model, tokenizer, train_data, args.seed))
-    if residual_scorer(model) is not None and resume_from is None:  # after the projection: S as training sees it
+    if residual_scorer(model) is not None and resume_from is None and not args.scorer_weights:  # S as training sees it
         accelerator.print(fit_residual_start(args, model, tokenizer, train_data, teacher, loss_fn))
     optimizer, scheduler, rate_names = build_optimizer(args, model, max_steps, processes)
     model, optimizer, train_loader, scheduler = accelerator.prepare(model, optimizer, train_loader, scheduler)
@@ -945,8 +974,8 @@ def training_function(args) -> TrainingProgress:
     stop = StopSignal(accelerator)
     bar = tqdm(total=max_steps, initial=progress.step, disable=not accelerator.is_main_process, desc="Training")
     paused, first_step = False, progress.step
-    if dev is not None and residual_scorer(model) is not None and resume_from is None:
-        dev.select(model, progress, log)  # the start (MaxSim's ranking) is a candidate: best/ is never below it
+    if dev is not None and (residual_scorer(model) is not None or args.scorer_weights) and resume_from is None:
+        dev.select(model, progress, log)  # a start worth keeping (MaxSim's ranking, a committed scorer) is a candidate
     train_mode(model, args)
     while not (finished or paused):
         train_loader.set_epoch(progress.epoch)

