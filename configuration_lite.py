@@ -142,7 +142,7 @@ class LiteConfig(PretrainedConfig):
         for name in ("query_max_length", "doc_max_length", "row_hidden_size", "col_hidden_size"):
             value = getattr(self, name)
             minimum = 2 if name.endswith("max_length") else 1  # a sequence needs room for [CLS] and [SEP]
-            if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+            if not _is_int(value) or value < minimum:
                 raise ValueError(f"LiteConfig.{name} must be an integer of at least {minimum}, got {value!r}.")
         if self.activation not in ACT2FN:
             raise ValueError(f"LiteConfig.activation={self.activation!r} is unknown; use one of {sorted(ACT2FN)}.")
@@ -150,23 +150,38 @@ class LiteConfig(PretrainedConfig):
             raise ValueError(
                 f"LiteConfig.normalize_embeddings must be true or false, got {self.normalize_embeddings!r}."
             )
-        if self.projection_dim is not None and (not isinstance(self.projection_dim, int) or self.projection_dim < 1):
+        if self.projection_dim is not None and (not _is_int(self.projection_dim) or self.projection_dim < 1):
             raise ValueError(
-                f"LiteConfig.projection_dim must be a positive integer or None, got {self.projection_dim}."
+                f"LiteConfig.projection_dim must be a positive integer or None, got {self.projection_dim!r}."
             )
         if self.doc_stored_tokens is not None and not (
-            isinstance(self.doc_stored_tokens, int) and 1 <= self.doc_stored_tokens <= self.doc_max_length
+            _is_int(self.doc_stored_tokens) and 1 <= self.doc_stored_tokens <= self.doc_max_length
         ):
             raise ValueError(
                 f"LiteConfig.doc_stored_tokens must be between 1 and doc_max_length={self.doc_max_length} "
-                f"(it compresses the encoded document tokens), got {self.doc_stored_tokens}."
+                f"(it compresses the encoded document tokens), got {self.doc_stored_tokens!r}."
             )
+        vocab_size = getattr(self.encoder_config, "vocab_size", None)
+        for name in ("pad_token_id", "cls_token_id", "sep_token_id"):
+            value = getattr(self, name)
+            if not _is_int(value) or value < 0 or (_is_int(vocab_size) and value >= vocab_size):
+                raise ValueError(
+                    f"LiteConfig.{name} must be a token id of the encoder's vocabulary (0 to {vocab_size - 1}), "
+                    f"got {value!r}."
+                    if _is_int(vocab_size)
+                    else f"LiteConfig.{name} must be a non-negative integer token id, got {value!r}."
+                )
         encoder_positions = getattr(self.encoder_config, "max_position_embeddings", None)
         if encoder_positions is not None and max(self.query_max_length, self.doc_max_length) > encoder_positions:
             raise ValueError(
                 f"LiteConfig query_max_length={self.query_max_length} / doc_max_length={self.doc_max_length} exceed "
                 f"the encoder's max_position_embeddings={encoder_positions}."
             )
+
+
+def _is_int(value) -> bool:
+    """An integer, not a bool (JSON `true` reads as one)."""
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 __all__ = ["LiteConfig"]

@@ -15,7 +15,9 @@ Layout: the scorers (one call signature, `(similarity, doc_mask) → scores`), t
 import contextlib
 import functools
 import importlib
+import json
 import os
+import re
 
 import torch
 import torch.nn.functional as F
@@ -126,11 +128,28 @@ def _autocast_on_cpu() -> bool:
         return torch.is_autocast_cpu_enabled()
 
 
+_ENV_TRUE, _ENV_FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
+
+
+def native_bf16_override() -> bool | None:
+    """LITE_NATIVE_BF16: True / False when set (1, true, yes, on / 0, false, no, off, any case), None when unset; any
+    other value is refused by name rather than ignored (lite_rerank.hardware reads it through here)."""
+    value = os.environ.get("LITE_NATIVE_BF16")
+    if value is None:
+        return None
+    if value.strip().lower() in _ENV_TRUE + _ENV_FALSE:
+        return value.strip().lower() in _ENV_TRUE
+    raise ValueError(
+        f"LITE_NATIVE_BF16={value!r} is not understood: set it to 1 (this CPU runs bf16 natively) or 0 (it does "
+        "not; also true/false, yes/no, on/off), or unset it to let the CPU be detected"
+    )
+
+
 @functools.cache
 def _onednn_has_bf16() -> bool:
     """oneDNN has bf16 primitives on this CPU (AVX512 and newer). On an AVX2-only CPU the fused op fails for bf16
     ("could not create a primitive descriptor"); LITE_NATIVE_BF16=0 simulates such a CPU (lite_rerank.hardware)."""
-    if os.environ.get("LITE_NATIVE_BF16") == "0":
+    if native_bf16_override() is False:
         return False
     check = getattr(getattr(torch.ops, "mkldnn", None), "_is_mkldnn_bf16_supported", None)
     return bool(check is not None and torch.backends.mkldnn.is_available() and check())
@@ -661,10 +680,61 @@ def weights_named(source):
     except Exception as error:
         if type(error).__name__ != "SafetensorError":  # safetensors' own error class (a Rust extension)
             raise
+        raise damaged_weights(source, error) from None
+
+
+def damaged_weights(source, why) -> ValueError:
+    return ValueError(
+        f"{source}: model.safetensors does not read ({why}); the file is damaged or incomplete: copy or download it "
+        "again"
+    )
+
+
+def safetensors_shapes(path) -> dict[str, tuple[int, ...]]:
+    """{tensor name: shape} from a safetensors file's header alone (8-byte length, then JSON): nothing is loaded."""
+    with open(path, "rb") as file:
+        start = file.read(8)
+        length = int.from_bytes(start, "little")
+        if len(start) < 8 or not 2 <= length <= 100_000_000:
+            raise damaged_weights(os.path.dirname(path), "header too small" if len(start) < 8 else "header too large")
+        try:
+            header = json.loads(file.read(length))
+        except (json.JSONDecodeError, UnicodeDecodeError) as error:
+            raise damaged_weights(os.path.dirname(path), f"header does not read: {error}") from None
+    return {name: tuple(entry["shape"]) for name, entry in header.items() if name != "__metadata__"}
+
+
+_LAYER_INDEX = re.compile(r"\.layers?\.(\d+)\.")
+
+
+def check_checkpoint_fits(cls, config, weights_path):
+    """The weights a config needs, by name and shape, are exactly the checkpoint's (position ids aside): checked from
+    the safetensors header, before the model is built, so an edited config.json (another scorer, 20,000 encoder
+    layers) fails at once, by name, instead of after minutes of building or with weights silently dropped."""
+    stored = {name: shape for name, shape in safetensors_shapes(weights_path).items() if "position_ids" not in name}
+    layers = {int(match.group(1)) for name in stored for match in [_LAYER_INDEX.search(name)] if match}
+    wanted_layers = getattr(config.encoder_config, "num_hidden_layers", None)
+    if layers and isinstance(wanted_layers, int) and wanted_layers != max(layers) + 1:
         raise ValueError(
-            f"{source}: model.safetensors does not read ({error}); the file is damaged or incomplete: copy or "
-            "download it again"
-        ) from None
+            f"{os.path.dirname(weights_path)}: config.json asks for an encoder of {wanted_layers} layers, the weights "
+            f"hold {max(layers) + 1}; config.json was changed or belongs to another model"
+        )
+    with torch.device("meta"):  # names and shapes only: no memory, no initialisation
+        skeleton = cls(config)
+    needed = {name: tuple(t.shape) for name, t in skeleton.state_dict().items() if "position_ids" not in name}
+    if needed != stored:
+        missing = sorted(set(needed) - set(stored))
+        extra = sorted(set(stored) - set(needed))
+        shapes = sorted(n for n in set(needed) & set(stored) if needed[n] != stored[n])
+        problems = [
+            f"lacks {len(missing)} weight(s) this config needs (e.g. {missing[:3]})" if missing else "",
+            f"holds {len(extra)} weight(s) this config has no place for (e.g. {extra[:3]})" if extra else "",
+            f"has other shapes for {[(n, stored[n], needed[n]) for n in shapes[:3]]}" if shapes else "",
+        ]
+        raise ValueError(
+            f"{os.path.dirname(weights_path)}: the checkpoint {'; '.join(p for p in problems if p)}; was config.json "
+            f"changed (scorer={config.scorer!r}, projection_dim, doc_stored_tokens, the encoder's sizes)?"
+        )
 
 
 class LitePreTrainedModel(PreTrainedModel):
@@ -709,15 +779,23 @@ class LitePreTrainedModel(PreTrainedModel):
         switched from maxsim to lite, say) instead of filling them in at random."""
         wants_info = kwargs.pop("output_loading_info", False)
         source = args[0] if args else kwargs.get("pretrained_model_name_or_path")
+        weights = os.path.join(str(source), "model.safetensors")
+        if os.path.isfile(weights):  # a local folder: its config checked against the weights before anything is built
+            config = kwargs.get("config")
+            if not isinstance(config, LiteConfig):
+                config = LiteConfig.from_pretrained(source)
+            check_checkpoint_fits(cls, config, weights)
         with weights_named(source):
             model, info = super().from_pretrained(*args, output_loading_info=True, **kwargs)
-        missing = sorted(key for key in info.get("missing_keys", ()) if "position_ids" not in key)
-        if missing:
-            raise ValueError(
-                f"{source}: the checkpoint "
-                f"lacks {len(missing)} weight(s) this config needs (e.g. {missing[:3]}); was config.json "
-                f"changed (scorer={model.config.scorer!r}, projection_dim, doc_stored_tokens)?"
-            )
+        for kind, verb in (("missing_keys", "lacks"), ("unexpected_keys", "holds")):
+            keys = sorted(key for key in info.get(kind, ()) if "position_ids" not in key)
+            if keys:
+                raise ValueError(
+                    f"{source}: the checkpoint {verb} {len(keys)} weight(s) "
+                    f"{'this config needs' if verb == 'lacks' else 'this config has no place for'} (e.g. {keys[:3]}); "
+                    f"was config.json changed (scorer={model.config.scorer!r}, projection_dim, doc_stored_tokens, the "
+                    "encoder's layers)?"
+                )
         return (model, info) if wants_info else model
 
 

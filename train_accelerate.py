@@ -322,6 +322,14 @@ def config_flags(parser, path: Path) -> list[str]:
                 flags.append(flag)
             elif isinstance(action, argparse.BooleanOptionalAction):
                 flags.append(f"--no-{flag.removeprefix('--')}")
+        elif isinstance(value, bool):  # YAML reads an unquoted no / off / yes / on as a boolean
+            if value is False and "no" in (action.choices or ()):
+                flags += [flag, "no"]  # `mixed-precision: no`
+            else:
+                parser.error(
+                    f"{path}: {key}: YAML read the value as {str(value).lower()} (a boolean), which this flag does not "
+                    f'take; quote it (e.g. {key}: "{value}")'
+                )
         elif value is not None:
             flags += [flag, str(value)]
     checker = build_parser()  # the config's flags alone first, so that an error names the file

@@ -22,6 +22,8 @@ from pathlib import Path
 
 import torch
 
+from modeling_lite import native_bf16_override
+
 ENV_OVERRIDE = "LITE_NATIVE_BF16"
 NATIVE_BF16_FLAGS = ("avx512_bf16", "amx_bf16", "bf16")  # x86 (/proc/cpuinfo "flags"), Arm ("Features")
 DTYPE_NAMES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -74,9 +76,12 @@ def onednn_runs_bf16() -> bool:
 @functools.cache
 def native_bf16() -> tuple[bool, str]:
     """(whether this CPU runs bfloat16 natively, why), decided once per process."""
-    override = os.environ.get(ENV_OVERRIDE)
-    if override in ("0", "1"):
-        return override == "1", f"{ENV_OVERRIDE}={override}"
+    try:
+        override = native_bf16_override()
+    except ValueError as error:  # a value it does not understand: one line, naming the variable, from any entry point
+        raise SystemExit(f"error: {error}") from None
+    if override is not None:
+        return override, f"{ENV_OVERRIDE}={os.environ[ENV_OVERRIDE]}"
     _, flags = cpu_model_and_flags()
     if flags is not None and not flags & set(NATIVE_BF16_FLAGS):
         return False, f"no bf16 instructions among the CPU flags ({', '.join(NATIVE_BF16_FLAGS)})"
