@@ -42,6 +42,7 @@ from lite_rerank.utils import (
     file_sha256,
     file_tag,
     process_state,
+    refuse_outputs_over_inputs,
     result_run_path,
     write_atomically,
     write_text_atomically,
@@ -190,16 +191,8 @@ def output_paths(output: Path, names) -> list[Path]:
 
 def check_outputs_spare_inputs(outputs: list[Path], args, model_paths):
     """Refused before any work: an output that would replace an input file (the run, the data, a model's files)."""
-    inputs = [Path(args.data), *(Path(path) for path in model_paths)] + ([Path(args.run)] if args.run else [])
-    files = set()
-    for path in inputs:
-        files |= {p.resolve() for p in path.rglob("*") if p.is_file()} if path.is_dir() else {path.resolve()}
-    for output in outputs:
-        if output.resolve() in files:
-            raise SystemExit(
-                f"--output {args.output} would write {output}, which is an input of this run; choose another --output "
-                "(nothing was written)"
-            )
+    inputs = [("--data", args.data), ("--run", args.run)] + [("--model", path) for path in model_paths]
+    refuse_outputs_over_inputs([("--output", path) for path in outputs], inputs)
 
 
 def main(argv=None):

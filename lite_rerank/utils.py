@@ -168,3 +168,41 @@ def process_state():
 
     use_cpu = os.environ.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true", "yes") or not torch.cuda.is_available()
     return PartialState(cpu=use_cpu)
+
+
+def provenance_path(path) -> Path:
+    """The provenance record next to a `.jsonl.gz` output of teacher_scores.py (X.jsonl.gz → X.provenance.json)."""
+    path = Path(path)
+    return path.with_name(path.name.removesuffix(".jsonl.gz") + ".provenance.json")
+
+
+def refuse_outputs_over_inputs(outputs, inputs, where: str = "this run"):
+    """The one rule of every command that writes files: no output may be, or hold, one of its inputs. `outputs` and
+    `inputs` are (flag, path) pairs; an input folder stands for every file in it, an output folder for every file
+    it may hold. Called before any work; the error names both flags and says nothing was written.
+
+    >>> refuse_outputs_over_inputs([("--output", "a.json")], [("--data", "b.json")])  # distinct: nothing happens
+    """
+
+    def files(path: Path):
+        if path.is_dir():
+            return {p.resolve() for p in path.rglob("*") if p.is_file()}
+        return {path.resolve()}
+
+    owner = {}
+    for flag, path in inputs:
+        if path is not None:
+            for file in files(Path(path)):
+                owner.setdefault(file, flag)
+    for flag, path in outputs:
+        if path is None:
+            continue
+        target = Path(path).resolve()
+        clash = owner.get(target)
+        if clash is None:  # a folder output that holds an input
+            clash = next((name for file, name in owner.items() if target in file.parents), None)
+        if clash:
+            raise SystemExit(
+                f"{flag} would write {path}, which is an input of {where} ({clash}); choose another {flag} "
+                "(nothing was written)"
+            )

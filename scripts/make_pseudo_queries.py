@@ -27,8 +27,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from lite_rerank.data import read_beir_texts, read_qrels  # noqa: E402
-from lite_rerank.utils import write_gzip_atomically, write_text_atomically  # noqa: E402
+from lite_rerank.data import DataError, read_beir_texts, read_qrels  # noqa: E402
+from lite_rerank.utils import refuse_outputs_over_inputs, write_gzip_atomically, write_text_atomically  # noqa: E402
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "debian-rerank"
 SENTENCE_END = re.compile(r"(?<=[.!?:;])\s+|\n+")
@@ -68,7 +68,17 @@ def parse_args(argv=None):
         parser.error(f"--per-passage must be at least 1, got {args.per_passage}")
     if not args.output.endswith(".jsonl.gz"):
         parser.error("--output must end in .jsonl.gz")
+    refuse_outputs_over_inputs(
+        [("--output", args.output), ("--output", stats_path(args.output))],
+        [("--data", args.data), ("--negatives", args.negatives)],
+    )
     return args
+
+
+def stats_path(output) -> Path:
+    """The statistics written next to the output (X.jsonl.gz → X.stats.json)."""
+    output = Path(output)
+    return output.with_name(output.name.removesuffix(".jsonl.gz") + ".stats.json")
 
 
 def normalized(text: str) -> str:
@@ -92,15 +102,28 @@ def spans(passage: str, lengths: list[int], rng: random.Random):
             yield text
 
 
-def training_passages(data: Path, negatives: Path) -> list[str]:
-    """Ids of the passages relevant to a training query outside the selection split, in qrels order: the only
-    passages pseudo-queries may come from."""
-    selection = set(read_qrels(negatives / "selection" / "qrels" / "selection.tsv"))
+def training_passages(data: Path, negatives: Path) -> tuple[list[str], list[str]]:
+    """(ids of the passages relevant to a training query outside the selection split, in qrels order: the only
+    passages pseudo-queries may come from; those of them left out because a held-out query — selection, dev, test
+    or any other split of DATA/qrels — is judged on them too: a pseudo-query cut from such a passage would teach
+    what that held-out query asks)."""
+    selection_qrels = negatives / "selection" / "qrels" / "selection.tsv"
+    if not selection_qrels.is_file():
+        raise SystemExit(
+            f"--negatives {negatives}: no selection split there ({selection_qrels} is missing); pseudo-queries must "
+            "leave it out: run scripts/mine_bm25_negatives.py --selection-queries N into that folder first"
+        )
+    selection = read_qrels(selection_qrels)
+    held_out = {doc_id for judged in selection.values() for doc_id in judged}
+    for split in sorted((data / "qrels").glob("*.tsv")):
+        if split.name != "train.tsv":
+            held_out |= {doc_id for judged in read_qrels(split).values() for doc_id in judged}
     passages = []
     for qid, judged in read_qrels(data / "qrels" / "train.tsv").items():
         if qid not in selection:
             passages += [doc_id for doc_id, grade in judged.items() if grade > 0]
-    return list(dict.fromkeys(passages))
+    passages = list(dict.fromkeys(passages))
+    return [d for d in passages if d not in held_out], [d for d in passages if d in held_out]
 
 
 def make_pseudo_queries(corpus, passages, real_queries, per_passage: int, seed: int):
@@ -141,10 +164,22 @@ def token_histogram(texts: list[str]) -> dict[int, int] | None:
 
 def main(argv=None):
     args = parse_args(argv)
+    try:
+        return make(args, argv)
+    except DataError as error:
+        raise SystemExit(f"error: {error}") from None
+
+
+def make(args, argv):
     data, output = Path(args.data), Path(args.output)
     corpus = read_beir_texts(data / "corpus.jsonl.gz", with_title=False)
     queries = read_beir_texts(data / "queries.jsonl.gz", with_title=False)
-    passages = training_passages(data, Path(args.negatives))
+    passages, excluded = training_passages(data, Path(args.negatives))
+    if excluded:
+        print(
+            f"note: {len(excluded)} training positive(s) left out, judged for a held-out query too: "
+            f"{', '.join(excluded[:10])}{' …' if len(excluded) > 10 else ''}"
+        )
     train_qids = set(read_qrels(data / "qrels" / "train.tsv"))
     real_train = [queries[qid] for qid in train_qids if qid in queries]
     rows = make_pseudo_queries(corpus, passages, list(queries.values()), args.per_passage, args.seed)
@@ -165,9 +200,7 @@ def main(argv=None):
         "tokens_pseudo": token_histogram([t for t, _ in rows]),
         "command": "python scripts/make_pseudo_queries.py " + " ".join(argv or sys.argv[1:]),
     }
-    write_text_atomically(
-        output.with_name(output.name.removesuffix(".jsonl.gz") + ".stats.json"), json.dumps(stats, indent=2) + "\n"
-    )
+    write_text_atomically(stats_path(output), json.dumps(stats, indent=2) + "\n")
     print(f"{output}: {len(rows)} pseudo-queries from {len(passages)} training passages")
     return rows
 

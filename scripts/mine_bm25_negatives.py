@@ -30,7 +30,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from lite_rerank.bm25 import BM25Index, same_ranking  # noqa: E402
-from lite_rerank.data import read_beir_texts, read_jsonl, read_qrels, read_trec_run, write_trec_run  # noqa: E402
+from lite_rerank.data import (  # noqa: E402
+    DataError,
+    read_beir_texts,
+    read_jsonl,
+    read_qrels,
+    read_trec_run,
+    write_trec_run,
+)
+from lite_rerank.utils import refuse_outputs_over_inputs  # noqa: E402
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "debian-rerank"
 
@@ -71,7 +79,26 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.negatives_per_query is not None and not 1 <= args.negatives_per_query < args.depth:
         parser.error(f"--negatives-per-query must be between 1 and --depth - 1 = {args.depth - 1}")
+    if args.selection_queries < 0:
+        parser.error(f"--selection-queries must be 0 (none) or more, got {args.selection_queries}")
     data, out = Path(args.data), Path(args.output_dir)
+    written = ["triplets.train.jsonl.gz", "bm25.train.trec", "listwise.train.jsonl.gz", "selection"]
+    refuse_outputs_over_inputs([("--output-dir", out / name) for name in written], [("--data", data)])
+    if (out / "selection").exists() and not args.selection_queries:
+        raise SystemExit(
+            f"--output-dir {out} holds a selection split from an earlier run, whose queries this run would put back "
+            "into the training files (checkpoints would then be chosen on training queries): rerun with its "
+            "--selection-queries, or choose another --output-dir"
+        )
+    try:
+        training_queries = len(read_qrels(data / "qrels" / "train.tsv"))
+    except DataError as error:
+        raise SystemExit(f"error: {error}") from None
+    if args.selection_queries >= training_queries:
+        raise SystemExit(
+            f"--selection-queries {args.selection_queries}: {data / 'qrels' / 'train.tsv'} holds only "
+            f"{training_queries} training queries, and some must be left to train on"
+        )
     out.mkdir(parents=True, exist_ok=True)
 
     corpus = read_beir_texts(data / "corpus.jsonl.gz", with_title=False)

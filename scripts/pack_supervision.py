@@ -27,7 +27,14 @@ from safetensors.torch import load_file, save_file
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from lite_rerank.data import DataError, read_beir_texts, read_jsonl  # noqa: E402
-from lite_rerank.utils import file_sha256, write_atomically, write_gzip_atomically, write_text_atomically  # noqa: E402
+from lite_rerank.utils import (  # noqa: E402
+    file_sha256,
+    provenance_path,
+    refuse_outputs_over_inputs,
+    write_atomically,
+    write_gzip_atomically,
+    write_text_atomically,
+)
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "debian-rerank"
 
@@ -59,12 +66,12 @@ def files_of(prefix) -> dict[str, Path]:
 
 def pack(args):
     scored = Path(args.scored)
-    provenance_path = scored.with_name(scored.name.removesuffix(".jsonl.gz") + ".provenance.json")
-    if not provenance_path.is_file():
-        raise SystemExit(f"--scored {scored}: its {provenance_path.name} is missing; pack only finished outputs")
-    scoring = json.loads(provenance_path.read_text())
+    record = provenance_path(scored)
+    if not record.is_file():
+        raise SystemExit(f"--scored {scored}: its {record.name} is missing; pack only finished outputs")
+    scoring = json.loads(record.read_text())
     if scoring.get("output_sha256") != file_sha256(scored):
-        raise SystemExit(f"--scored {scored}: its content is not what {provenance_path.name} records")
+        raise SystemExit(f"--scored {scored}: its content is not what {record.name} records")
     corpus = read_beir_texts(args.corpus, with_title=False)
     line_of = {}
     for position, text in enumerate(corpus.values()):
@@ -145,6 +152,13 @@ def unpack(args):
 
 def main(argv=None):
     args = parse_args(argv)
+    if args.command == "pack":  # L7: PREFIX.provenance.json must not replace the scoring's own record
+        inputs = [("--scored", args.scored), ("--scored", provenance_path(args.scored)), ("--corpus", args.corpus)]
+        outputs = [("--output", path) for path in files_of(args.output).values()]
+    else:  # L6: the rows must not replace the corpus or the packed files they come from
+        inputs = [("--corpus", args.corpus)] + [("--packed", path) for path in files_of(args.packed).values()]
+        outputs = [("--output", args.output)]
+    refuse_outputs_over_inputs(outputs, inputs)
     try:
         return pack(args) if args.command == "pack" else unpack(args)
     except DataError as error:

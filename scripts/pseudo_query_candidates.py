@@ -27,7 +27,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from mine_bm25_negatives import DATA, BM25Index, check_reproduces  # noqa: E402
 
 from lite_rerank.data import DataError, read_beir_texts, read_jsonl, read_trec_run, write_trec_run  # noqa: E402
-from lite_rerank.utils import nested_sample, write_atomically, write_gzip_atomically  # noqa: E402
+from lite_rerank.utils import (  # noqa: E402
+    nested_sample,
+    refuse_outputs_over_inputs,
+    write_atomically,
+    write_gzip_atomically,
+)
+
+
+def run_path(output) -> Path:
+    """The BM25 run written next to the output (X.jsonl.gz → X.trec)."""
+    output = Path(output)
+    return output.with_name(output.name.removesuffix(".jsonl.gz") + ".trec")
 
 
 def parse_args(argv=None):
@@ -50,6 +61,8 @@ def parse_args(argv=None):
         parser.error("--max-queries and --sample choose the pseudo-queries two ways: give one")
     if not args.output.endswith(".jsonl.gz"):
         parser.error("--output must end in .jsonl.gz")
+    inputs = [("--pseudo-queries", args.pseudo_queries), ("--data", args.data)]
+    refuse_outputs_over_inputs([("--output", args.output), ("--output", run_path(args.output))], inputs)
     return args
 
 
@@ -78,9 +91,8 @@ def main(argv=None):
             row = {"query": query, "positive": texts[0], "negatives": texts[1:]}
             yield (json.dumps(row, ensure_ascii=False) + "\n").encode()
 
-    run_path = output.with_name(output.name.removesuffix(".jsonl.gz") + ".trec")
     write_atomically(
-        run_path, lambda path: write_trec_run(path, {f"p{i}": r for i, r in zip(lines_kept, hits)}, "bm25")
+        run_path(output), lambda path: write_trec_run(path, {f"p{i}": r for i, r in zip(lines_kept, hits)}, "bm25")
     )
     write_gzip_atomically(output, lines())
     print(f"{output}: {len(pseudo)} pseudo-queries with their BM25 top-{args.depth}")

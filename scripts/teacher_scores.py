@@ -45,6 +45,8 @@ from lite_rerank.triplets import load_train_dataset, negatives_of, teacher_score
 from lite_rerank.utils import (  # noqa: E402
     file_sha256,
     process_state,
+    provenance_path,
+    refuse_outputs_over_inputs,
     write_atomically,
     write_gzip_atomically,
     write_text_atomically,
@@ -99,6 +101,10 @@ def parse_args(argv=None):
             parser.error(f"--{name.replace('_', '-')} must be at least 1")
     if not args.output.endswith(".jsonl.gz"):
         parser.error("--output must end in .jsonl.gz")
+    inputs = [("--train-data", args.train_data), ("--teacher", args.teacher)]
+    if args.reuse:
+        inputs += [("--reuse", args.reuse), ("--reuse", provenance_path(args.reuse))]
+    refuse_outputs_over_inputs([("--output", args.output), ("--output", provenance_path(args.output))], inputs)
     return args
 
 
@@ -154,7 +160,7 @@ def main(argv=None):
     plan["max_length"] = teacher.max_length  # parts of one output are all scored alike
     reused = {}
     if args.reuse:
-        plan["reuse"], reused = reused_scores(args.reuse, plan, output)
+        plan["reuse"], reused = reused_scores(args.reuse, plan)
     # One scoring run per output at a time: process 0 holds the parts folder, the others of this run follow it.
     lock = FolderLock(parts, "teacher scoring") if state.is_main_process else contextlib.nullcontext()
     try:
@@ -227,7 +233,7 @@ def score_and_join(
         "reused": plan.get("reuse"),
     }
     write_text_atomically(
-        output.with_name(output.name.removesuffix(".jsonl.gz") + ".provenance.json"),
+        provenance_path(output),
         json.dumps(provenance, indent=2) + "\n",
     )
     for start, end in ranges:  # what this command wrote, and nothing else
@@ -252,18 +258,16 @@ def pair_key(query: str, passage: str) -> bytes:
     return hashlib.blake2b(f"{query}\x00{passage}".encode(), digest_size=16).digest()
 
 
-def reused_scores(path, plan: dict, output: Path) -> tuple[dict, dict[bytes, float]]:
+def reused_scores(path, plan: dict) -> tuple[dict, dict[bytes, float]]:
     """What the plan records of an earlier output (path, sha256) and its {pair: score}, after checking from its
     provenance that the same teacher in the same form (weights, dtype, int8, max length) scored it."""
     path = Path(path)
-    provenance_path = path.with_name(path.name.removesuffix(".jsonl.gz") + ".provenance.json")
-    if path.resolve() == output.resolve():
-        raise SystemExit(f"--reuse {path}: is the --output; reuse an earlier output under another name")
-    if not path.is_file() or not provenance_path.is_file():
-        raise SystemExit(f"--reuse {path}: needs a finished output of this script and its {provenance_path.name}")
-    provenance, sha256 = json.loads(provenance_path.read_text()), file_sha256(path)
+    record = provenance_path(path)
+    if not path.is_file() or not record.is_file():
+        raise SystemExit(f"--reuse {path}: needs a finished output of this script and its {record.name}")
+    provenance, sha256 = json.loads(record.read_text()), file_sha256(path)
     if provenance.get("output_sha256") != sha256:
-        raise SystemExit(f"--reuse {path}: its content is not what {provenance_path.name} records (changed since?)")
+        raise SystemExit(f"--reuse {path}: its content is not what {record.name} records (changed since?)")
     differ = {
         mine: (provenance.get(theirs), plan[mine])
         for mine, theirs in SAME_TEACHER.items()

@@ -1,9 +1,13 @@
+# ruff: noqa: F811 (pytest fixtures imported from the tools' own test modules)
 """Fault cases, third round (issue 36): outputs that are inputs, what a folder may name, and what a record claims.
 Each case is driven as a user drives it and ends in the right answer or a clear error naming the file, line, flag or
 field; nothing is written over an input. Labels follow the issue (L = data lost, X = security, S = silently wrong,
 R = resource, U = unclear error)."""
 
+import gzip
 import json
+import re
+import shutil
 import subprocess
 import sys
 
@@ -16,7 +20,19 @@ from lite_rerank import hardware
 from modeling_lite import LiteModel
 
 sys.path.insert(0, str(ROOT / "scripts"))
+import mine_bm25_negatives  # noqa: E402
+import pack_supervision  # noqa: E402
+import pseudo_query_candidates  # noqa: E402
+import teacher_scores  # noqa: E402
+from pack_supervision import files_of  # noqa: E402
+from test_make_pseudo_queries import collection  # noqa: E402, F401 (fixture)
+from test_make_pseudo_queries import run as run_pseudo  # noqa: E402
+from test_mine_bm25_negatives import DEPTH, beir  # noqa: E402, F401 (fixture)
+from test_pack_supervision import scored  # noqa: E402, F401 (fixture)
+from test_teacher_scores import listwise, teacher  # noqa: E402, F401 (fixtures)
 
+from lite_rerank.bm25 import BM25Index, same_ranking  # noqa: E402
+from lite_rerank.utils import provenance_path  # noqa: E402
 
 # ---------------------------------------------------------------- S23: LITE_NATIVE_BF16 spellings
 
@@ -142,3 +158,140 @@ def test_s25_a_changed_hidden_size_names_the_shapes(saved_lite):
     edit_config(saved_lite, lambda c: c.update(row_hidden_size=40))
     with pytest.raises(ValueError, match=r"has other shapes for \[\('lite_scorer.row_mlp"):
         LiteModel.from_pretrained(saved_lite)
+
+
+# ---------------------------------------------------------------- L5-L9: an output that is an input
+
+
+def unchanged(*paths):
+    """{path: bytes} now, to compare after a refused command."""
+    return {path: path.read_bytes() for path in paths}
+
+
+def test_l5_teacher_scores_refuses_an_output_that_is_its_training_file(tmp_path, teacher, listwise):
+    path, _ = listwise
+    data = tmp_path / "rows.jsonl.gz"
+    data.write_bytes(gzip.compress(path.read_bytes()))
+    before = unchanged(data)
+    with pytest.raises(SystemExit, match=r"--output would write .*rows.jsonl.gz, which is an input of this run"):
+        teacher_scores.main(["--teacher", str(teacher), "--train-data", str(data), "--output", str(data)])
+    assert unchanged(data) == before and not provenance_path(data).exists()
+
+
+def test_l6_unpack_refuses_to_write_over_the_corpus_or_the_packed_queries(tmp_path, scored):
+    corpus, path, _ = scored
+    prefix = tmp_path / "packed" / "p"
+    pack_supervision.main(["pack", "--scored", str(path), "--corpus", str(corpus), "--output", str(prefix)])
+    queries = files_of(prefix)["queries.jsonl.gz"]
+    before = unchanged(corpus, queries)
+    for target, flag in ((corpus, "--corpus"), (queries, "--packed")):
+        with pytest.raises(SystemExit, match=rf"which is an input of this run \({flag}\)"):
+            pack_supervision.main(
+                ["unpack", "--packed", str(prefix), "--corpus", str(corpus), "--output", str(target)]
+            )
+    assert unchanged(corpus, queries) == before
+
+
+def test_l7_pack_refuses_a_prefix_whose_provenance_is_the_scorings(tmp_path, scored):
+    corpus, path, _ = scored  # scored.train.jsonl.gz with scored.train.provenance.json
+    record = provenance_path(path)
+    before = unchanged(record)
+    with pytest.raises(SystemExit, match=r"scored.train.provenance.json, which is an input of this run \(--scored\)"):
+        pack_supervision.main(
+            ["pack", "--scored", str(path), "--corpus", str(corpus), "--output", str(tmp_path / "scored.train")]
+        )
+    assert unchanged(record) == before
+
+
+def test_l8_pseudo_query_candidates_refuses_to_replace_its_pseudo_queries(tmp_path):
+    pseudo = tmp_path / "pseudo.jsonl.gz"
+    pseudo.write_bytes(gzip.compress(b'{"query": "a b c", "source": "d1"}\n'))
+    before = unchanged(pseudo)
+    with pytest.raises(SystemExit, match=r"which is an input of this run \(--pseudo-queries\)"):
+        pseudo_query_candidates.main(["--pseudo-queries", str(pseudo), "--output", str(pseudo)])
+    assert unchanged(pseudo) == before
+
+
+def test_l9_mine_bm25_negatives_refuses_to_write_into_its_data_folder(beir):
+    data = beir[0]
+    before = unchanged(data / "triplets.train.jsonl.gz")
+    with pytest.raises(SystemExit, match=r"triplets.train.jsonl.gz, which is an input of this run \(--data\)"):
+        mine_bm25_negatives.main(["--data", str(data), "--depth", str(DEPTH), "--output-dir", str(data)])
+    assert unchanged(data / "triplets.train.jsonl.gz") == before
+
+
+# ---------------------------------------------------------------- S20, U22: the selection split
+
+
+def test_s20_a_rerun_without_the_selection_split_refuses_to_keep_the_stale_one(beir, tmp_path):
+    data, out = beir[0], tmp_path / "out"
+    argv = ["--data", str(data), "--depth", str(DEPTH), "--output-dir", str(out)]
+    mine_bm25_negatives.main([*argv, "--selection-queries", "4", "--negatives-per-query", "2"])
+    before = unchanged(out / "listwise.train.jsonl.gz")
+    with pytest.raises(SystemExit, match="holds a selection split from an earlier run"):
+        mine_bm25_negatives.main([*argv, "--negatives-per-query", "2"])
+    assert unchanged(out / "listwise.train.jsonl.gz") == before
+
+
+@pytest.mark.parametrize("count, message", [("-1", "must be 0 .none. or more"), ("16", "holds only 16 training")])
+def test_u22_selection_queries_out_of_range_are_refused_before_anything_is_written(
+    beir,  # noqa: F811
+    tmp_path,
+    capsys,
+    count,
+    message,
+):
+    data, out = beir[0], tmp_path / "out"
+    with pytest.raises(SystemExit) as refused:
+        mine_bm25_negatives.main(["--data", str(data), "--output-dir", str(out), "--selection-queries", count])
+    assert re.search(message, f"{refused.value} {capsys.readouterr().err}")  # a parser error or a SystemExit message
+    assert not out.exists()
+
+
+# ---------------------------------------------------------------- S26: BM25 ties
+
+
+def test_s26_bm25_ranks_tied_passages_by_id_whatever_order_bm25s_returns():
+    index = BM25Index({"d10": "alpha bravo", "d2": "alpha bravo", "d1": "charlie", "d3": "alpha bravo"})
+    hits = index.search(["alpha"], 2)[0]
+    assert [d for d, _ in hits] == ["d2", "d3"]  # three tied at the top: by id, and d10 after d3 (natural order)
+    assert same_ranking([("d3", hits[0][1]), ("d10", hits[0][1])], index.search(["alpha"], 3)[0])
+    assert not same_ranking([("d1", 1.0), ("d2", 1.0)], index.search(["alpha"], 3)[0])
+
+
+def test_s26_a_reference_run_in_another_cpus_tie_order_is_reproduced_and_a_real_difference_is_not():
+    corpus = {
+        "d10": "alpha bravo",
+        "d2": "alpha bravo",
+        "d1": "charlie",
+        "d3": "alpha bravo",
+        "d4": "alpha bravo charlie delta",
+    }
+    index = BM25Index(corpus)
+    hits = index.search(["alpha"], 4)[0]
+    tie, lower = hits[0][1], hits[3][1]
+    assert [d for d, _ in hits] == ["d2", "d3", "d10", "d4"] and lower < tie
+    other_cpu = {"q1": [("d10", tie), ("d3", tie)]}  # the same tie group, cut at 2, in another order
+    mine_bm25_negatives.check_reproduces(index, {"q1": "alpha"}, other_cpu, 2)
+    wrong = {"q1": [("d10", tie), ("d4", lower)]}
+    with pytest.raises(SystemExit, match="does not reproduce the reference run for query q1"):
+        mine_bm25_negatives.check_reproduces(index, {"q1": "alpha"}, wrong, 2)
+
+
+# ---------------------------------------------------------------- S24, U24: pseudo-queries
+
+
+def test_s24_training_positives_judged_for_a_held_out_query_give_no_pseudo_query(tmp_path, collection, capsys):
+    data, negatives, kinds = collection
+    with open(data / "qrels" / "dev.tsv", "a") as qrels:
+        qrels.write("q20\td3\t1\n")  # d3 is q3's (training) positive, and now judged for dev query q20 too
+    rows = run_pseudo(collection, tmp_path / "p.jsonl.gz")
+    assert "d3" not in {row["source"] for row in rows} and len(rows) > 0
+    assert "1 training positive(s) left out, judged for a held-out query too: d3" in capsys.readouterr().out
+
+
+def test_u24_a_negatives_folder_without_its_selection_split_is_named(tmp_path, collection):
+    data, negatives, _ = collection
+    shutil.rmtree(negatives / "selection")
+    with pytest.raises(SystemExit, match=r"--negatives .*: no selection split there"):
+        run_pseudo(collection, tmp_path / "p.jsonl.gz")

@@ -364,7 +364,9 @@ def test_reuse_of_another_teachers_or_forms_scores_is_refused(tmp_path, teacher,
         teacher_scores.main(
             [*args, "--dtype", "float32", "--max-length", "8", "--reuse", str(first), "--output", target]
         )
-    with pytest.raises(SystemExit, match="is the --output"):
+    with pytest.raises(
+        SystemExit, match=r"--output would write .*top2.jsonl.gz, which is an input of this run \(--reuse\)"
+    ):
         teacher_scores.main([*args, "--dtype", "float32", "--reuse", str(first), "--output", str(first)])
     with gzip.open(first, "at") as out:  # changed after its provenance was written
         out.write(json.dumps(rows[0]) + "\n")
