@@ -18,6 +18,7 @@ Memory holds one chunk while building and at most `max_chunks_in_memory` while r
 import contextlib
 import hashlib
 import json
+import re
 from collections import OrderedDict
 from pathlib import Path
 
@@ -28,9 +29,17 @@ from transformers.utils.logging import tqdm
 from .data import ArrowTexts, texts_of
 from .embeddings import TokenEmbeddingStore, encode_texts, real_query_rows
 from .locking import FolderInUse, FolderLock
-from .utils import eval_mode, file_sha256, write_atomically, write_text_atomically
+from .utils import (
+    SCORER_FIELDS,
+    VECTOR_FIELDS,
+    eval_mode,
+    file_sha256,
+    weights_fingerprint,
+    write_atomically,
+    write_text_atomically,
+)
 
-FORMAT = "lite-doc-cache/2"
+FORMAT = "lite-doc-cache/3"  # 3: the fingerprint leaves out where the model was loaded from; chunk names checked
 DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32, "int8": torch.int8}
 
 
@@ -38,13 +47,28 @@ class CacheError(ValueError):
     """A cache folder that cannot be used as asked; the message names the folder or file and what to do."""
 
 
-def model_fingerprint(model) -> str:
-    """sha256 of the config and every weight: a cache is only ever read with the model that wrote it."""
-    digest = hashlib.sha256(model.config.to_json_string(use_diff=False).encode())
-    for name, tensor in sorted(model.state_dict().items()):
-        digest.update(name.encode())
-        digest.update(tensor.detach().float().cpu().numpy().tobytes())
-    return digest.hexdigest()
+def model_fingerprint(model, dtype=torch.float32) -> str:
+    """sha256 of what the model computes (its scoring config and every weight, not the path it was loaded from): a
+    cache is only ever read with the model that wrote it. As bfloat16, the fingerprint recognises the same model
+    computing in another precision (cache.json records both, and the precision)."""
+    return weights_fingerprint(model, VECTOR_FIELDS + SCORER_FIELDS, dtype=dtype)
+
+
+def check_same_model(manifest: dict, model, where) -> None:
+    """Refuse a cache of another model, naming the precision when that is all that differs."""
+    if manifest["model_fingerprint"] == model_fingerprint(model):
+        return
+    built_in, runs_in = manifest.get("model_dtype"), str(model.dtype).removeprefix("torch.")
+    if manifest.get("model_fingerprint_bf16") == model_fingerprint(model, torch.bfloat16) and built_in != runs_in:
+        raise CacheError(
+            f"{where}: this cache was built by the same model computing in {built_in}; this one computes in "
+            f"{runs_in}, and the vectors differ: load the model in {built_in} (--model-dtype {built_in}), or build "
+            "a cache for it in another folder"
+        )
+    raise CacheError(
+        f"{where}: this cache was built by another model (fingerprint differs); build one for this model in another "
+        "folder"
+    )
 
 
 def text_hash(text: str) -> str:
@@ -68,16 +92,51 @@ def _chunk_header(path: Path) -> dict:
     return {"ids": json.loads(metadata["ids"]), "text_hashes": json.loads(metadata.get("text_hashes", "[]"))}
 
 
-def _read_manifest(path: Path) -> dict:
+CHUNK_NAME = re.compile(r"chunk-\d{5,}\.safetensors")
+CHUNK_FIELDS = {"file": str, "num_docs": int, "vector_bytes": int, "size": int, "sha256": str}
+
+
+def _read_json(path: Path):
     try:
-        manifest = json.loads(path.read_text())
-    except json.JSONDecodeError as error:
-        raise CacheError(f"{path}: not valid JSON ({error.msg}); the cache folder is damaged") from None
-    if manifest.get("format") != FORMAT:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise CacheError(f"{path}: not valid JSON ({error}); the cache folder is damaged") from None
+
+
+def _checked_chunks(path: Path, record) -> list[dict]:
+    """The chunk entries of a manifest, each exactly as a build writes it: a cache folder may come from someone
+    else, and a rebuild deletes the chunk files it names when they are damaged, so a name is only ever one of the
+    cache's own files (chunk-NNNNN.safetensors, in the folder), never a path."""
+    chunks = record.get("chunks") if isinstance(record, dict) else None
+    if not isinstance(chunks, list):
+        raise CacheError(f"{path}: no list of chunks; the cache folder is damaged")
+    for chunk in chunks:
+        if (
+            not isinstance(chunk, dict)
+            or set(chunk) != set(CHUNK_FIELDS)
+            or not all(
+                isinstance(chunk[k], kind) and not isinstance(chunk[k], bool) for k, kind in CHUNK_FIELDS.items()
+            )
+        ):
+            raise CacheError(
+                f"{path}: a chunk entry {str(chunk)[:120]} is not one this code writes; not a cache of its own"
+            )
+        if not CHUNK_NAME.fullmatch(chunk["file"]):
+            raise CacheError(
+                f"{path}: names the file {chunk['file']!r}, which is not a chunk of a cache (chunk-NNNNN.safetensors "
+                "in its folder); a cache from elsewhere is data to check: this one is refused, nothing was touched"
+            )
+    return chunks
+
+
+def _read_manifest(path: Path) -> dict:
+    manifest = _read_json(path)
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        found = manifest.get("format") if isinstance(manifest, dict) else None
         raise CacheError(
-            f"{path}: cache format {manifest.get('format')!r}, this code reads {FORMAT!r}; build a new "
-            "cache in another folder"
+            f"{path}: cache format {found!r}, this code reads {FORMAT!r}; build a new cache in another folder"
         )
+    _checked_chunks(path, manifest)
     return manifest
 
 
@@ -116,11 +175,7 @@ class DocumentCache:
         version = (id(model), tuple(None if p.is_inference() else p._version for p in model.parameters()))
         if self._checked_model == version:
             return
-        if self.manifest["model_fingerprint"] != model_fingerprint(model):
-            raise CacheError(
-                f"{self.folder}: this cache was built by another model (fingerprint differs); build one "
-                "for this model in another folder"
-            )
+        check_same_model(self.manifest, model, self.folder)
         self._checked_model = version
 
     def _chunk(self, index: int) -> TokenEmbeddingStore:
@@ -193,13 +248,26 @@ class Corpus:
     or any mapping read by id (`ArrowTexts`, `SubsetTexts`). An Arrow-backed corpus stays memory-mapped: only the
     ids are held in memory, texts are read chunk by chunk."""
 
-    def __init__(self, documents):
+    def __init__(self, documents, where="the cache"):
+        self.where = where  # what errors name: the cache folder being built
         if isinstance(documents, datasets.Dataset):
             documents = ArrowTexts(documents)
         self.documents, self.ids = documents, list(documents)
+        bad = next((doc_id for doc_id in self.ids if not isinstance(doc_id, str)), None)
+        if bad is not None:
+            raise CacheError(
+                f"{where}: document ids must be strings (they name the cached passages), got {bad!r} "
+                f"({type(bad).__name__}); convert them, e.g. {{str(k): v for k, v in documents.items()}}"
+            )
 
     def texts(self, ids) -> list[str]:
-        return texts_of(self.documents, ids)
+        texts = texts_of(self.documents, ids)
+        bad = next((i for i, text in enumerate(texts) if not isinstance(text, str)), None)
+        if bad is not None:
+            raise CacheError(
+                f"{self.where}: document {ids[bad]!r} has no text ({texts[bad]!r}); give every passage a string"
+            )
+        return texts
 
     def changed(self, cached_hashes: dict[str, str], batch: int = 10_000) -> list[str]:
         """Ids whose text no longer has the hash it was cached with."""
@@ -217,6 +285,8 @@ def _new_manifest(model, dtype: str) -> dict:
         "format": FORMAT,
         "model": model.name_or_path,
         "model_fingerprint": model_fingerprint(model),
+        "model_fingerprint_bf16": model_fingerprint(model, torch.bfloat16),
+        "model_dtype": str(model.dtype).removeprefix("torch."),
         "dtype": dtype,
         "doc_tokens": model.config.doc_vectors,
         "dim": model.config.embedding_dim,
@@ -234,15 +304,14 @@ def _prepare(folder: Path, model, dtype: str, progress: bool, verify: bool = Tru
     encodes their documents again."""
     manifest_path = folder / "cache.json"
     manifest = _read_manifest(manifest_path) if manifest_path.exists() else _new_manifest(model, dtype)
-    if manifest["model_fingerprint"] != model_fingerprint(model) or manifest["dtype"] != dtype:
-        raise CacheError(
-            f"{folder}: cache built by another model or with dtype {manifest['dtype']}; use another folder"
-        )
+    check_same_model(manifest, model, folder)
+    if manifest["dtype"] != dtype:
+        raise CacheError(f"{folder}: cache stored as {manifest['dtype']}, not {dtype}; use another folder")
     parts = sorted(folder.glob("cache.rank*.json"))
     listed = {chunk["file"] for chunk in manifest["chunks"]}
     for part in parts:
         manifest["chunks"] += [
-            chunk for chunk in json.loads(part.read_text())["chunks"] if chunk["file"] not in listed
+            chunk for chunk in _checked_chunks(part, _read_json(part)) if chunk["file"] not in listed
         ]
     if verify:
         kept = []
@@ -285,7 +354,8 @@ def build_document_cache(
     for name, value in (("chunk_docs", chunk_docs), ("batch_size", batch_size)):
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    folder, corpus = Path(folder), Corpus(documents)
+    folder = Path(folder)
+    corpus = Corpus(documents, folder)
     # One build per folder at a time: process 0 holds the folder's lock, the other processes of this build follow it.
     lock = FolderLock(folder, "document-cache build") if process_index == 0 else contextlib.nullcontext()
     try:

@@ -1,8 +1,6 @@
 """Re-rank a `RerankSet` with a model and compute MRR@10 / nDCG@10 / Recall with the repo's `evaluate` module."""
 
 import contextlib
-import hashlib
-import json
 from pathlib import Path
 
 import evaluate
@@ -13,7 +11,7 @@ from .cross_encoder import CrossEncoderScorer
 from .data import RerankSet, texts_of
 from .embeddings import encode_texts, real_query_rows
 from .rerank_metrics import rank_order
-from .utils import eval_mode
+from .utils import VECTOR_FIELDS, eval_mode, weights_fingerprint
 
 METRICS_SCRIPT = Path(__file__).with_name("rerank_metrics.py")
 
@@ -57,22 +55,7 @@ def score_rerank_set(
 def encoding_fingerprint(model) -> str:
     """What a LITE model's query and document vectors depend on: its config and every weight but the scorer's. Models
     with one fingerprint (e.g. LITE trained on a frozen encoder and MaxSim on that encoder) encode alike."""
-    digest = hashlib.sha256(str(model.dtype).encode())
-    config = model.config.to_dict()
-    for key in (
-        "encoder_config",
-        "query_max_length",
-        "doc_max_length",
-        "projection_dim",
-        "doc_stored_tokens",
-        "normalize_embeddings",
-    ):
-        digest.update(json.dumps(config.get(key), sort_keys=True, default=str).encode())
-    for name, tensor in sorted(model.state_dict().items()):
-        if not name.startswith("lite_scorer."):
-            digest.update(name.encode())
-            digest.update(tensor.detach().float().cpu().numpy().tobytes())
-    return digest.hexdigest()
+    return f"{model.dtype}:{weights_fingerprint(model, VECTOR_FIELDS, skip_prefix='lite_scorer.')}"
 
 
 @torch.inference_mode()

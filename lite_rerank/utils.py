@@ -206,3 +206,46 @@ def refuse_outputs_over_inputs(outputs, inputs, where: str = "this run"):
                 f"{flag} would write {path}, which is an input of {where} ({clash}); choose another {flag} "
                 "(nothing was written)"
             )
+
+
+# LiteConfig fields the query and document vectors depend on, and those the scorer on them adds
+VECTOR_FIELDS = (
+    "encoder_config",
+    "query_max_length",
+    "doc_max_length",
+    "projection_dim",
+    "doc_stored_tokens",
+    "normalize_embeddings",
+)
+SCORER_FIELDS = ("scorer", "row_hidden_size", "col_hidden_size", "activation")
+# keys of a config's dict that say where it came from or how it was saved, not what it computes
+_BOOKKEEPING = {
+    "_name_or_path",
+    "transformers_version",
+    "torch_dtype",
+    "dtype",
+    "architectures",
+    "_commit_hash",
+    "_attn_implementation_autoset",
+    "auto_map",
+    "tokenizer_class",
+}
+
+
+def weights_fingerprint(model, fields, skip_prefix: str | None = None, dtype=torch.float32) -> str:
+    """sha256 of what a LITE model computes: the config `fields` (bookkeeping keys such as the path it was loaded
+    from, or the release that saved it, left out) and every weight, as `dtype` (names starting with `skip_prefix`
+    left out). A model loaded from another path, or saved again, has the same fingerprint."""
+
+    def canonical(value):
+        if isinstance(value, dict):
+            return {k: canonical(v) for k, v in sorted(value.items()) if k not in _BOOKKEEPING}
+        return value
+
+    config = model.config.to_dict()
+    digest = hashlib.sha256(json.dumps(canonical({f: config.get(f) for f in fields}), default=str).encode())
+    for name, tensor in sorted(model.state_dict().items()):
+        if skip_prefix is None or not name.startswith(skip_prefix):
+            digest.update(name.encode())
+            digest.update(tensor.detach().to(dtype).float().cpu().numpy().tobytes())
+    return digest.hexdigest()

@@ -29,7 +29,7 @@ from transformers import AutoModel  # noqa: E402
 from lite_rerank import hardware  # noqa: E402
 from lite_rerank.data import DataError, find_file  # noqa: E402
 from lite_rerank.doc_cache import DTYPES, CacheError, build_document_cache  # noqa: E402
-from lite_rerank.utils import process_state  # noqa: E402
+from lite_rerank.utils import process_state, refuse_outputs_over_inputs  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -71,6 +71,7 @@ def load_corpus(spec: str, config: str | None, split: str, max_docs: int | None)
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
+    refuse_outputs_over_inputs([("--output", args.output)], [("--corpus", args.corpus), ("--model", args.model)])
     state = process_state()
     try:
         with state.main_process_first():  # the Arrow conversion happens once

@@ -56,7 +56,7 @@ def test_interrupted_build_resumes_and_a_foreign_model_is_refused(tmp_path, mode
         build_document_cache(other, CORPUS, tmp_path / "cache", progress=False)
     with pytest.raises(ValueError, match="another model"):
         cache.check_model(other)
-    assert json.loads((tmp_path / "cache" / "cache.json").read_text())["format"] == "lite-doc-cache/2"
+    assert json.loads((tmp_path / "cache" / "cache.json").read_text())["format"] == "lite-doc-cache/3"
 
 
 def test_rerank_with_cache_equals_rerank(tmp_path, model):

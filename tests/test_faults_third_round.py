@@ -12,7 +12,8 @@ import subprocess
 import sys
 
 import pytest
-from conftest import ROOT, SCRIPT_ENV, TINY_BERT, tiny_model
+import torch
+from conftest import DOCUMENTS, ROOT, SCRIPT_ENV, TINY_BERT, tiny_model, write_jsonl
 
 import train_accelerate
 from configuration_lite import LiteConfig
@@ -20,6 +21,7 @@ from lite_rerank import hardware
 from modeling_lite import LiteModel
 
 sys.path.insert(0, str(ROOT / "scripts"))
+import build_doc_cache  # noqa: E402
 import mine_bm25_negatives  # noqa: E402
 import pack_supervision  # noqa: E402
 import pseudo_query_candidates  # noqa: E402
@@ -32,6 +34,7 @@ from test_pack_supervision import scored  # noqa: E402, F401 (fixture)
 from test_teacher_scores import listwise, teacher  # noqa: E402, F401 (fixtures)
 
 from lite_rerank.bm25 import BM25Index, same_ranking  # noqa: E402
+from lite_rerank.doc_cache import CacheError, DocumentCache, build_document_cache  # noqa: E402
 from lite_rerank.utils import provenance_path  # noqa: E402
 
 # ---------------------------------------------------------------- S23: LITE_NATIVE_BF16 spellings
@@ -295,3 +298,72 @@ def test_u24_a_negatives_folder_without_its_selection_split_is_named(tmp_path, c
     shutil.rmtree(negatives / "selection")
     with pytest.raises(SystemExit, match=r"--negatives .*: no selection split there"):
         run_pseudo(collection, tmp_path / "p.jsonl.gz")
+
+
+# ---------------------------------------------------------------- X2, U19, U20, U26: document caches
+
+
+CORPUS = {f"d{i}": f"{doc} {i}" for i, doc in enumerate(DOCUMENTS * 2)}
+
+
+def test_x2_a_cache_json_naming_a_file_outside_its_chunks_is_refused_and_nothing_is_deleted(tmp_path, tokenizer):
+    model_dir = tmp_path / "model"
+    tiny_model(tokenizer=tokenizer).save_pretrained(model_dir)
+    corpus = write_jsonl(tmp_path / "corpus.jsonl", [{"_id": k, "text": v} for k, v in CORPUS.items()])
+    cache = tmp_path / "caches" / "c"
+    argv = ["--model", str(model_dir), "--corpus", str(corpus), "--output", str(cache), "--no-progress"]
+    build_doc_cache.main(argv)
+    notes = tmp_path / "caches" / "notes.txt"
+    notes.write_text("mine")
+    manifest = json.loads((cache / "cache.json").read_text())
+    manifest["chunks"].append({**manifest["chunks"][0], "file": "../notes.txt"})
+    (cache / "cache.json").write_text(json.dumps(manifest))
+    with pytest.raises(SystemExit, match=r"names the file '../notes.txt', which is not a chunk of a cache"):
+        build_doc_cache.main(argv)
+    assert notes.read_text() == "mine"
+    with pytest.raises(CacheError, match="not a chunk of a cache"):
+        DocumentCache(cache)  # reading refuses it too
+
+
+def test_x2_a_cache_may_not_be_built_into_the_models_folder(tmp_path, saved_tiny_model):
+    corpus = write_jsonl(tmp_path / "corpus.jsonl", [{"_id": "a", "text": "t"}])
+    with pytest.raises(SystemExit, match=r"which is an input of this run \(--model\)"):
+        build_doc_cache.main(
+            ["--model", str(saved_tiny_model), "--corpus", str(corpus), "--output", str(saved_tiny_model)]
+        )
+
+
+def test_u19_the_same_weights_under_another_path_use_the_cache(tmp_path, tokenizer):
+    folder = tmp_path / "tiny"
+    tiny_model(tokenizer=tokenizer).save_pretrained(folder)
+    built = build_document_cache(LiteModel.from_pretrained(folder), CORPUS, tmp_path / "cache", progress=False)
+    copy = tmp_path / "copy"
+    shutil.copytree(folder, copy)
+    for source in (f"{folder}/", copy):  # a trailing slash, a copied folder: the same model
+        again = build_document_cache(LiteModel.from_pretrained(source), CORPUS, tmp_path / "cache", progress=False)
+        assert again.manifest["chunks"] == built.manifest["chunks"]  # nothing encoded again
+
+
+def test_u20_a_model_in_another_precision_is_named_as_such(tmp_path, tokenizer):
+    model = tiny_model(tokenizer=tokenizer)
+    build_document_cache(model, CORPUS, tmp_path / "cache", progress=False)
+    assert json.loads((tmp_path / "cache" / "cache.json").read_text())["model_dtype"] == "float32"
+    with pytest.raises(
+        CacheError, match=r"built by the same model computing in float32; this one computes in bfloat16"
+    ):
+        build_document_cache(model.to(torch.bfloat16), CORPUS, tmp_path / "cache", progress=False)
+    other = tiny_model(seed=3, tokenizer=tokenizer).to(torch.bfloat16)
+    with pytest.raises(CacheError, match="built by another model"):
+        build_document_cache(other, CORPUS, tmp_path / "cache", progress=False)
+
+
+@pytest.mark.parametrize(
+    "documents, message",
+    [
+        ({1: "a passage", 2: "another"}, r"document ids must be strings .* got 1 \(int\)"),
+        ({"d1": None}, "document 'd1' has no text"),
+    ],
+)
+def test_u26_non_string_ids_and_missing_texts_are_named_with_the_cache(tmp_path, tokenizer, documents, message):
+    with pytest.raises(CacheError, match=rf"{tmp_path / 'cache'}: {message}"):
+        build_document_cache(tiny_model(tokenizer=tokenizer), documents, tmp_path / "cache", progress=False)
