@@ -147,21 +147,24 @@ def publish(args, model_dir: Path, stage_dir: Path, results, model_key, token):
     summary_path = model_dir / "training_summary.json"
     summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
     examples = json.loads(WIDGET_EXAMPLES.read_text())
-    stage_model(
-        model,
-        stage_dir,
-        args.repo_id,
-        results,
-        model_key,
-        summary,
-        examples,
-        args.base_model,
-        args.dataset_name,
-        args.dataset_url,
-    )
+    try:
+        stage_model(
+            model,
+            stage_dir,
+            args.repo_id,
+            results,
+            model_key,
+            summary,
+            examples,
+            args.base_model,
+            args.dataset_name,
+            args.dataset_url,
+        )
+    except StageError as error:
+        raise SystemExit(f"{model_dir}: cannot stage it, nothing uploaded: {error}") from None
     pairs = [[example["query"], passage] for example in examples for passage in example["passages"]]
     try:
-        validate_stage(stage_dir, pairs, model.compute_score(pairs))
+        validate_stage(stage_dir, pairs, model.compute_score(pairs), model.config.scorer)
     except StageError as error:
         raise SystemExit(f"stage validation failed, nothing uploaded: {error}") from None
 

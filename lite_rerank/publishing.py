@@ -285,6 +285,29 @@ def check_stage_dir(stage_dir, model_dir=None) -> Path:
     return stage_dir
 
 
+# config.json keys transformers itself writes besides a LiteConfig's own fields
+SAVED_CONFIG_KEYS = {"architectures", "transformers_version", "tokenizer_class", "torch_dtype", "dtype", "auto_map"}
+
+
+def publishable_config(config):
+    """The config as it may be published: `auto_map` names this package's classes and nothing else (a folder's own
+    auto_map is not trusted: it could send CrossEncoder or pipeline users to code in another repository), and keys
+    a LiteConfig does not have (an `api_key` someone left there) are refused, not published."""
+    from configuration_lite import LITE_AUTO_MAP, LiteConfig
+
+    known = set(LiteConfig(encoder_config=config.encoder_config.to_dict()).to_dict()) | SAVED_CONFIG_KEYS
+    unknown = sorted(set(config.to_dict()) - known)
+    if unknown:
+        raise StageError(
+            f"config.json holds key(s) {unknown} that a LITE config does not have; they would be published with the "
+            "model: remove them from the model folder's config.json"
+        )
+    config.auto_map = dict(LITE_AUTO_MAP)
+    if getattr(config.encoder_config, "auto_map", None) is not None:
+        del config.encoder_config.auto_map  # the encoder is built from its model_type, never from remote code
+    return config
+
+
 def stage_model(
     model,
     stage_dir,
@@ -300,6 +323,7 @@ def stage_model(
     """Write the Hub folder: weights, config (with auto_map), both code files, tokenizer, handler.py,
     requirements.txt, README.md. The folder must be new, empty or a previous stage (`check_stage_dir`)."""
     stage_dir = check_stage_dir(stage_dir)
+    publishable_config(model.config)  # refused before the stage is touched
     if stage_dir.exists():
         shutil.rmtree(stage_dir)  # a previous stage: only files this function writes
     stage_dir.mkdir(parents=True)
@@ -332,16 +356,80 @@ def stage_model(
     return stage_dir
 
 
-VALIDATE = r"""
-import json, sys
-from transformers import AutoModel
-model = AutoModel.from_pretrained(sys.argv[1], trust_remote_code=True).eval()
-print(json.dumps(model.compute_score(json.loads(sys.argv[2]))))
-"""
+HUB_ROUTES = ROOT / "scripts" / "hub_routes.py"
 
 
-def validate_stage(stage_dir, pairs, expected_scores, tolerance: float = 1e-4):
-    """Load the stage in a fresh process (offline, outside this checkout) and compare its scores with the source's."""
+def run_hub_routes(python, stage: Path, pairs, work_dir: Path) -> dict:
+    """scripts/hub_routes.py in a fresh, offline process outside this checkout (every route the card advertises,
+    as a user runs it); its report."""
+    work_dir = Path(work_dir)
+    report_path = work_dir / f"report-{os.getpid()}-{abs(hash((str(python), str(stage))))}.json"
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", HF_HUB_DISABLE_PROGRESS_BARS="1", OMP_NUM_THREADS="1")
+    result = subprocess.run(
+        [str(python), str(HUB_ROUTES), str(Path(stage).resolve()), json.dumps(pairs), str(report_path)],
+        cwd=work_dir,
+        env=env,
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+        timeout=900,
+    )
+    if result.returncode != 0 or not report_path.is_file():
+        return {"runner": {"error": f"hub_routes.py exited {result.returncode}: {result.stderr[-2000:]}"}}
+    report = json.loads(report_path.read_text())
+    report_path.unlink()
+    return report
+
+
+def route_problems(report: dict, pairs, expected: list[float], scorer: str, tolerance: float) -> list[str]:
+    """What a route got wrong: an error, a missing route, or scores off the source model's (raw or sigmoid)."""
+    found = [
+        f"{name}: {value['error']}" for name, value in report.items() if isinstance(value, dict) and "error" in value
+    ]
+    if found:
+        return found
+    sigmoid = [1 / (1 + math.exp(-x)) for x in expected]
+    same_query = [i for i, (q, _) in enumerate(pairs) if q == pairs[0][0]]
+    order = sorted(same_query, key=lambda i: -expected[i])
+
+    def close(name, got, want):
+        worst = max(abs(a - b) for a, b in zip(got, want)) if len(got) == len(want) else math.inf
+        if worst > tolerance:
+            found.append(f"{name}: max |Δ| {worst:.2e} against the source model")
+
+    config = report["AutoConfig"]
+    if config["model_type"] != "lite_reranker" or config["scorer"] != scorer:
+        found.append(f"AutoConfig: got {config['model_type']} / {config['scorer']}")
+    if not report["AutoModel"]["module"].startswith("transformers_modules."):
+        found.append("AutoModel: did not run the staged code")
+    close("AutoModel.compute_score", report["AutoModel"]["compute_score"], expected)
+    close("AutoModel.rerank", [s for _, s in report["AutoModel"]["rerank"]], [expected[i] for i in order])
+    if [i for i, _ in report["AutoModel"]["rerank"]] != order:
+        found.append("AutoModel.rerank: wrong order")
+    close("AutoModelForSequenceClassification", report["AutoModelForSequenceClassification"]["logits"], expected)
+    close("CrossEncoder.predict (sigmoid)", report["CrossEncoder"]["predict_default"], sigmoid)
+    if [i for i, _ in report["CrossEncoder"]["rank"]] != order:
+        found.append("CrossEncoder.rank: wrong order")
+    close("pipeline (sigmoid)", report["pipeline"]["default"], sigmoid)
+    close("pipeline (function_to_apply='none')", report["pipeline"]["raw"], expected)
+    close("handler pairs", report["handler"]["pairs"], expected)
+    if [i for i, _, _ in report["handler"]["ranked"]] != order or not all(
+        ok for *_, ok in report["handler"]["ranked"]
+    ):
+        found.append("handler ranking: wrong order or texts")
+    tokenizer = report["AutoTokenizer"]
+    if tokenizer["ids"] != report["AutoTokenizer (trust_remote_code=False)"]["ids"]:
+        found.append("AutoTokenizer: other token ids than the standard tokenizer")
+    if tokenizer["prompted"] and report["versions"]["transformers"].startswith("4."):
+        found.append("AutoTokenizer: asked to run custom code")
+    return found
+
+
+def validate_stage(stage_dir, pairs, expected_scores, scorer: str, tolerance: float = 1e-4) -> dict:
+    """Every route the card advertises (AutoModel, sequence classification, CrossEncoder, the pipeline, the
+    handler), each loaded from the stage in a fresh process, offline and outside this checkout, must reproduce the
+    source model's scores; the routes' report is returned."""
     stage_dir = Path(stage_dir)
     required = [
         "model.safetensors",
@@ -356,20 +444,11 @@ def validate_stage(stage_dir, pairs, expected_scores, tolerance: float = 1e-4):
     missing = [name for name in required if not (stage_dir / name).is_file()]
     if missing:
         raise StageError(f"{stage_dir}: missing {missing}")
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"} | {"HF_HUB_OFFLINE": "1"}
-    result = subprocess.run(
-        [sys.executable, "-c", VALIDATE, str(stage_dir.resolve()), json.dumps(pairs)],
-        cwd=stage_dir.parent,
-        env=env,
-        capture_output=True,
-        text=True,
-        stdin=subprocess.DEVNULL,
-        timeout=600,
-    )
-    if result.returncode != 0:
-        raise StageError(f"{stage_dir} does not load with trust_remote_code=True:\n{result.stderr[-3000:]}")
-    scores = json.loads(result.stdout.strip().splitlines()[-1])
-    worst = max(abs(a - b) for a, b in zip(scores, expected_scores))
-    if len(scores) != len(expected_scores) or worst > tolerance:
-        raise StageError(f"{stage_dir}: staged model scores differ from the source model's (max |Δ| = {worst:.2e})")
-    return scores
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="lite-routes-") as work_dir:
+        report = run_hub_routes(sys.executable, stage_dir, pairs, Path(work_dir))
+    found = route_problems(report, pairs, expected_scores, scorer, tolerance)
+    if found:
+        raise StageError(f"{stage_dir}: a route the model card advertises fails: " + "; ".join(found)[:4000])
+    return report

@@ -7,15 +7,13 @@
 
 For each release: a virtual environment, made once under --venv-dir (torch pinned to the CPU wheel, torch==2.13.0;
 sentence-transformers as pip resolves it next to that transformers), then scripts/hub_routes.py in a fresh, offline
-process on two staged models (LITE with Small-LITE storage on a BERT encoder; MaxSim on a DistilBERT encoder). Every
+process on three staged models (LITE with Small-LITE storage on a BERT encoder; MaxSim on a DistilBERT encoder; the
+residual LITE on a BERT encoder). Every
 route must work and reproduce the source model's scores here (max |Δ| < 1e-5): raw logits where the API returns
 them, sigmoid(logit) where it applies one by default. Prints a table; exit status 1 when anything fails.
 """
 
 import argparse
-import json
-import math
-import os
 import subprocess
 import sys
 import tempfile
@@ -23,6 +21,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from lite_rerank.publishing import route_problems, run_hub_routes  # noqa: E402
 
 MATRIX = ("4.46.3", "4.51.3", "4.57.6", "5.0.0", "5.12.1", "latest")
 CI = ("4.57.6", "latest")
@@ -47,6 +46,12 @@ MODELS = {  # name: LiteConfig fields of a small model staged for the check
     ),
     "maxsim-distilbert": dict(
         encoder=dict(model_type="distilbert", dim=32, n_layers=2, n_heads=2, hidden_dim=64), scorer="maxsim"
+    ),
+    "residual-bert": dict(  # the residual LITE scorer (MaxSim + a LITE term; weights perturbed: both terms count)
+        encoder=dict(
+            model_type="bert", hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64
+        ),
+        scorer="residual",
     ),
 }
 
@@ -136,69 +141,6 @@ def environment(version: str, venv_dir: Path) -> Path:
     return python
 
 
-def run_routes(python, stage: Path, work_dir: Path) -> dict:
-    """scripts/hub_routes.py in a fresh, offline process outside this checkout; its report."""
-    report_path = work_dir / f"report-{os.getpid()}-{abs(hash((str(python), str(stage))))}.json"
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    env.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", HF_HUB_DISABLE_PROGRESS_BARS="1", OMP_NUM_THREADS="1")
-    result = subprocess.run(
-        [str(python), str(ROOT / "scripts" / "hub_routes.py"), str(stage), json.dumps(PAIRS), str(report_path)],
-        cwd=work_dir,
-        env=env,
-        capture_output=True,
-        text=True,
-        stdin=subprocess.DEVNULL,
-        timeout=900,
-    )
-    if result.returncode != 0 or not report_path.is_file():
-        return {"runner": {"error": f"hub_routes.py exited {result.returncode}: {result.stderr[-2000:]}"}}
-    return json.loads(report_path.read_text())
-
-
-def problems(report: dict, expected: list[float], scorer: str) -> list[str]:
-    """What a route got wrong: an error, a missing route, or scores off the source model's (raw or sigmoid)."""
-    found = [
-        f"{name}: {value['error']}" for name, value in report.items() if isinstance(value, dict) and "error" in value
-    ]
-    if found:
-        return found
-    sigmoid = [1 / (1 + math.exp(-x)) for x in expected]
-    same_query = [i for i, (q, _) in enumerate(PAIRS) if q == PAIRS[0][0]]
-    order = sorted(same_query, key=lambda i: -expected[i])
-
-    def close(name, got, want):
-        worst = max(abs(a - b) for a, b in zip(got, want)) if len(got) == len(want) else math.inf
-        if worst > TOLERANCE:
-            found.append(f"{name}: max |Δ| {worst:.2e} against the source model")
-
-    config = report["AutoConfig"]
-    if config["model_type"] != "lite_reranker" or config["scorer"] != scorer:
-        found.append(f"AutoConfig: got {config['model_type']} / {config['scorer']}")
-    if not report["AutoModel"]["module"].startswith("transformers_modules."):
-        found.append("AutoModel: did not run the staged code")
-    close("AutoModel.compute_score", report["AutoModel"]["compute_score"], expected)
-    close("AutoModel.rerank", [s for _, s in report["AutoModel"]["rerank"]], [expected[i] for i in order])
-    if [i for i, _ in report["AutoModel"]["rerank"]] != order:
-        found.append("AutoModel.rerank: wrong order")
-    close("AutoModelForSequenceClassification", report["AutoModelForSequenceClassification"]["logits"], expected)
-    close("CrossEncoder.predict (sigmoid)", report["CrossEncoder"]["predict_default"], sigmoid)
-    if [i for i, _ in report["CrossEncoder"]["rank"]] != order:
-        found.append("CrossEncoder.rank: wrong order")
-    close("pipeline (sigmoid)", report["pipeline"]["default"], sigmoid)
-    close("pipeline (function_to_apply='none')", report["pipeline"]["raw"], expected)
-    close("handler pairs", report["handler"]["pairs"], expected)
-    if [i for i, _, _ in report["handler"]["ranked"]] != order or not all(
-        ok for *_, ok in report["handler"]["ranked"]
-    ):
-        found.append("handler ranking: wrong order or texts")
-    tokenizer = report["AutoTokenizer"]
-    if tokenizer["ids"] != report["AutoTokenizer (trust_remote_code=False)"]["ids"]:
-        found.append("AutoTokenizer: other token ids than the standard tokenizer")
-    if tokenizer["prompted"] and report["versions"]["transformers"].startswith("4."):
-        found.append("AutoTokenizer: asked to run custom code")
-    return found
-
-
 def main(argv=None) -> int:
     args = parse_args(argv)
     versions = ["current"] if args.current_env else list(MATRIX if args.all else args.transformers)
@@ -209,8 +151,8 @@ def main(argv=None) -> int:
     for version in versions:
         python = sys.executable if version == "current" else environment(version, Path(args.venv_dir))
         for name, (stage, expected) in staged.items():
-            report = run_routes(python, stage, work_dir)
-            found = problems(report, expected, MODELS[name].get("scorer", "lite"))
+            report = run_hub_routes(python, stage, PAIRS, work_dir)
+            found = route_problems(report, PAIRS, expected, MODELS[name].get("scorer", "lite"), TOLERANCE)
             failed |= bool(found)
             versions_seen = report.get("versions", {})
             st = report.get("CrossEncoder", {}).get("version", "?")

@@ -13,11 +13,12 @@ import sys
 
 import pytest
 import torch
-from conftest import DOCUMENTS, ROOT, SCRIPT_ENV, TINY_BERT, tiny_model, write_jsonl
+from conftest import DOCUMENTS, QUERIES, ROOT, SCRIPT_ENV, TINY_BERT, tiny_model, write_jsonl
 
+import push_to_hub
 import train_accelerate
-from configuration_lite import LiteConfig
-from lite_rerank import hardware
+from configuration_lite import LITE_AUTO_MAP, LiteConfig
+from lite_rerank import hardware, publishing
 from modeling_lite import LiteModel
 
 sys.path.insert(0, str(ROOT / "scripts"))
@@ -367,3 +368,43 @@ def test_u20_a_model_in_another_precision_is_named_as_such(tmp_path, tokenizer):
 def test_u26_non_string_ids_and_missing_texts_are_named_with_the_cache(tmp_path, tokenizer, documents, message):
     with pytest.raises(CacheError, match=rf"{tmp_path / 'cache'}: {message}"):
         build_document_cache(tiny_model(tokenizer=tokenizer), documents, tmp_path / "cache", progress=False)
+
+
+# ---------------------------------------------------------------- X3: what a staged config.json publishes
+
+
+def test_x3_a_foreign_auto_map_is_replaced_and_an_unknown_key_is_refused(tmp_path, tokenizer):
+    model_dir = tmp_path / "model"
+    tiny_model(tokenizer=tokenizer).save_pretrained(model_dir)
+    evil = "attacker/evil--modeling_evil.EvilModel"
+    edit_config(model_dir, lambda c: c["auto_map"].update(AutoModelForSequenceClassification=evil))
+    stage = tmp_path / "stage"
+    push_to_hub.main(["--model-dir", str(model_dir), "--repo-id", "me/x", "--dry-run", "--stage-dir", str(stage)])
+    staged = json.loads((stage / "config.json").read_text())
+    assert staged["auto_map"] == LITE_AUTO_MAP and evil not in (stage / "config.json").read_text()
+    edit_config(model_dir, lambda c: c.update(api_key="hf_secret"))
+    with pytest.raises(SystemExit, match=r"holds key\(s\) \['api_key'\] that a LITE config does not have"):
+        push_to_hub.main(["--model-dir", str(model_dir), "--repo-id", "me/x", "--dry-run", "--stage-dir", str(stage)])
+    assert "hf_secret" not in (stage / "config.json").read_text()  # the earlier stage is untouched
+
+
+def test_x3_validation_fails_when_a_route_the_card_advertises_does_not_reproduce_the_model(tmp_path, tokenizer):
+    """Every route is loaded: a stage whose handler.py scores otherwise is caught, not only a broken AutoModel."""
+    model = tiny_model(tokenizer=tokenizer)
+    model.save_pretrained(tmp_path / "model")
+    stage = publishing.stage_model(LiteModel.from_pretrained(tmp_path / "model"), tmp_path / "stage", "me/x")
+    handler = stage / "handler.py"
+    broken = (
+        handler.read_text()
+        .replace(
+            'return {"scores": self.model.compute_score(',
+            'return {"scores": [1 + s for s in self.model.compute_score(',
+            1,
+        )
+        .replace("batch_size=batch_size)}", "batch_size=batch_size)]}", 1)
+    )
+    assert broken != handler.read_text()
+    handler.write_text(broken)
+    pairs = [[QUERIES[0], doc] for doc in DOCUMENTS]
+    with pytest.raises(publishing.StageError, match="handler pairs: max"):
+        publishing.validate_stage(stage, pairs, model.compute_score(pairs), "lite")
