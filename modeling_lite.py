@@ -317,11 +317,10 @@ def split_pairs(input_ids, attention_mask, cls_token_id: int, sep_token_id: int,
             f"input_ids row {row} has no [SEP] (id {sep_token_id}); pair mode expects `[CLS] query [SEP] doc [SEP]`."
         )
     first_sep = is_sep.int().argmax(dim=1)  # (batch,)
-    doc_lengths = attention_mask.sum(dim=1) - first_sep  # [CLS] + everything after the first [SEP]
-    if (doc_lengths < 2).any():
-        raise ValueError(
-            f"input_ids row {torch.nonzero(doc_lengths < 2)[0].item()} has no document after its first [SEP]."
-        )
+    # [CLS] + everything after the first [SEP]; a row that ends at its first [SEP] (an empty passage: the pipeline
+    # drops an empty text_pair) is the empty document [CLS] [SEP], as every other route encodes "" (its [SEP] is
+    # the row's own last token, which the gather below reads)
+    doc_lengths = (attention_mask.sum(dim=1) - first_sep).clamp(min=2)
     positions = torch.arange(input_ids.shape[1], device=input_ids.device)
     query_mask = positions < (first_sep + 1).unsqueeze(1)
     doc_mask = positions < doc_lengths.unsqueeze(1)

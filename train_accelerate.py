@@ -723,15 +723,30 @@ def training_summary(args, accelerator, teacher, step: int, **extra) -> dict:
     """What best/training_summary.json records; the model card reads it (teacher: where the distillation targets
     came from, None without distillation)."""
     source = teacher.source if teacher is not None else None
+    history = precision_history(Path(args.output_dir) / "metrics.jsonl")
+    changed = {"precision_history": history} if len(history) > 1 else {}
     return {
         "step": step,
         **extra,
         "num_processes": accelerator.num_processes,
         "teacher": source,
         "precision": accelerator.mixed_precision,
+        **changed,
         "hardware": hardware.describe(accelerator.device),
         "args": vars(args),
     }
+
+
+def precision_history(metrics_path: Path) -> list[dict]:
+    """[{"from_step", "precision"}]: the precision of each stretch of a run, from the start record metrics.jsonl holds
+    for every session (a run resumed on another CPU, or under another LITE_NATIVE_BF16, changes it)."""
+    history = []
+    if metrics_path.is_file():
+        for line in metrics_path.read_text().splitlines():
+            record = json.loads(line)
+            if record.get("event") == "start" and (not history or history[-1]["precision"] != record["precision"]):
+                history.append({"from_step": record["step"], "precision": record["precision"]})
+    return history
 
 
 def save_model(accelerator, model, tokenizer, folder, info: dict):
@@ -975,6 +990,13 @@ def training_function(args) -> TrainingProgress:
     if resume_from is not None and not already_done:
         log(progress.step, {"event": "resumed", "checkpoint": resume_from.name})  # later steps may repeat earlier ones
     if not already_done:  # what this session runs on: precision, threads, hardware
+        before = precision_history(output_dir / "metrics.jsonl") if accelerator.is_main_process else []
+        if before and before[-1]["precision"] != accelerator.mixed_precision:
+            accelerator.print(
+                f"note: this run trained in {before[-1]['precision']} until step {progress.step} and continues in "
+                f"{accelerator.mixed_precision} (another CPU, or LITE_NATIVE_BF16): training_summary.json and the "
+                "model card record both"
+            )
         log(
             progress.step,
             {"event": "start", "precision": accelerator.mixed_precision} | hardware.describe(accelerator.device),

@@ -146,10 +146,17 @@ def precision_description(summary: dict) -> str:
     'mixed precision no (float32; asked: auto)'
     >>> precision_description({"args": {"mixed_precision": "bf16"}})
     'mixed precision bf16'
+    >>> history = [{"from_step": 0, "precision": "bf16"}, {"from_step": 2, "precision": "no"}]
+    >>> precision_description({"precision": "no", "precision_history": history, "args": {"mixed_precision": "auto"}})
+    'mixed precision bf16 from step 0, then no from step 2 (resumed on hardware of another kind; asked: auto)'
     """
     asked = summary.get("args", {}).get("mixed_precision")
     if "precision" not in summary:
         return f"mixed precision {asked}"
+    history = summary.get("precision_history") or []
+    if len(history) > 1:  # resumed in another precision (another CPU): every stretch is said
+        stretches = ", then ".join(f"{part['precision']} from step {part['from_step']}" for part in history)
+        return f"mixed precision {stretches} (resumed on hardware of another kind; asked: {asked})"
     chosen = summary["precision"]
     detail = "float32; " if chosen == "no" else ""
     return f"mixed precision {chosen} ({detail}asked: {asked})"

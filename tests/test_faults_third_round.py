@@ -6,6 +6,7 @@ R = resource, U = unclear error)."""
 
 import gzip
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -13,7 +14,7 @@ import sys
 
 import pytest
 import torch
-from conftest import DOCUMENTS, QUERIES, ROOT, SCRIPT_ENV, TINY_BERT, tiny_model, write_jsonl
+from conftest import DOCUMENTS, QUERIES, ROOT, SCRIPT_ENV, TINY_BERT, script_command, tiny_model, write_jsonl
 
 import push_to_hub
 import train_accelerate
@@ -408,3 +409,48 @@ def test_x3_validation_fails_when_a_route_the_card_advertises_does_not_reproduce
     pairs = [[QUERIES[0], doc] for doc in DOCUMENTS]
     with pytest.raises(publishing.StageError, match="handler pairs: max"):
         publishing.validate_stage(stage, pairs, model.compute_score(pairs), "lite")
+
+
+# ---------------------------------------------------------------- U27: an empty passage in the pair route
+
+
+def test_u27_the_pipeline_scores_an_empty_passage_as_every_other_route_does(saved_tiny_model):
+    from transformers import pipeline
+
+    model = LiteModel.from_pretrained(saved_tiny_model)
+    pipe = pipeline("text-classification", model=str(saved_tiny_model), trust_remote_code=True)
+    raw = pipe([{"text": QUERIES[0], "text_pair": ""}], function_to_apply="none")[0]["score"]
+    assert raw == pytest.approx(model.compute_score([QUERIES[0], ""]), abs=1e-5)
+    ranked = {r["index"]: r["score"] for r in model.rerank(QUERIES[0], ["", DOCUMENTS[0]])}
+    assert raw == pytest.approx(ranked[0], abs=1e-5)
+
+
+# ---------------------------------------------------------------- S22: a run resumed in another precision
+
+
+@pytest.mark.slow
+def test_s22_a_run_resumed_in_another_precision_records_both(tmp_path, tiny_encoder_dir):
+    from test_train_accelerate import tiny_run
+
+    rows = [
+        {"query": f"{QUERIES[i % 3]} {i}", "positive": DOCUMENTS[i % 4], "negative": DOCUMENTS[(i + 1) % 4]}
+        for i in range(16)
+    ]
+    data = write_jsonl(tmp_path / "rows.jsonl", rows)
+    output = tmp_path / "run"
+    argv = tiny_run(tiny_encoder_dir, data, output, "--loss", "ce", "--batch-size", "4", "--max-steps", "4")
+    argv[argv.index("--mixed-precision") + 1] = "auto"
+    for native, extra in (("1", ["--stop-after", "2"]), ("0", [])):  # a bf16 CPU, then one without bf16
+        result = subprocess.run(
+            script_command("train_accelerate.py", argv + extra),
+            env={**os.environ, **SCRIPT_ENV, "LITE_NATIVE_BF16": native},
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        assert result.returncode == 0, result.stderr[-3000:]
+    assert "trained in bf16 until step 2 and continues in no" in result.stdout + result.stderr
+    summary = json.loads((output / "best" / "training_summary.json").read_text())
+    assert summary["precision_history"] == [{"from_step": 0, "precision": "bf16"}, {"from_step": 2, "precision": "no"}]
+    assert "bf16 from step 0, then no from step 2" in publishing.precision_description(summary)
