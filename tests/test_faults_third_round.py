@@ -27,6 +27,7 @@ import build_doc_cache  # noqa: E402
 import mine_bm25_negatives  # noqa: E402
 import pack_supervision  # noqa: E402
 import pseudo_query_candidates  # noqa: E402
+import supervision_workflow  # noqa: E402
 import teacher_scores  # noqa: E402
 from pack_supervision import files_of  # noqa: E402
 from test_make_pseudo_queries import collection  # noqa: E402, F401 (fixture)
@@ -454,3 +455,27 @@ def test_s22_a_run_resumed_in_another_precision_records_both(tmp_path, tiny_enco
     summary = json.loads((output / "best" / "training_summary.json").read_text())
     assert summary["precision_history"] == [{"from_step": 0, "precision": "bf16"}, {"from_step": 2, "precision": "no"}]
     assert "bf16 from step 0, then no from step 2" in publishing.precision_description(summary)
+
+
+# ---------------------------------------------------------------- S21, U23: the workflow's stages
+
+
+def test_s21_a_workflow_stage_made_with_other_settings_is_refused_not_skipped(beir, tmp_path):
+    data, out = beir[0], tmp_path / "workflow"
+    argv = ["--output-dir", str(out), "--data", str(data), "--selection-queries", "4", "--depth", str(DEPTH)]
+    supervision_workflow.candidates_stage(supervision_workflow.parse_args(argv), out)
+    qrels = unchanged(out / "bm25-negatives" / "selection" / "qrels" / "selection.tsv")
+    for flag, value in (("--selection-queries", "5"), ("--depth", str(DEPTH - 1))):
+        changed = supervision_workflow.parse_args(argv + [flag, value])
+        with pytest.raises(SystemExit, match=rf"{flag.removeprefix('--').replace('-', '_')}: \d+ → {value}"):
+            supervision_workflow.candidates_stage(changed, out)
+    assert unchanged(out / "bm25-negatives" / "selection" / "qrels" / "selection.tsv") == qrels
+    supervision_workflow.candidates_stage(supervision_workflow.parse_args(argv), out)  # the same settings: skipped
+
+
+def test_u23_a_missing_packed_file_is_named(tmp_path):
+    (tmp_path / "packed").mkdir()
+    (tmp_path / "packed" / "real.top8.safetensors").write_bytes(b"x")
+    args = supervision_workflow.parse_args(["--supervision", str(tmp_path / "packed"), "--output-dir", str(tmp_path)])
+    with pytest.raises(SystemExit, match=r"the packed teacher scores real.top8 are incomplete, .*queries.jsonl.gz"):
+        supervision_workflow.supervision_stage(args, tmp_path / "out")
