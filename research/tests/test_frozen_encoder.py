@@ -7,6 +7,7 @@ import shutil
 import sys
 
 import pytest
+import torch
 from product_fixtures import ROOT, minilm_path, tiny_encoder_dir, tokenizer  # noqa: F401 (fixtures)
 from safetensors.torch import load_file, save_file
 
@@ -256,3 +257,43 @@ def test_a_residual_scorer_starts_at_maxsim_its_start_a_candidate_and_its_weight
         assert weights["out.weight"].abs().max() == 0
     with pytest.raises(SystemExit):  # the residual starts at MaxSim: no other start
         frozen_encoder.main([*argv, "--scorer", "residual", "--start", "maxsim-imitation", "--output", str(output)])
+
+
+def test_export_writes_a_scorer_folder_that_rebuilds_the_selected_scorer(tmp_path, data, tiny_encoder_dir):  # noqa: F811
+    import export_scorer
+
+    from lite_rerank.scorer_weights import build_model, read_scorer
+
+    data_dir, negatives = data
+    output = tmp_path / "report.json"
+    argv = ["--encoder", str(tiny_encoder_dir), "--data", str(data_dir), "--negatives", str(negatives)]
+    argv += ["--epochs", "1", "--batch-size", "4", "--dtype", "float32", "--variants", "ce, 7 hard negatives"]
+    frozen_encoder.main([*argv, "--scorer", "residual", "--output", str(output)])
+    packed = tmp_path / "packed" / "real.top30"
+    packed.parent.mkdir()
+    for suffix in ("queries.jsonl.gz", "safetensors"):
+        packed.with_name(f"real.top30.{suffix}").write_bytes(suffix.encode())
+    packed.with_name("real.top30.provenance.json").write_text(
+        json.dumps({"scored_from": {"teacher_weights_sha256": "t"}})
+    )
+    folder = tmp_path / "scorer"
+    export_scorer.main(
+        ["--report", str(output), "--variant", "ce, 7 hard negatives", "--supervision", str(packed)]
+        + ["--encoder", str(tiny_encoder_dir), "--output", str(folder)]
+    )
+    config, state, record = read_scorer(folder)
+    selected = load_file(frozen_encoder.scorer_path(output, "ce, 7 hard negatives"))
+    assert config["scorer"] == "residual" and set(state) == set(selected)
+    assert all(torch.equal(state[name], selected[name]) for name in state)
+    report = json.loads(output.read_text())["ce, 7 hard negatives"]
+    assert (
+        record["dev"]["scorer"] == report["dev"] and record["selection"]["selected_epoch"] == report["selected_epoch"]
+    )
+    assert record["training"]["supervision"]["teacher_weights_sha256"] == "t"
+    model = build_model(folder, str(tiny_encoder_dir))
+    assert torch.equal(model.lite_scorer.maxsim_scale.detach(), selected["maxsim_scale"])
+    with pytest.raises(SystemExit, match="which is an input of this run"):  # never over the report it reads
+        export_scorer.main(
+            ["--report", str(output), "--variant", "ce, 7 hard negatives", "--supervision", str(packed)]
+            + ["--encoder", str(tiny_encoder_dir), "--output", str(tmp_path)]
+        )
