@@ -95,6 +95,12 @@ class LiteConfig(PretrainedConfig):
         encoder_config._name_or_path = ""
         # A re-ranker has one output: a raw relevance score, `logits` of shape (batch, 1).
         kwargs.setdefault("num_labels", 1)
+        if scorer == "residual":
+            # Its scores are MaxSim on the teacher's scale (often above 17, where float32's sigmoid is 1.0): the
+            # sigmoid that CrossEncoder and the text-classification pipeline apply by default would tie the best
+            # candidates. These two fields make both return the raw score, as every other route does.
+            kwargs.setdefault("problem_type", "regression")
+            kwargs.setdefault("sentence_transformers", {"activation_fn": "torch.nn.modules.linear.Identity"})
         # Standard token ids go through PretrainedConfig (transformers 4.x resets any it is not given).
         super().__init__(pad_token_id=pad_token_id, sep_token_id=sep_token_id, **kwargs)
         self.encoder_config = encoder_config

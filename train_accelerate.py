@@ -434,6 +434,8 @@ def run_settings(args) -> dict:
     settings = {k: v for k, v in vars(args).items() if k not in RUN_CONTROL_FLAGS}
     if Path(args.train_data).is_file():  # a resumed run must read the data it started on
         settings[TRAIN_DATA_CONTENT] = content_fingerprint(args.train_data)
+    if args.scorer_weights:  # and start from the scorer it started from
+        settings["scorer_weights_content"] = content_fingerprint(Path(args.scorer_weights) / "scorer.safetensors")
     return json.loads(json.dumps(settings, default=str))
 
 

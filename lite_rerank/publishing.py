@@ -302,7 +302,8 @@ def publishable_config(config):
     a LiteConfig does not have (an `api_key` someone left there) are refused, not published."""
     from configuration_lite import LITE_AUTO_MAP, LiteConfig
 
-    known = set(LiteConfig(encoder_config=config.encoder_config.to_dict()).to_dict()) | SAVED_CONFIG_KEYS
+    known = set(LiteConfig(encoder_config=config.encoder_config.to_dict(), scorer=config.scorer).to_dict())
+    known |= SAVED_CONFIG_KEYS
     unknown = sorted(set(config.to_dict()) - known)
     if unknown:
         raise StageError(
@@ -396,7 +397,9 @@ def route_problems(report: dict, pairs, expected: list[float], scorer: str, tole
     ]
     if found:
         return found
-    sigmoid = [1 / (1 + math.exp(-x)) for x in expected]
+    # CrossEncoder and the pipeline apply a sigmoid by default, except to a residual model (its config asks for raw
+    # scores: a sigmoid would saturate on them)
+    sigmoid = expected if scorer == "residual" else [1 / (1 + math.exp(-x)) for x in expected]
     same_query = [i for i, (q, _) in enumerate(pairs) if q == pairs[0][0]]
     order = sorted(same_query, key=lambda i: -expected[i])
 

@@ -102,6 +102,14 @@ def build_model(folder, encoder: str | None = None, check_encoder: bool = True):
     return model.eval()
 
 
+def save_scorer_model(folder, encoder: str | None, output_dir) -> Path:
+    """The scorer folder on its encoder (`build_model`), saved in Hub format with the encoder's tokenizer: a model
+    AutoModel.from_pretrained(..., trust_remote_code=True), eval_rerank.py and push_to_hub.py take."""
+    model = build_model(folder, encoder)
+    model.save_pretrained(output_dir)
+    return Path(output_dir)
+
+
 def write_scorer(folder, model, record: dict):
     """Save `model`'s scorer as a scorer folder: its weights (float32) and `record` with the config fields added."""
     from safetensors.torch import save_file

@@ -27,7 +27,7 @@ import eval_rerank  # noqa: E402
 from lite_rerank import hardware  # noqa: E402
 from lite_rerank.bm25 import BM25Index  # noqa: E402
 from lite_rerank.data import DataError, find_file, read_beir_texts, read_qrels, write_trec_run  # noqa: E402
-from lite_rerank.scorer_weights import ScorerError, build_model, default_encoder, read_scorer  # noqa: E402
+from lite_rerank.scorer_weights import ScorerError, build_model, default_encoder  # noqa: E402
 from lite_rerank.significance import compare_result_runs  # noqa: E402
 from lite_rerank.utils import write_text_atomically  # noqa: E402
 
@@ -76,9 +76,8 @@ def main(argv=None):
     out = Path(args.output_dir)
     name = args.name or Path(args.scorer).resolve().name
     try:
-        read_scorer(args.scorer)  # refused before anything is written
         encoder = args.encoder or default_encoder()
-        model = build_model(args.scorer, encoder)
+        model = build_model(args.scorer, encoder)  # every file checked before anything is written
     except ScorerError as error:
         raise SystemExit(f"error: {error}") from None
     out.mkdir(parents=True, exist_ok=True)

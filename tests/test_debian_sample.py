@@ -4,6 +4,7 @@ logit per passage, and the hashes its provenance note records."""
 import json
 import math
 
+import pytest
 import yaml
 from conftest import ROOT
 
@@ -31,7 +32,8 @@ def test_provenance_matches_the_files():
     assert provenance["rows"] == 3000
 
 
-def test_demo_config_trains_on_the_teacher_scores():
-    config = yaml.safe_load((ROOT / "configs" / "demo.yaml").read_text())
+@pytest.mark.parametrize("name, loss", [("demo.yaml", "kl"), ("demo_fine_tune.yaml", "margin_mse")])
+def test_demo_configs_train_on_the_teacher_scores(name, loss):
+    config = yaml.safe_load((ROOT / "configs" / name).read_text())
     assert config["train-data"] == "data/debian-sample/triplets.teacher.train.jsonl.gz"
-    assert config["loss"] == "margin_mse"
+    assert config["loss"] == loss
