@@ -479,3 +479,11 @@ def test_u23_a_missing_packed_file_is_named(tmp_path):
     args = supervision_workflow.parse_args(["--supervision", str(tmp_path / "packed"), "--output-dir", str(tmp_path)])
     with pytest.raises(SystemExit, match=r"the packed teacher scores real.top8 are incomplete, .*queries.jsonl.gz"):
         supervision_workflow.supervision_stage(args, tmp_path / "out")
+
+
+def test_u27_a_pair_row_that_ends_at_its_first_sep_is_the_empty_passage(tokenizer):
+    model = tiny_model(tokenizer=tokenizer)
+    query = tokenizer(QUERIES[0], return_tensors="pt")  # [CLS] query [SEP]: no passage after it
+    with torch.no_grad():
+        logits = model(**query).logits
+    assert logits.item() == pytest.approx(model.compute_score([QUERIES[0], ""]), abs=1e-5)

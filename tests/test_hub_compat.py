@@ -11,6 +11,8 @@ from conftest import ROOT
 sys.path.insert(0, str(ROOT / "scripts"))
 import check_hub_compat  # noqa: E402
 
+from lite_rerank.publishing import route_problems  # noqa: E402
+
 
 @pytest.mark.slow
 def test_every_route_reproduces_the_source_model_in_this_environment(tmp_path, capsys):
@@ -54,7 +56,21 @@ def good_report(expected):
 )
 def test_the_check_reports_a_route_that_is_off(break_it, message):
     expected = [0.3, -0.1, 0.2, 0.05]
-    assert check_hub_compat.problems(good_report(expected), expected, "lite") == []
+    pairs, tolerance = check_hub_compat.PAIRS, check_hub_compat.TOLERANCE
+    assert route_problems(good_report(expected), pairs, expected, "lite", tolerance) == []
     report = copy.deepcopy(good_report(expected))
     break_it(report)
-    assert any(message in problem for problem in check_hub_compat.problems(report, expected, "lite"))
+    assert any(message in problem for problem in route_problems(report, pairs, expected, "lite", tolerance))
+
+
+def test_a_residual_models_crossencoder_and_pipeline_must_return_raw_scores():
+    """A residual config asks both for raw scores (a sigmoid saturates on its scale): sigmoids there are an error."""
+    expected = [30.0, 18.5, 25.0, 2.0]
+    pairs, tolerance = check_hub_compat.PAIRS, check_hub_compat.TOLERANCE
+    report = good_report(expected)
+    report["AutoConfig"]["scorer"] = "residual"
+    found = route_problems(report, pairs, expected, "residual", tolerance)
+    assert any("CrossEncoder.predict" in p for p in found) and any("pipeline (sigmoid)" in p for p in found)
+    report["CrossEncoder"]["predict_default"] = expected
+    report["pipeline"]["default"] = expected
+    assert route_problems(report, pairs, expected, "residual", tolerance) == []

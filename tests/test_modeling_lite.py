@@ -237,7 +237,6 @@ def test_text_api_switches_dropout_off_and_restores_training_mode(tokenizer):
         (lambda m: m(query_input_ids=torch.ones(2, 3).long(), doc_input_ids=torch.ones(3, 3).long()), "2 queries"),
         (lambda m: m(query_input_ids=torch.ones(1, 3).long()), "both"),
         (lambda m: m(input_ids=torch.tensor([[101, 2000, 2001]])), "no \\[SEP\\]"),
-        (lambda m: m(input_ids=torch.tensor([[101, 2000, 102]])), "no document"),
         (
             lambda m: m(
                 input_ids=torch.tensor([[0, 101, 102, 7, 102]]), attention_mask=torch.tensor([[0, 1, 1, 1, 1]])
