@@ -322,7 +322,8 @@ def main(argv=None):
         schedule = torch.optim.lr_scheduler.LambdaLR(
             optimizer, lambda s: min((s + 1) / warmup, max(0.0, (steps - s) / (steps - warmup)))
         )
-        record["start"], record["training_rows"], record["epochs"] = args.start, len(examples), []
+        start = "MaxSim (the residual's LITE term at zero)" if args.scorer == "residual" else args.start
+        record["start"], record["training_rows"], record["epochs"] = start, len(examples), []
         record["scorer"] = args.scorer
         best, best_state = -1.0, None
         if args.scorer == "residual":  # the start: MaxSim on the teacher's scale, itself a candidate (epoch 0)

