@@ -108,3 +108,24 @@ def test_the_demo_runs_its_steps_and_reports_lite_against_maxsim_and_bm25(
     assert (out / "hub" / "model.safetensors").is_file() and (out / "hub" / "README.md").is_file()
     printed = capsys.readouterr().out
     assert "about" in printed and "min left" in printed and "LITE vs MaxSim (zero-shot MaxSim):" in printed
+
+
+def test_the_fine_tuning_demo_is_one_flag_away(tmp_path, sample, tiny_encoder_dir, monkeypatch):
+    monkeypatch.setattr(demo, "SAMPLE", sample)
+    out = tmp_path / "demo"
+    argv = ["--fine-tune", "--output-dir", str(out), "--data", str(sample), "--encoder", str(tiny_encoder_dir)]
+    argv += ["--max-steps", "1", "--threads", "1"]
+
+    def runner(step, command, cwd):
+        if command[0] == "train_accelerate.py":
+            command += ["--num-workers", "0", "--mixed-precision", "no", "--row-hidden-size", "64"]
+        if command[0] == "eval_rerank.py":
+            command += ["--dtype", "float32", "--no-progress"]
+        in_process(step, command, cwd)
+
+    result = demo.main(argv, runner=runner)
+    assert set(result["models"]) == {"first-stage", "LITE", "MaxSim"}
+    for name in ("lite", "maxsim"):  # each fine-tuned from the encoder: the encoder's weights moved
+        summary = json.loads((out / name / "best" / "training_summary.json").read_text())
+        assert summary["step"] == 1 and summary["args"]["scorer"] == name and not summary["args"]["freeze_encoder"]
+    assert (out / "hub" / "model.safetensors").is_file()
