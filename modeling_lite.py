@@ -695,7 +695,8 @@ def safetensors_shapes(path) -> dict[str, tuple[int, ...]]:
         start = file.read(8)
         length = int.from_bytes(start, "little")
         if len(start) < 8 or not 2 <= length <= 100_000_000:
-            raise damaged_weights(os.path.dirname(path), "header too small" if len(start) < 8 else "header too large")
+            too = "small" if len(start) < 8 or length < 2 else "large"
+            raise damaged_weights(os.path.dirname(path), f"header too {too}")
         try:
             header = json.loads(file.read(length))
         except (json.JSONDecodeError, UnicodeDecodeError) as error:

@@ -569,13 +569,8 @@ def fit_residual_start(args, model, tokenizer, train_data, teacher, loss_fn) -> 
     """The residual scorer's MaxSim scale fitted to the training loss on FIT_ROWS seeded training rows, before the
     first step (every process alike: same rows, same arithmetic). The fresh model's scores are MaxSim's."""
     rows = torch.randperm(len(train_data), generator=torch.Generator().manual_seed(args.seed))[:FIT_ROWS].tolist()
-    loader = DataLoader(
-        torch.utils.data.Subset(
-            IndexedTriplets(train_data), sorted(rows)
-        ),  # row indices kept: the teacher cache's keys
-        batch_size=32,
-        collate_fn=get_collator(args, tokenizer, teacher and teacher.tokenizer),
-    )
+    sample = torch.utils.data.Subset(IndexedTriplets(train_data), sorted(rows))  # row indices kept: the cache's keys
+    loader = DataLoader(sample, batch_size=32, collate_fn=get_collator(args, tokenizer, teacher and teacher.tokenizer))
     was_training, device = model.training, next(model.parameters()).device
     model.eval()
     maxsim, targets = [], []
