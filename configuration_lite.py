@@ -14,6 +14,9 @@ LITE_AUTO_MAP = {
     "AutoModelForSequenceClassification": "modeling_lite.LiteModel",
 }
 SCORERS = ("lite", "maxsim", "residual")
+# Scorers whose CrossEncoder and text-classification pipeline routes return raw scores, not the libraries' default
+# sigmoid (their config says so; see LiteConfig.__init__)
+RAW_SCORE_SCORERS = ("residual",)
 DEFAULT_ENCODER = {"model_type": "distilbert"}  # the distilbert-base-uncased architecture
 
 
@@ -95,7 +98,7 @@ class LiteConfig(PretrainedConfig):
         encoder_config._name_or_path = ""
         # A re-ranker has one output: a raw relevance score, `logits` of shape (batch, 1).
         kwargs.setdefault("num_labels", 1)
-        if scorer == "residual":
+        if scorer in RAW_SCORE_SCORERS:
             # Its scores are MaxSim on the teacher's scale (often above 17, where float32's sigmoid is 1.0): the
             # sigmoid that CrossEncoder and the text-classification pipeline apply by default would tie the best
             # candidates. These two fields make both return the raw score, as every other route does.

@@ -6,6 +6,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
@@ -397,9 +398,10 @@ def route_problems(report: dict, pairs, expected: list[float], scorer: str, tole
     ]
     if found:
         return found
-    # CrossEncoder and the pipeline apply a sigmoid by default, except to a residual model (its config asks for raw
-    # scores: a sigmoid would saturate on them)
-    sigmoid = expected if scorer == "residual" else [1 / (1 + math.exp(-x)) for x in expected]
+    from configuration_lite import RAW_SCORE_SCORERS
+
+    # CrossEncoder and the pipeline apply a sigmoid by default, except where the config asks for raw scores
+    sigmoid = expected if scorer in RAW_SCORE_SCORERS else [1 / (1 + math.exp(-x)) for x in expected]
     same_query = [i for i, (q, _) in enumerate(pairs) if q == pairs[0][0]]
     order = sorted(same_query, key=lambda i: -expected[i])
 
@@ -454,8 +456,6 @@ def validate_stage(stage_dir, pairs, expected_scores, scorer: str, tolerance: fl
     missing = [name for name in required if not (stage_dir / name).is_file()]
     if missing:
         raise StageError(f"{stage_dir}: missing {missing}")
-    import tempfile
-
     with tempfile.TemporaryDirectory(prefix="lite-routes-") as work_dir:
         report = run_hub_routes(sys.executable, stage_dir, pairs, Path(work_dir))
     found = route_problems(report, pairs, expected_scores, scorer, tolerance)
