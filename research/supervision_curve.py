@@ -35,6 +35,7 @@ from lite_rerank.significance import compare, reciprocal_ranks  # noqa: E402
 from lite_rerank.utils import write_text_atomically  # noqa: E402
 
 MAXSIM = "MaxSim (frozen all-MiniLM-L6-v2)"
+RESIDUAL_START = "MaxSim (the residual's LITE term at zero)"
 
 
 def parse_args(argv=None):
@@ -81,6 +82,12 @@ def parse_args(argv=None):
     parser.add_argument("--results", required=True, help="JSON of every series")
     parser.add_argument("--plot", default=None, help="PNG of the series of two points or more")
     parser.add_argument("--permutations", type=int, default=100_000)
+    parser.add_argument(
+        "--keep-points",
+        action="store_true",
+        help="keep the stored series' points at sizes not in --sizes (same variant and scorer), so that a series "
+        "measured over several sessions grows instead of being replaced",
+    )
     args = parser.parse_args(argv)
     if any(size <= 0 for size in args.sizes):
         parser.error("--sizes: each must be a positive number of training rows")
@@ -133,7 +140,8 @@ def point(args, size: int, path: Path, qrels: dict) -> dict:
     test = compare(maxsim_rr, lite_rr, args.permutations)
     return {
         "training_rows": record["training_rows"],
-        "start": record["start"],
+        # reports written before the residual recorded its start say "fresh"; the residual always starts at MaxSim
+        "start": RESIDUAL_START if args.scorer == "residual" else record["start"],
         "lite_dev_mrr@10": record["dev"]["mrr@10"],
         "maxsim_dev_mrr@10": report[MAXSIM]["dev"]["mrr@10"],
         "difference": test["difference"],
@@ -145,6 +153,22 @@ def point(args, size: int, path: Path, qrels: dict) -> dict:
         "selection_mrr@10": [epoch["selection"]["mrr@10"] for epoch in record["epochs"]],
         "report": str(path),
     }
+
+
+def kept_points(args, stored: dict | None) -> list[dict]:
+    """With --keep-points, the stored series' points at sizes this run does not measure (checked before training)."""
+    if not args.keep_points or not stored:
+        return []
+    stored_scorer = stored.get("scorer", "lite")  # series written before the residual existed are the paper's
+    if stored.get("variant") != args.variant or stored_scorer != args.scorer:
+        raise SystemExit(
+            f"--keep-points: the stored series {args.label!r} in {args.results} is {stored.get('variant')!r} with the "
+            f"{stored_scorer!r} scorer; this run is {args.variant!r} with {args.scorer!r}: choose another --label"
+        )
+    kept = [p for p in stored["points"] if p["training_rows"] not in set(args.sizes)]
+    for p in kept:
+        print(f"{args.label}, {p['training_rows']} rows: kept from {args.results}", flush=True)
+    return kept
 
 
 def trend(points: list[dict]) -> dict | None:
@@ -230,7 +254,9 @@ def main(argv=None):
         raise SystemExit(f"{results_path}: not a supervision_curve.py results file (no 'series'); choose another")
     Path(args.work_dir).mkdir(parents=True, exist_ok=True)
     qrels = read_qrels(Path(args.data) / "qrels" / f"{args.eval_split}.tsv")
+    kept = kept_points(args, results.get("series", {}).get(args.label))
     points = [point(args, size, train_point(args, size), qrels) for size in sorted(set(args.sizes))]
+    points = sorted(kept + points, key=lambda p: p["training_rows"])
     results.setdefault("series", {})[args.label] = {
         "variant": args.variant,
         "teacher_scores": args.teacher_scores,
