@@ -59,6 +59,18 @@ class LiteConfig(PretrainedConfig):
         pad_token_id / cls_token_id / sep_token_id (`int`):
             Special token ids of the encoder's tokenizer (defaults: the uncased BERT vocabulary). The pair calling
             convention splits `[CLS] query [SEP] doc [SEP]` at the first `sep_token_id`.
+        query_prefix_ids / doc_prefix_ids (`list[int]`, *optional*):
+            Token ids the model inserts after the first token ([CLS]) of every query / document before encoding:
+            ColBERT's `[Q]` / `[D]` markers (a multi-vector model's prompts). Inputs are plain tokenised texts on
+            every route; the prefix counts towards query_max_length / doc_max_length, as a prompt does. Off when None.
+        query_expansion (`dict`, *optional*):
+            ColBERT's query expansion, as sentence-transformers' `MultiVectorEncoder` does it: `{"strategy": "fixed" |
+            "min", "length": n, "token_id": id, "attend": bool}`. A query shorter than `length` tokens is padded to
+            it with `token_id` (usually [MASK]); those positions are scored, and attended to by the encoder only
+            when `attend`. "fixed" also truncates queries to `length` (= query_max_length); "min" only pads.
+        doc_skiplist_ids / query_skiplist_ids (`list[int]`, *optional*):
+            Token ids encoded in context but left out of scoring (ColBERT's punctuation skiplist, documents only by
+            default); the remaining vectors keep their order. Off when None.
     """
 
     model_type = "lite_reranker"
@@ -80,6 +92,11 @@ class LiteConfig(PretrainedConfig):
         pad_token_id: int = 0,
         cls_token_id: int = 101,
         sep_token_id: int = 102,
+        query_prefix_ids: list[int] | None = None,
+        doc_prefix_ids: list[int] | None = None,
+        query_expansion: dict | None = None,
+        doc_skiplist_ids: list[int] | None = None,
+        query_skiplist_ids: list[int] | None = None,
         **kwargs,
     ):
         if encoder_config is None:
@@ -118,6 +135,12 @@ class LiteConfig(PretrainedConfig):
         self.doc_stored_tokens = doc_stored_tokens
         self.initializer_range = initializer_range
         self.cls_token_id = cls_token_id
+        # tuples (from Python callers) stored as the lists JSON gives back; anything else is checked as given
+        self.query_prefix_ids = _listed(query_prefix_ids)
+        self.doc_prefix_ids = _listed(doc_prefix_ids)
+        self.query_expansion = query_expansion
+        self.doc_skiplist_ids = _listed(doc_skiplist_ids)
+        self.query_skiplist_ids = _listed(query_skiplist_ids)
         if getattr(self, "auto_map", None) is None:
             self.auto_map = dict(LITE_AUTO_MAP)
         self.validate_architecture()
@@ -180,12 +203,65 @@ class LiteConfig(PretrainedConfig):
                     if _is_int(vocab_size)
                     else f"LiteConfig.{name} must be a non-negative integer token id, got {value!r}."
                 )
+        self._validate_multi_vector_fields(vocab_size)
         encoder_positions = getattr(self.encoder_config, "max_position_embeddings", None)
         if encoder_positions is not None and max(self.query_max_length, self.doc_max_length) > encoder_positions:
             raise ValueError(
                 f"LiteConfig query_max_length={self.query_max_length} / doc_max_length={self.doc_max_length} exceed "
                 f"the encoder's max_position_embeddings={encoder_positions}."
             )
+
+    def _validate_multi_vector_fields(self, vocab_size):
+        """The fields a multi-vector model (ColBERT, PyLate, sentence-transformers MultiVectorEncoder) brings."""
+
+        def check_ids(name, ids):
+            if ids is None:
+                return
+            if not isinstance(ids, list) or not ids or not all(_is_int(i) and i >= 0 for i in ids):
+                raise ValueError(f"LiteConfig.{name} must be a non-empty list of token ids or None, got {ids!r}.")
+            if _is_int(vocab_size) and max(ids) >= vocab_size:
+                raise ValueError(
+                    f"LiteConfig.{name} holds {max(ids)}, beyond the encoder's vocabulary ({vocab_size})."
+                )
+
+        for name in ("query_prefix_ids", "doc_prefix_ids", "doc_skiplist_ids", "query_skiplist_ids"):
+            check_ids(name, getattr(self, name))
+        for name, length in (("query_prefix_ids", self.query_max_length), ("doc_prefix_ids", self.doc_max_length)):
+            prefix = getattr(self, name)
+            if prefix is not None and len(prefix) + 2 > length:
+                raise ValueError(
+                    f"LiteConfig.{name} ({len(prefix)} tokens) leaves no room for text within "
+                    f"{'query_max_length' if name.startswith('query') else 'doc_max_length'}={length}."
+                )
+        expansion = self.query_expansion
+        if expansion is None:
+            return
+        keys = {"strategy", "length", "token_id", "attend"}
+        if not isinstance(expansion, dict) or set(expansion) != keys:
+            raise ValueError(f"LiteConfig.query_expansion needs exactly the keys {sorted(keys)}, got {expansion!r}.")
+        if expansion["strategy"] not in ("fixed", "min"):
+            raise ValueError(
+                f"LiteConfig.query_expansion strategy must be 'fixed' or 'min', got {expansion['strategy']!r}."
+            )
+        if not isinstance(expansion["attend"], bool):
+            raise ValueError(f"LiteConfig.query_expansion attend must be true or false, got {expansion['attend']!r}.")
+        token_id = expansion["token_id"]
+        if not _is_int(token_id) or token_id < 0 or (_is_int(vocab_size) and token_id >= vocab_size):
+            raise ValueError(
+                f"LiteConfig.query_expansion token_id must be a token id of the vocabulary, got {token_id!r}."
+            )
+        length = expansion["length"]
+        fits = length == self.query_max_length if expansion["strategy"] == "fixed" else length <= self.query_max_length
+        if not _is_int(length) or length < 2 or not fits:
+            need = "equal to" if expansion["strategy"] == "fixed" else "at most"
+            raise ValueError(
+                f"LiteConfig.query_expansion length must be an integer {need} query_max_length="
+                f"{self.query_max_length} (strategy {expansion['strategy']!r}), got {length!r}."
+            )
+
+
+def _listed(ids):
+    return list(ids) if isinstance(ids, tuple) else ids
 
 
 def _is_int(value) -> bool:

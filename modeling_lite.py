@@ -307,6 +307,38 @@ def fit_to_length(input_ids, attention_mask, max_length: int, sep_token_id: int)
     return input_ids[:, :longest], attention_mask[:, :longest]
 
 
+def insert_prefix(input_ids, attention_mask, prefix_ids: list[int]):
+    """`[CLS] text [SEP]` → `[CLS] prefix text [SEP]`: ColBERT's [Q] / [D] markers, inserted as a prompt would be."""
+    prefix = torch.tensor(prefix_ids, dtype=input_ids.dtype, device=input_ids.device).expand(input_ids.shape[0], -1)
+    input_ids = torch.cat([input_ids[:, :1], prefix, input_ids[:, 1:]], dim=1)
+    attention_mask = torch.cat([attention_mask[:, :1], torch.ones_like(prefix), attention_mask[:, 1:]], dim=1)
+    return input_ids, attention_mask
+
+
+def expand_queries(input_ids, attention_mask, expansion: dict):
+    """ColBERT's query expansion: padding positions below `length` become `token_id` (usually [MASK]) and are scored;
+    the encoder attends to them only when `attend`. Returns (ids, attention mask, scoring mask)."""
+    length = expansion["length"]
+    if input_ids.shape[1] < length:
+        input_ids = F.pad(input_ids, (0, length - input_ids.shape[1]))
+        attention_mask = F.pad(attention_mask, (0, length - attention_mask.shape[1]))
+    positions = torch.arange(input_ids.shape[1], device=input_ids.device)
+    expanded = (attention_mask == 0) & (positions < length)  # (batch, seq)
+    input_ids = input_ids.masked_fill(expanded, expansion["token_id"])
+    scoring_mask = attention_mask.bool() | expanded
+    if expansion["attend"]:
+        attention_mask = scoring_mask.long()
+    return input_ids, attention_mask, scoring_mask
+
+
+def compact(vectors, scoring_mask):
+    """Each row's scored vectors moved to the front, in order (a skiplist leaves holes); the mask a prefix again."""
+    order = torch.sort((~scoring_mask).to(torch.uint8), dim=1, stable=True).indices  # scored positions first
+    vectors = vectors.gather(1, order.unsqueeze(-1).expand_as(vectors))
+    positions = torch.arange(scoring_mask.shape[1], device=scoring_mask.device)
+    return vectors, positions < scoring_mask.sum(dim=1, keepdim=True)
+
+
 def split_pairs(input_ids, attention_mask, cls_token_id: int, sep_token_id: int, pad_token_id: int):
     """`[CLS] query [SEP] doc [SEP]` → query ids `[CLS] query [SEP]` and document ids `[CLS] doc [SEP]` (+ masks)."""
     input_ids, attention_mask = check_token_batch(input_ids, attention_mask, "input_ids")
@@ -343,10 +375,11 @@ def length_groups(lengths: list[int], min_rows: int, ratio: float) -> list[list[
     return groups
 
 
-def encode_in_length_groups(encoder, input_ids, attention_mask, min_rows: int, ratio: float):
+def encode_in_length_groups(encoder, input_ids, attention_mask, min_rows: int, ratio: float, lengths=None):
     """Encoder hidden states (batch, seq, hidden); a batch of mixed lengths is encoded in groups of similar length,
-    each padded only to its own longest sequence (results are the same, the padding compute is not)."""
-    lengths = attention_mask.sum(dim=1)
+    each padded only to its own longest sequence (results are the same, the padding compute is not). `lengths`:
+    the positions each row needs outputs for, when more than it attends to (unattended query expansion)."""
+    lengths = attention_mask.sum(dim=1) if lengths is None else lengths
     groups = length_groups(lengths.tolist(), min_rows, ratio)
     if len(groups) == 1:
         return encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
@@ -627,7 +660,20 @@ class LiteTextMixin:
 
         The scorer (and any Small-LITE layer) is freshly initialised; `config_overrides` set LiteConfig fields.
         The checkpoint's tokenizer, when it has one, is attached and saved with the model.
+
+        A multi-vector model's folder (sentence-transformers `MultiVectorEncoder`, PyLate, Stanford ColBERT) is read
+        with sentence-transformers through this project's `lite_rerank.multi_vector`, which carries its projection,
+        prompts, query expansion, skiplist, normalisation and lengths, so that LITE encodes exactly as it does.
         """
+        if is_multi_vector_folder(encoder_name_or_path):
+            try:  # builder-only: loading a saved LITE model (the Hub folder) never comes here
+                multi_vector = importlib.import_module("lite_rerank.multi_vector")
+            except ImportError as error:
+                raise ImportError(
+                    f"{encoder_name_or_path} is a multi-vector model; LITE reads those with the lite-reranker "
+                    f'package and its extra: pip install "lite-reranker[multi-vector]" ({error}).'
+                ) from None
+            return multi_vector.lite_from_multi_vector(encoder_name_or_path, **config_overrides)
         encoder = AutoModel.from_pretrained(encoder_name_or_path)
         try:
             tokenizer = AutoTokenizer.from_pretrained(encoder_name_or_path)
@@ -648,6 +694,22 @@ class LiteTextMixin:
             )
         model.tokenizer = tokenizer
         return model
+
+
+def is_multi_vector_folder(name_or_path) -> bool:
+    """A local folder saved by sentence-transformers' `MultiVectorEncoder`, PyLate (its config_sentence_transformers
+    model_type "ColBERT") or Stanford ColBERT (artifact.metadata); a Hub id is read as a plain encoder."""
+    folder = str(name_or_path)
+    if not os.path.isdir(folder):
+        return False
+    if os.path.isfile(os.path.join(folder, "artifact.metadata")):
+        return True
+    try:
+        with open(os.path.join(folder, "config_sentence_transformers.json"), encoding="utf-8") as file:
+            model_type = json.load(file).get("model_type")
+    except (OSError, ValueError, AttributeError):
+        return False
+    return model_type in ("MultiVectorEncoder", "ColBERT")
 
 
 def _check_batch_size(batch_size):
@@ -907,17 +969,36 @@ class LiteModel(LiteTextMixin, LitePreTrainedModel):
 
     def _encode(self, input_ids, attention_mask, max_length: int, name: str):
         """Token vectors padded to `max_length` after encoding (a sequence's vectors never depend on the batch's
-        padding), zero at padded positions (they add nothing to S)."""
+        padding), zero at padded positions (they add nothing to S). A multi-vector model's prefix, query expansion
+        and skiplist apply here, so every route (texts, ids, pairs) encodes alike."""
+        config = self.config
+        is_query = name == "query"
         input_ids, attention_mask = check_token_batch(input_ids, attention_mask, name)
-        input_ids, attention_mask = fit_to_length(input_ids, attention_mask, max_length, self.config.sep_token_id)
+        prefix = config.query_prefix_ids if is_query else config.doc_prefix_ids
+        if prefix:
+            input_ids, attention_mask = insert_prefix(input_ids, attention_mask, prefix)
+        input_ids, attention_mask = fit_to_length(input_ids, attention_mask, max_length, config.sep_token_id)
+        scoring_mask = attention_mask.bool()
+        if is_query and config.query_expansion:
+            input_ids, attention_mask, scoring_mask = expand_queries(input_ids, attention_mask, config.query_expansion)
         hidden = encode_in_length_groups(
-            self.encoder, input_ids, attention_mask, self.length_group_min_rows, self.length_group_ratio
+            self.encoder,
+            input_ids,
+            attention_mask,
+            self.length_group_min_rows,
+            self.length_group_ratio,
+            lengths=scoring_mask.sum(dim=1),
         )  # (batch, seq, hidden)
         if self.projection is not None:
             hidden = self.projection(hidden)  # (batch, seq, d')
-        hidden = hidden * attention_mask.unsqueeze(-1).to(hidden.dtype)
+        skiplist = config.query_skiplist_ids if is_query else config.doc_skiplist_ids
+        if skiplist:
+            scoring_mask = scoring_mask & ~torch.isin(input_ids, torch.tensor(skiplist, device=input_ids.device))
+        hidden = hidden * scoring_mask.unsqueeze(-1).to(hidden.dtype)
+        if skiplist:
+            hidden, scoring_mask = compact(hidden, scoring_mask)
         pad = max_length - hidden.shape[1]
-        return F.pad(hidden, (0, 0, 0, pad)), F.pad(attention_mask, (0, pad)).bool()
+        return F.pad(hidden, (0, 0, 0, pad)), F.pad(scoring_mask, (0, pad))
 
     def _normalize(self, vectors):
         if not self.config.normalize_embeddings:

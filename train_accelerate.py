@@ -63,7 +63,7 @@ from lite_rerank.scorer_weights import build_model as build_scorer_model
 from lite_rerank.teacher import TEACHER_SCORES_IN_DATA, CrossEncoderTeacher, TeacherScoreCache
 from lite_rerank.triplets import IndexedTriplets, TripletCollator, load_train_dataset
 from lite_rerank.utils import content_fingerprint, write_text_atomically
-from modeling_lite import LiteModel
+from modeling_lite import LiteModel, is_multi_vector_folder
 
 DEV_METRICS = ("mrr@10", "ndcg@10", "recall@10")
 # Flags that may change between the sessions of one run; every other flag defines the run (run_config.json).
@@ -548,6 +548,8 @@ def build_model(args):
             model = build_scorer_model(args.scorer_weights, args.encoder)
         except ScorerError as error:
             raise SystemExit(f"error: --scorer-weights: {error}") from None
+    elif is_multi_vector_folder(args.encoder):
+        model = multi_vector_student(args)
     else:
         model = LiteModel.from_encoder(
             args.encoder, scorer=args.scorer, **{name: getattr(args, name) for name in ARCHITECTURE}
@@ -562,6 +564,30 @@ def build_model(args):
     if args.freeze_encoder:
         model.base_model.requires_grad_(False)  # no gradients, no saved activations, not in the optimizer
     return model, model.tokenizer
+
+
+def multi_vector_student(args):
+    """LITE on a multi-vector model (MultiVectorEncoder, PyLate, ColBERT folder): its lengths, projection, prompts,
+    expansion and skiplist come from it, so the flags that would set them are refused when they differ."""
+    from lite_rerank.multi_vector import CARRIED_FIELDS
+
+    try:
+        model = LiteModel.from_encoder(
+            args.encoder,
+            scorer=args.scorer,
+            **{name: getattr(args, name) for name in ARCHITECTURE if name not in CARRIED_FIELDS},
+        )
+    except ValueError as error:
+        raise SystemExit(f"error: --encoder {args.encoder}: {error}") from None
+    for name in ("query_max_length", "doc_max_length", "projection_dim"):
+        given, carried = getattr(args, name), getattr(model.config, name)
+        if given != carried and given != build_parser().get_default(name):
+            flag = "--" + name.replace("_", "-")
+            raise SystemExit(f"error: {flag} {given}: --encoder {args.encoder} is a multi-vector model with {carried}")
+        setattr(args, name, carried)  # the collator tokenises to the model's lengths
+    if not args.normalize_embeddings and model.config.normalize_embeddings:
+        raise SystemExit(f"error: --no-normalize-embeddings: --encoder {args.encoder} normalises its vectors")
+    return model
 
 
 @torch.no_grad()
