@@ -190,6 +190,48 @@ def lite_from_multi_vector(encoder_or_path, **config_overrides) -> LiteModel:
     return model.eval()
 
 
+def _padded(embeddings, length: int, model, kind: str):
+    """A multi-vector encoder's ragged per-text vectors as LITE's (batch, length, dim) + mask, checked."""
+    if isinstance(embeddings, torch.Tensor) and embeddings.dim() == 2:
+        embeddings = [embeddings]
+    embeddings = [torch.as_tensor(e, dtype=torch.float32) for e in embeddings]
+    dim = model.config.embedding_dim
+    for index, vectors in enumerate(embeddings):
+        if vectors.dim() != 2 or vectors.shape[1] != dim or not 0 < vectors.shape[0] <= length:
+            raise MultiVectorError(
+                f"{kind} embeddings[{index}] has shape {tuple(vectors.shape)}; this model scores 1 to {length} "
+                f"vectors of width {dim} per {kind} (is it the encoder this model was built from?)"
+            )
+        if model.config.normalize_embeddings and (vectors.norm(dim=1) - 1).abs().max() > 1e-3:
+            raise MultiVectorError(
+                f"{kind} embeddings[{index}] are not unit vectors, and this model's are: they come from another "
+                "encoder, or were encoded without its normalisation"
+            )
+    padded = torch.zeros(len(embeddings), length, dim)
+    mask = torch.zeros(len(embeddings), length, dtype=torch.bool)
+    for index, vectors in enumerate(embeddings):
+        padded[index, : len(vectors)], mask[index, : len(vectors)] = vectors, True
+    return padded, mask
+
+
+@torch.inference_mode()
+def score_multi_vector_embeddings(model, query_embeddings, doc_embeddings) -> torch.Tensor:
+    """LITE's scores (queries, documents) on vectors a multi-vector encoder made — `MultiVectorEncoder.encode_query`
+    / `encode_document` of the encoder this model was built from or exported to, e.g. a first-stage index's stored
+    documents — without encoding the texts again. Shapes and normalisation are checked against the model."""
+    if model.config.doc_stored_tokens:
+        raise MultiVectorError("Small-LITE compresses the document tokens it encodes; score texts instead")
+    queries, query_mask = _padded(query_embeddings, model.config.query_max_length, model, "query")
+    docs, doc_mask = _padded(doc_embeddings, model.config.doc_max_length, model, "document")
+    dtype, device = model.dtype, model.device
+    docs, doc_mask = docs.to(device, dtype), doc_mask.to(device)
+    rows = [
+        model.score_embeddings(queries[i : i + 1].to(device, dtype), query_mask[i : i + 1].to(device), docs, doc_mask)
+        for i in range(len(queries))
+    ]
+    return torch.stack(rows).float()
+
+
 def _prompt_text(tokenizer, ids: list[int] | None) -> str | None:
     """A prompt string that tokenises back to `ids` after [CLS]."""
     if not ids:
@@ -278,4 +320,5 @@ __all__ = [
     "is_multi_vector_folder",
     "lite_from_multi_vector",
     "load_multi_vector_encoder",
+    "score_multi_vector_embeddings",
 ]

@@ -19,6 +19,7 @@ from lite_rerank.multi_vector import (
     MultiVectorError,
     export_multi_vector_encoder,
     lite_from_multi_vector,
+    score_multi_vector_embeddings,
 )
 from modeling_lite import LiteModel, is_multi_vector_folder
 
@@ -240,3 +241,21 @@ def test_a_missing_extra_is_named(tmp_path, tiny_encoder_dir):
 def test_bad_multi_vector_fields_are_named(field, value, message):
     with pytest.raises(ValueError, match=f"LiteConfig.{field}.*{message}"):
         tiny_model(**{field: value})
+
+
+def test_lite_scores_the_first_stage_vectors_without_encoding_again(tmp_path, tiny_encoder_dir):
+    """Vectors a MultiVectorEncoder stored (a first-stage index) are re-ranked by the LITE model built from it, with
+    the scores it gives the texts; vectors of another width or scale are refused."""
+    folder = save_multi_vector(tmp_path / "mve", tiny_encoder_dir, **CASES[sorted(CASES)[0]])
+    encoder = MultiVectorEncoder(str(folder), device="cpu")
+    model = lite_from_multi_vector(str(folder), **SCORER)
+    with torch.no_grad():
+        model.lite_scorer.out.weight.normal_(0.0, 0.05)  # a LITE term that is not zero
+    queries, docs = encoder.encode_query(TEXTS_Q), encoder.encode_document(TEXTS_D)
+    torch.testing.assert_close(
+        score_multi_vector_embeddings(model, queries, docs), lite_matrix(model, TEXTS_Q, TEXTS_D), atol=1e-5, rtol=0
+    )
+    with pytest.raises(MultiVectorError, match=r"document embeddings\[0\] has shape \(\d+, 6\)"):
+        score_multi_vector_embeddings(model, queries, [d[:, :6] for d in docs])
+    with pytest.raises(MultiVectorError, match="query embeddings\\[0\\] are not unit vectors"):
+        score_multi_vector_embeddings(model, [q * 2 for q in queries], docs)
