@@ -259,3 +259,23 @@ def test_lite_scores_the_first_stage_vectors_without_encoding_again(tmp_path, ti
         score_multi_vector_embeddings(model, queries, [d[:, :6] for d in docs])
     with pytest.raises(MultiVectorError, match="query embeddings\\[0\\] are not unit vectors"):
         score_multi_vector_embeddings(model, [q * 2 for q in queries], docs)
+
+
+def test_the_export_command_writes_a_checked_first_stage_encoder(tmp_path, tiny_encoder_dir):
+    sys.path.insert(0, str(ROOT / "scripts"))
+    from export_multi_vector import main
+
+    folder = save_multi_vector(tmp_path / "mve", tiny_encoder_dir, **CASES[sorted(CASES)[0]])
+    lite_from_multi_vector(str(folder), **SCORER).save_pretrained(tmp_path / "lite")
+    (tmp_path / "taken").mkdir()
+    (tmp_path / "taken" / "keep.txt").write_text("mine")
+    with pytest.raises(SystemExit, match="exists and is not an empty folder"):
+        main([str(tmp_path / "lite"), "--output-dir", str(tmp_path / "taken")])
+    assert (tmp_path / "taken" / "keep.txt").read_text() == "mine"
+    with pytest.raises(SystemExit, match="input"):
+        main([str(tmp_path / "lite"), "--output-dir", str(tmp_path / "lite")])
+    output = main([str(tmp_path / "lite"), "--output-dir", str(tmp_path / "first-stage")])
+    exported, original = MultiVectorEncoder(str(output), device="cpu"), MultiVectorEncoder(str(folder), device="cpu")
+    torch.testing.assert_close(  # the round trip: the multi-vector model in, the same multi-vector model out
+        maxsim_matrix(exported, TEXTS_Q, TEXTS_D), maxsim_matrix(original, TEXTS_Q, TEXTS_D), atol=1e-5, rtol=0
+    )

@@ -486,3 +486,21 @@ def test_usage_code_in_the_card_is_python_that_gives_back_the_examples(tokenizer
     assert values == {"query": examples[0]["query"], "passages": examples[0]["passages"]}
     passage_lines = [line for line in blocks[0].splitlines() if line.startswith("    ")]
     assert len(passage_lines) == len(examples[0]["passages"])
+
+
+@pytest.mark.parametrize(
+    "overrides, described, first_stage",
+    [
+        ({"scorer": "residual"}, "the residual LITE scorer: ColBERT's MaxSim", True),
+        ({"scorer": "maxsim"}, "ColBERT's MaxSim, Σ_i max_j S_ij (the late-interaction baseline", True),
+        ({"doc_stored_tokens": 8}, "the separable LITE scorer", False),
+    ],
+)
+def test_the_card_names_the_scorer_and_offers_the_first_stage_export(tokenizer, overrides, described, first_stage):
+    """A residual model was described as plain MaxSim; the multi-vector export (issue 37) is offered only where it
+    exists (Small-LITE's compressed passages have no multi-vector form)."""
+    card = str(
+        publishing.render_card(tiny_model(tokenizer=tokenizer, **overrides), "me/lite-tiny", None, None, [], {})
+    )
+    assert described in card
+    assert ("scripts/export_multi_vector.py me/lite-tiny" in card) is first_stage
