@@ -14,12 +14,15 @@ residual, more than one Dense, token pooling, `truncate_dim`, MeanMaxSim, an all
 other kinds. Needs the `multi-vector` extra (sentence-transformers, the range in pyproject.toml).
 """
 
+import json
 from pathlib import Path
 
 import torch
 
 from configuration_lite import LiteConfig
 from modeling_lite import LiteModel, check_tokenizer, is_multi_vector_folder
+
+from .doc_cache import model_fingerprint
 
 EXTRA = 'pip install "lite-reranker[multi-vector]"  (sentence-transformers >= 6.3, < 7)'
 # the LiteConfig fields a multi-vector model decides; a caller may not override them (the vectors would differ)
@@ -39,6 +42,8 @@ CARRIED_FIELDS = (
     "sep_token_id",
 )
 _PROBE = "probe text for the prompt"
+# written beside an exported encoder: which LITE model it came from, so that model's document cache can be read for it
+EXPORT_RECORD = "lite_export.json"
 
 
 class MultiVectorError(ValueError):
@@ -310,11 +315,43 @@ def export_multi_vector_encoder(model: LiteModel, output_dir, tokenizer=None):
     }
     encoder = st.MultiVectorEncoder(modules=modules, prompts=prompts or None, device="cpu")
     encoder.save(str(output_dir))
+    record = {
+        "format": "lite-multi-vector-export/1",
+        "lite_model": str(model.name_or_path or ""),
+        "lite_model_fingerprint": model_fingerprint(model),
+    }
+    (output_dir / EXPORT_RECORD).write_text(json.dumps(record, indent=2) + "\n")
     return st.MultiVectorEncoder(str(output_dir), device="cpu")
+
+
+def cached_documents(cache, ids, encoder_folder) -> list[torch.Tensor]:
+    """Documents of a LITE document cache (`lite_rerank.doc_cache`) in a `MultiVectorEncoder`'s format, one
+    (tokens, dim) float32 tensor each, for the encoder exported from the LITE model that built the cache (its
+    lite_export.json says which): MaxSim over them is the first stage's, without encoding the passages again. The
+    cache's fp16 / int8 storage rounds them. A cache of any other model is refused."""
+    record_path = Path(encoder_folder) / EXPORT_RECORD
+    if not record_path.is_file():
+        raise MultiVectorError(
+            f"{encoder_folder} has no {EXPORT_RECORD}: it was not written by scripts/export_multi_vector.py, so "
+            "nothing says which LITE model's document cache holds its vectors"
+        )
+    try:
+        fingerprint = json.loads(record_path.read_text())["lite_model_fingerprint"]
+    except (ValueError, KeyError, TypeError) as error:
+        raise MultiVectorError(f"{record_path}: unreadable ({type(error).__name__}: {error})") from None
+    if cache.manifest["model_fingerprint"] != fingerprint:
+        raise MultiVectorError(
+            f"{cache.folder} was built by another LITE model than the one {encoder_folder} was exported from "
+            f"({json.loads(record_path.read_text()).get('lite_model') or 'see ' + str(record_path)}); its vectors are "
+            "not this encoder's: encode the documents with the encoder, or build the cache with that model"
+        )
+    vectors, mask = cache.get(list(ids))
+    return [row[keep] for row, keep in zip(vectors, mask)]
 
 
 __all__ = [
     "MultiVectorError",
+    "cached_documents",
     "carried_config",
     "export_multi_vector_encoder",
     "is_multi_vector_folder",

@@ -17,6 +17,7 @@ from sentence_transformers.multi_vector_encoder.modules import MultiVectorMask
 from lite_rerank.multi_vector import (
     CARRIED_FIELDS,
     MultiVectorError,
+    cached_documents,
     export_multi_vector_encoder,
     lite_from_multi_vector,
     score_multi_vector_embeddings,
@@ -279,3 +280,28 @@ def test_the_export_command_writes_a_checked_first_stage_encoder(tmp_path, tiny_
     torch.testing.assert_close(  # the round trip: the multi-vector model in, the same multi-vector model out
         maxsim_matrix(exported, TEXTS_Q, TEXTS_D), maxsim_matrix(original, TEXTS_Q, TEXTS_D), atol=1e-5, rtol=0
     )
+
+
+def test_a_lite_document_cache_serves_the_exported_encoder_and_no_other(tmp_path, tiny_encoder_dir, tokenizer):
+    """Either side's stored documents serve the other: a LITE cache gives the encoder exported from the same model
+    its vectors (fp16-rounded), and is refused for an encoder exported from another model or not exported at all."""
+    from lite_rerank.doc_cache import build_document_cache
+
+    folder = save_multi_vector(tmp_path / "mve", tiny_encoder_dir, **CASES[sorted(CASES)[0]])
+    model = lite_from_multi_vector(str(folder), **SCORER)
+    documents = {f"d{i}": text for i, text in enumerate(TEXTS_D)}
+    cache = build_document_cache(model, documents, tmp_path / "cache", dtype="float16", progress=False)
+    encoder = export_multi_vector_encoder(model, tmp_path / "first-stage")
+    stored = cached_documents(cache, list(documents), tmp_path / "first-stage")
+    for vectors, reference in zip(stored, encoder.encode_document(TEXTS_D)):
+        torch.testing.assert_close(vectors, reference, atol=2e-3, rtol=0)
+    queries = encoder.encode_query(TEXTS_Q)
+    torch.testing.assert_close(
+        encoder.similarity(queries, stored), maxsim_matrix(encoder, TEXTS_Q, TEXTS_D), atol=2e-2, rtol=0
+    )
+    other = tiny_model(tokenizer=tokenizer, projection_dim=12)
+    export_multi_vector_encoder(other, tmp_path / "other")
+    with pytest.raises(MultiVectorError, match="was built by another LITE model than the one .*other was exported"):
+        cached_documents(cache, ["d0"], tmp_path / "other")
+    with pytest.raises(MultiVectorError, match="has no lite_export.json"):
+        cached_documents(cache, ["d0"], folder)
