@@ -8,7 +8,7 @@
 For each release: a virtual environment, made once under --venv-dir (torch pinned to the CPU wheel, torch==2.13.0;
 sentence-transformers as pip resolves it next to that transformers), then scripts/hub_routes.py in a fresh, offline
 process on three staged models (LITE with Small-LITE storage on a BERT encoder; MaxSim on a DistilBERT encoder; the
-residual LITE on a BERT encoder). Every
+residual LITE on a BERT encoder, with a multi-vector model's prompts, query expansion and skiplist). Every
 route must work and reproduce the source model's scores here (max |Δ| < 1e-5): raw logits where the API returns
 them, sigmoid(logit) where it applies one by default. Prints a table; exit status 1 when anything fails.
 """
@@ -47,11 +47,17 @@ MODELS = {  # name: LiteConfig fields of a small model staged for the check
     "maxsim-distilbert": dict(
         encoder=dict(model_type="distilbert", dim=32, n_layers=2, n_heads=2, hidden_dim=64), scorer="maxsim"
     ),
-    "residual-bert": dict(  # the residual LITE scorer (MaxSim + a LITE term; weights perturbed: both terms count)
+    "residual-bert": dict(  # the residual LITE scorer (MaxSim + a LITE term; weights perturbed: both terms count),
+        # with what a ColBERT-style multi-vector model brings (issue 37): "[Q] " / "[D] " prefixes as token ids, fixed
+        # query expansion with [MASK] (not attended) and a punctuation skiplist on documents
         encoder=dict(
             model_type="bert", hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64
         ),
         scorer="residual",
+        query_prefix_ids=[1031, 1053, 1033],
+        doc_prefix_ids=[1031, 1040, 1033],
+        query_expansion={"strategy": "fixed", "length": 12, "token_id": 103, "attend": False},
+        doc_skiplist_ids=[1006, 1007, 1010, 1012, 1024],
     ),
 }
 
