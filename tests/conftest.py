@@ -81,6 +81,27 @@ def saved_tiny_model(tmp_path_factory, tokenizer) -> Path:
     return folder
 
 
+def save_multi_vector(folder, encoder_dir, *, expansion=None, dense=True, bias=False, normalize=True, prompts=None):
+    """A MultiVectorEncoder saved by sentence-transformers on the tiny encoder: a punctuation skiplist, and (unless
+    told otherwise) a projection to 12 dimensions and normalisation; query / document lengths 16 / 24."""
+    import string
+
+    from sentence_transformers import MultiVectorEncoder
+    from sentence_transformers.base.modules import Dense, Normalize, Transformer
+    from sentence_transformers.multi_vector_encoder.modules import MultiVectorMask
+
+    torch.manual_seed(1)
+    transformer = Transformer(str(encoder_dir), query_length=16, document_length=24, query_expansion=expansion)
+    modules = [transformer]
+    if dense:
+        modules.append(Dense(32, 12, bias=bias, activation_function=None, module_input_name="token_embeddings"))
+    modules.append(MultiVectorMask(skiplist_words=list(string.punctuation)))
+    if normalize:
+        modules.append(Normalize(module_input_name="token_embeddings"))
+    MultiVectorEncoder(modules=modules, prompts=prompts, device="cpu").save(str(folder))
+    return folder
+
+
 QUERIES = ["how do i search files recursively", "python web framework", "image editor"]
 DOCUMENTS = [
     "grep searches recursively through directories for lines matching a regular expression pattern",

@@ -9,9 +9,9 @@ import sys
 
 import pytest
 import torch
-from conftest import DOCUMENTS, QUERIES, ROOT, tiny_model
+from conftest import DOCUMENTS, QUERIES, ROOT, save_multi_vector, tiny_model
 from sentence_transformers import MultiVectorEncoder
-from sentence_transformers.base.modules import Dense, Normalize, Transformer
+from sentence_transformers.base.modules import Dense, Transformer
 from sentence_transformers.multi_vector_encoder.modules import MultiVectorMask
 
 from lite_rerank.multi_vector import (
@@ -28,20 +28,6 @@ from modeling_lite import LiteModel, is_multi_vector_folder
 TEXTS_Q = [*QUERIES, "grep, find: which one searches (recursively) faster? " * 2]
 TEXTS_D = [*DOCUMENTS, "x", "tools: grep, sed & awk (text processing)."]
 SCORER = dict(scorer="residual", row_hidden_size=48, col_hidden_size=16)
-
-
-def save_multi_vector(folder, encoder_dir, *, expansion=None, dense=True, bias=False, normalize=True, prompts=None):
-    """A MultiVectorEncoder saved by sentence-transformers, ColBERT-style unless told otherwise."""
-    torch.manual_seed(1)
-    transformer = Transformer(str(encoder_dir), query_length=16, document_length=24, query_expansion=expansion)
-    modules = [transformer]
-    if dense:
-        modules.append(Dense(32, 12, bias=bias, activation_function=None, module_input_name="token_embeddings"))
-    modules.append(MultiVectorMask(skiplist_words=list(string.punctuation)))
-    if normalize:
-        modules.append(Normalize(module_input_name="token_embeddings"))
-    MultiVectorEncoder(modules=modules, prompts=prompts, device="cpu").save(str(folder))
-    return folder
 
 
 def maxsim_matrix(encoder, queries, documents):

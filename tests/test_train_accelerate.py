@@ -20,6 +20,7 @@ from conftest import (
     SCRIPT_ENV,
     SHARED_DEBIAN,
     needs_shared_data,
+    save_multi_vector,
     script_command,
     tiny_model,
     write_jsonl,
@@ -934,3 +935,28 @@ def test_residual_run_fits_the_maxsim_scale_and_counts_its_start_as_a_candidate(
     if summary["step"] == 0:
         assert best.lite_scorer.maxsim_scale.item() == pytest.approx(fitted, rel=1e-4)
         assert best.lite_scorer.out.weight.abs().max().item() == 0
+
+
+@pytest.mark.slow
+def test_a_multi_vector_folder_as_encoder_trains_a_residual_lite_on_its_vectors(
+    tmp_path, tiny_encoder_dir, train_file
+):
+    """--encoder takes a MultiVectorEncoder folder (issue 37): its lengths, projection, prompts and expansion are the
+    model's; a flag that would change them is refused by name before any work."""
+    folder = save_multi_vector(
+        tmp_path / "mve",
+        tiny_encoder_dir,
+        expansion={"strategy": "fixed", "attend": False, "length": 16},
+        prompts={"query": "[Q] ", "document": "[D] "},
+    )
+    output = tmp_path / "run"
+    refused = launch(tiny_run(folder, train_file, output, "--scorer", "residual", "--loss", "ce"), check=False)
+    assert refused.returncode != 0
+    assert f"--query-max-length 8: --encoder {folder} is a multi-vector model with 16" in refused.stderr
+    flags = ["--encoder", str(folder), "--train-data", str(train_file), "--output-dir", str(output)]
+    flags += ["--mixed-precision", "no", "--num-workers", "0", "--scorer", "residual", "--row-hidden-size", "48"]
+    launch([*flags, "--col-hidden-size", "16", "--loss", "ce", "--batch-size", "4", "--max-steps", "3"])
+    model = LiteModel.from_pretrained(output / "best")
+    assert model.config.query_expansion["length"] == 16 and model.config.query_prefix_ids
+    assert (model.config.query_max_length, model.config.doc_max_length, model.config.projection_dim) == (16, 24, 12)
+    assert len(model.compute_score([[QUERIES[0], DOCUMENTS[0]]])) == 1
