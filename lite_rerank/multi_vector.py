@@ -131,10 +131,15 @@ def carried_config(encoder) -> tuple[dict, "torch.nn.Module | None"]:
         )
     tokenizer = encoder.tokenizer
     expansion = transformer.query_expansion
-    max_length = transformer.max_seq_length or tokenizer.model_max_length
+    backbone = transformer.auto_model.config
+    # what a batch is truncated to when no task length is set; a tokenizer without a limit says 1e30
+    max_length = min(
+        transformer.max_seq_length or tokenizer.model_max_length,
+        getattr(backbone, "max_position_embeddings", None) or tokenizer.model_max_length,
+    )
     query_length = transformer.query_length or max_length
     fields = dict(
-        encoder_config=transformer.auto_model.config.to_dict(),
+        encoder_config=backbone.to_dict(),
         doc_max_length=transformer.document_length or max_length,
         query_max_length=query_length,
         projection_dim=dense[0].out_features if dense else None,
