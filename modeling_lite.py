@@ -25,6 +25,7 @@ from torch import nn
 from transformers import AutoModel, AutoTokenizer, PreTrainedModel
 from transformers.activations import ACT2FN
 from transformers.modeling_outputs import SequenceClassifierOutput
+from transformers.utils.hub import cached_file
 from transformers.utils.logging import tqdm
 
 try:  # transformers 5: initialisers that leave weights loaded from a checkpoint alone
@@ -697,17 +698,30 @@ class LiteTextMixin:
 
 
 def is_multi_vector_folder(name_or_path) -> bool:
-    """A local folder saved by sentence-transformers' `MultiVectorEncoder`, PyLate (its config_sentence_transformers
-    model_type "ColBERT") or Stanford ColBERT (artifact.metadata); a Hub id is read as a plain encoder."""
-    folder = str(name_or_path)
-    if not os.path.isdir(folder):
-        return False
-    if os.path.isfile(os.path.join(folder, "artifact.metadata")):
+    """A folder or Hub repo saved by sentence-transformers' `MultiVectorEncoder`, PyLate (its
+    config_sentence_transformers.json model_type "ColBERT") or Stanford ColBERT (artifact.metadata)."""
+
+    def find(filename):
+        if os.path.isdir(str(name_or_path)):
+            path = os.path.join(str(name_or_path), filename)
+            return path if os.path.isfile(path) else None
+        try:  # a Hub id: only these small files are fetched (or found in the cache offline)
+            return cached_file(
+                str(name_or_path),
+                filename,
+                _raise_exceptions_for_missing_entries=False,
+                _raise_exceptions_for_connection_errors=False,
+            )
+        except (OSError, ValueError):  # not a repo id, or no such repo: read as a plain encoder, which names it
+            return None
+
+    if find("artifact.metadata"):
         return True
+    path = find("config_sentence_transformers.json")
     try:
-        with open(os.path.join(folder, "config_sentence_transformers.json"), encoding="utf-8") as file:
+        with open(path, encoding="utf-8") as file:
             model_type = json.load(file).get("model_type")
-    except (OSError, ValueError, AttributeError):
+    except (TypeError, OSError, ValueError, AttributeError):
         return False
     return model_type in ("MultiVectorEncoder", "ColBERT")
 

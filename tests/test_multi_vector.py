@@ -3,6 +3,8 @@ reads) becomes a LITE model that encodes exactly as the encoder does; a LITE mod
 MultiVectorEncoder that encodes exactly as LITE does. The reference is sentence-transformers itself."""
 
 import json
+import os
+import shutil
 import string
 import subprocess
 import sys
@@ -291,3 +293,30 @@ def test_a_lite_document_cache_serves_the_exported_encoder_and_no_other(tmp_path
         cached_documents(cache, ["d0"], tmp_path / "other")
     with pytest.raises(MultiVectorError, match="has no lite_export.json"):
         cached_documents(cache, ["d0"], folder)
+
+
+def test_a_hub_id_of_a_multi_vector_model_is_read_as_one(tmp_path, tiny_encoder_dir):
+    """A Hub id (here from an offline Hub cache) of a MultiVectorEncoder becomes the same LITE model as its folder;
+    a plain encoder's Hub id stays a plain encoder. Read as a plain encoder, the multi-vector repo would silently
+    lose its projection and prompts."""
+    folder = save_multi_vector(tmp_path / "mve", tiny_encoder_dir, **CASES[sorted(CASES)[0]])
+    hub = tmp_path / "hf" / "hub"
+    for repo, source in (("me--colbert-tiny", folder), ("me--bert-tiny", tiny_encoder_dir)):
+        snapshot = hub / f"models--{repo}" / "snapshots" / ("0" * 40)
+        shutil.copytree(source, snapshot)
+        (hub / f"models--{repo}" / "refs").mkdir()
+        (hub / f"models--{repo}" / "refs" / "main").write_text("0" * 40)
+    code = (
+        f"import sys, json; sys.path.insert(0, {str(ROOT)!r}); from modeling_lite import LiteModel, "
+        "is_multi_vector_folder as mv; "
+        "m = LiteModel.from_encoder('me/colbert-tiny', scorer='residual', row_hidden_size=48, col_hidden_size=16); "
+        f"print(json.dumps([mv('me/colbert-tiny'), mv('me/bert-tiny'), mv('no such/repo id!'), "
+        f"m.config.projection_dim, m.compute_score({[[q, d] for q in TEXTS_Q for d in TEXTS_D]!r})]))"
+    )
+    env = {**os.environ, "HF_HOME": str(tmp_path / "hf"), "HF_HUB_OFFLINE": "1"}
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    colbert, bert, invalid, projection_dim, scores = json.loads(result.stdout.strip().splitlines()[-1])
+    assert (colbert, bert, invalid, projection_dim) == (True, False, False, 12)
+    expected = lite_matrix(lite_from_multi_vector(str(folder), **SCORER), TEXTS_Q, TEXTS_D)
+    torch.testing.assert_close(torch.tensor(scores).view(expected.shape), expected, atol=1e-5, rtol=0)
