@@ -190,3 +190,35 @@ def test_the_figure_draws_curves_and_single_points_of_the_same_encoder_only():
         "series": {"real": series(5), "pseudo": series(1), "other encoder": series(1, "teacher"), "x": series(2)}
     }
     assert set(supervision_curve.drawn_series(results)) == {"real", "pseudo", "x"}
+
+
+# --keep-points: a series measured over several sessions grows, never mixes scorers
+KEEP_VARIANT = "kl from the teacher, 29 hard negatives"
+
+
+def stored_series(scorer=None):
+    series = {"variant": KEEP_VARIANT, "points": [{"training_rows": n, "difference": 0.0} for n in (5000, 41329)]}
+    if scorer:
+        series["scorer"] = scorer
+    return series
+
+
+def keep_points_args(*extra):
+    base = ["--label", "real", "--sizes", "5000", "13000", "--negatives", "n", "--work-dir", "w", "--results", "r"]
+    return supervision_curve.parse_args([*base, "--variant", KEEP_VARIANT, *extra])
+
+
+def test_kept_points_are_the_stored_sizes_not_measured_again():
+    kept = supervision_curve.kept_points(keep_points_args("--keep-points"), stored_series())
+    assert [p["training_rows"] for p in kept] == [41329]
+
+
+def test_without_keep_points_the_series_is_replaced():
+    assert supervision_curve.kept_points(keep_points_args(), stored_series()) == []
+
+
+def test_a_series_of_another_scorer_is_refused_by_name():
+    with pytest.raises(SystemExit, match="'residual' scorer; this run is .* with 'lite'"):
+        supervision_curve.kept_points(keep_points_args("--keep-points"), stored_series("residual"))
+    with pytest.raises(SystemExit, match="with 'residual'"):
+        supervision_curve.kept_points(keep_points_args("--keep-points", "--scorer", "residual"), stored_series())
