@@ -18,18 +18,28 @@ class BM25Index:
         tokens = bm25s.tokenize(list(corpus.values()), stopwords="en", show_progress=False)
         self.retriever.index(tokens, show_progress=False)
 
-    def search(self, texts: list[str], depth: int) -> list[list[tuple[str, float]]]:
-        """Each text's top `depth` (passage id, score), best first; equal scores in passage-id order. A tie group
-        that straddles rank `depth` is read whole (bm25s is asked for more), so which of its members make the cut
-        is decided by id too."""
+    def search(self, texts: list[str], depth: int, whole_ties: bool = False) -> list[list[tuple[str, float]]]:
+        """Each text's top `depth` (passage id, score), best first; equal scores in passage-id order. The tie group
+        that straddles rank `depth` is always read whole (bm25s is asked for more until its last hit scores below
+        the cut: a Debian query can tie a hundred passages), so which of its members make the cut is decided by id.
+        With `whole_ties`, every member of that group is returned (more than `depth` hits): what a tie-aware
+        comparison with another run needs."""
         depth = min(depth, len(self.doc_ids))
-        extra = min(len(self.doc_ids), depth + 32)
-        tokens = self.bm25s.tokenize(texts, stopwords="en", show_progress=False)
-        rows, scores = self.retriever.retrieve(tokens, k=extra, show_progress=False)
-        ranked = []
-        for row, score in zip(rows, scores):
-            hits = sorted(((self.doc_ids[r], float(s)) for r, s in zip(row, score)), key=tie_order)
-            ranked.append(hits[:depth])
+        ranked: list = [None] * len(texts)
+        pending, k = list(range(len(texts))), min(len(self.doc_ids), depth + 32)
+        while pending:
+            tokens = self.bm25s.tokenize([texts[i] for i in pending], stopwords="en", show_progress=False)
+            rows, scores = self.retriever.retrieve(tokens, k=k, show_progress=False)
+            unfinished = []
+            for i, row, score in zip(pending, rows, scores):
+                hits = sorted(((self.doc_ids[r], float(s)) for r, s in zip(row, score)), key=tie_order)
+                cut = round(hits[depth - 1][1], TIE_DECIMALS)
+                if k < len(self.doc_ids) and round(hits[-1][1], TIE_DECIMALS) == cut:
+                    unfinished.append(i)  # the group at the cut may go on past the k read
+                    continue
+                keep = [hit for rank, hit in enumerate(hits) if rank < depth or round(hit[1], TIE_DECIMALS) == cut]
+                ranked[i] = keep if whole_ties else keep[:depth]
+            pending, k = unfinished, min(len(self.doc_ids), 2 * k)
         return ranked
 
 

@@ -284,6 +284,22 @@ def test_s26_a_reference_run_in_another_cpus_tie_order_is_reproduced_and_a_real_
         mine_bm25_negatives.check_reproduces(index, {"q1": "alpha"}, wrong, 2)
 
 
+def test_s26_a_tie_group_larger_than_the_lookahead_is_read_whole():
+    """The Debian set ties a hundred Firefox language packs for one query: a tie group that outruns the 32 extra hits
+    asked of bm25s must still be read whole, or the passages kept at the cut (and the check against the reference
+    run, which failed on the real data for q4690) depend on bm25s's order."""
+    corpus = {f"d{i}": "firefox language pack" for i in range(1, 121)}
+    corpus.update({"d0": "firefox language pack esr ligurian", "d500": "unrelated text"})
+    index = BM25Index(corpus)
+    top = index.search(["ligurian firefox language pack"], 5)[0]
+    assert [d for d, _ in top] == ["d0", "d1", "d2", "d3", "d4"]
+    tie = top[1][1]
+    whole = index.search(["ligurian firefox language pack"], 5, whole_ties=True)[0]
+    assert len(whole) == 121 and {d for d, s in whole[1:]} == {f"d{i}" for i in range(1, 121)}
+    other_cpu = {"q1": [("d0", top[0][1]), ("d119", tie), ("d77", tie), ("d100", tie), ("d5", tie)]}
+    mine_bm25_negatives.check_reproduces(index, {"q1": "ligurian firefox language pack"}, other_cpu, 5)
+
+
 # ---------------------------------------------------------------- S24, U24: pseudo-queries
 
 
