@@ -69,6 +69,16 @@ def save_minilm_multi_vector(folder: Path) -> Path:
     return folder
 
 
+def shown(path) -> str:
+    """A path as the results file records it: relative to this repository, else to the folder holding it."""
+    for base in (ROOT, ROOT.parent):
+        try:
+            return str(Path(path).resolve().relative_to(base))
+        except ValueError:
+            continue
+    return str(path)
+
+
 def ranking(doc_ids: list[str], scores) -> list[tuple[str, float]]:
     """Best first; equal scores in passage-id order (SIMD sorts order ties differently on different CPUs)."""
     return sorted(zip(doc_ids, map(float, scores)), key=lambda pair: (-pair[1], pair[0]))
@@ -155,7 +165,7 @@ def main(argv=None):
         "residual LITE vs BM25": compare(rr["BM25"], rr["residual LITE"]),
     }
     result = {
-        "protocol": f"{args.split} queries of {args.data}, BM25 top-{data.depth}; encoded once by the MultiVectorEncoder (float32)",
+        "protocol": f"{args.split} queries of {shown(args.data)}, BM25 top-{data.depth}; encoded once by the MultiVectorEncoder (float32)",
         "queries": len(qids),
         "mrr@10": figures,
         "paired_tests": tests,
@@ -164,7 +174,7 @@ def main(argv=None):
             "exported_encoder_vs_original_vectors_max_abs": export_difference,
             "sample_queries": len(sample),
         },
-        "scorer": {"folder": str(args.scorer), "training": record.get("training", {}).get("rows")},
+        "scorer": {"folder": shown(args.scorer), "training": record.get("training", {}).get("rows")},
         "seconds": {"encoding": round(encoded), "total": round(time.perf_counter() - start)},
         "threads": torch.get_num_threads(),
     }
