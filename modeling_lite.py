@@ -666,7 +666,7 @@ class LiteTextMixin:
         with sentence-transformers through this project's `lite_rerank.multi_vector`, which carries its projection,
         prompts, query expansion, skiplist, normalisation and lengths, so that LITE encodes exactly as it does.
         """
-        if is_multi_vector_folder(encoder_name_or_path):
+        if is_multi_vector_model(encoder_name_or_path):
             try:  # builder-only: loading a saved LITE model (the Hub folder) never comes here
                 multi_vector = importlib.import_module("lite_rerank.multi_vector")
             except ImportError as error:
@@ -680,8 +680,14 @@ class LiteTextMixin:
             tokenizer = AutoTokenizer.from_pretrained(encoder_name_or_path)
         except (OSError, ValueError):
             tokenizer = None
+        return cls.from_loaded_encoder(encoder, tokenizer, encoder_name_or_path, **config_overrides)
+
+    @classmethod
+    def from_loaded_encoder(cls, encoder, tokenizer, source, **config_overrides) -> "LiteModel":
+        """`from_encoder` for an encoder (a transformers model) and its tokenizer (or None) already loaded; `source`
+        names them in errors. The tokenizer's special token ids fill the config fields not given."""
         if tokenizer is not None:
-            check_tokenizer(tokenizer, encoder.config.vocab_size, encoder_name_or_path)
+            check_tokenizer(tokenizer, encoder.config.vocab_size, source)
             for field in ("pad_token_id", "cls_token_id", "sep_token_id"):
                 if getattr(tokenizer, field, None) is not None:
                     config_overrides.setdefault(field, getattr(tokenizer, field))
@@ -690,14 +696,14 @@ class LiteTextMixin:
         result = model.encoder.load_state_dict(weights, strict=False)
         if result.missing_keys or result.unexpected_keys:
             raise ValueError(
-                f"Encoder weights of {encoder_name_or_path} do not fit: missing {result.missing_keys}, "
+                f"Encoder weights of {source} do not fit: missing {result.missing_keys}, "
                 f"unexpected {result.unexpected_keys}."
             )
         model.tokenizer = tokenizer
         return model
 
 
-def is_multi_vector_folder(name_or_path) -> bool:
+def is_multi_vector_model(name_or_path) -> bool:
     """A folder or Hub repo saved by sentence-transformers' `MultiVectorEncoder`, PyLate (its
     config_sentence_transformers.json model_type "ColBERT") or Stanford ColBERT (artifact.metadata)."""
 

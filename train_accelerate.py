@@ -63,7 +63,7 @@ from lite_rerank.scorer_weights import build_model as build_scorer_model
 from lite_rerank.teacher import TEACHER_SCORES_IN_DATA, CrossEncoderTeacher, TeacherScoreCache
 from lite_rerank.triplets import IndexedTriplets, TripletCollator, load_train_dataset
 from lite_rerank.utils import content_fingerprint, write_text_atomically
-from modeling_lite import LiteModel, is_multi_vector_folder
+from modeling_lite import LiteModel, is_multi_vector_model
 
 DEV_METRICS = ("mrr@10", "ndcg@10", "recall@10")
 # Flags that may change between the sessions of one run; every other flag defines the run (run_config.json).
@@ -548,7 +548,7 @@ def build_model(args):
             model = build_scorer_model(args.scorer_weights, args.encoder)
         except ScorerError as error:
             raise SystemExit(f"error: --scorer-weights: {error}") from None
-    elif is_multi_vector_folder(args.encoder):
+    elif is_multi_vector_model(args.encoder):
         model = multi_vector_student(args)
     else:
         model = LiteModel.from_encoder(
@@ -569,10 +569,10 @@ def build_model(args):
 def multi_vector_student(args):
     """LITE on a multi-vector model (MultiVectorEncoder, PyLate, ColBERT folder): its lengths, projection, prompts,
     expansion and skiplist come from it, so the flags that would set them are refused when they differ."""
-    from lite_rerank.multi_vector import CARRIED_FIELDS
+    from lite_rerank.multi_vector import CARRIED_FIELDS, lite_from_multi_vector
 
     try:
-        model = LiteModel.from_encoder(
+        model = lite_from_multi_vector(
             args.encoder,
             scorer=args.scorer,
             **{name: getattr(args, name) for name in ARCHITECTURE if name not in CARRIED_FIELDS},

@@ -19,24 +19,15 @@ from pathlib import Path
 
 import torch
 
-from configuration_lite import LiteConfig
-from modeling_lite import LiteModel, check_tokenizer, is_multi_vector_folder
+from modeling_lite import LiteModel, is_multi_vector_model
 
 from .doc_cache import model_fingerprint
+from .utils import VECTOR_FIELDS
 
 EXTRA = 'pip install "lite-reranker[multi-vector]"  (sentence-transformers >= 6.3, < 7)'
-# the LiteConfig fields a multi-vector model decides; a caller may not override them (the vectors would differ)
-CARRIED_FIELDS = (
-    "encoder_config",
-    "query_max_length",
-    "doc_max_length",
-    "projection_dim",
-    "normalize_embeddings",
-    "query_prefix_ids",
-    "doc_prefix_ids",
-    "query_expansion",
-    "doc_skiplist_ids",
-    "query_skiplist_ids",
+# the LiteConfig fields a multi-vector model decides (its vectors' fields but Small-LITE's compressor, which is LITE's
+# own, and its tokenizer's special ids); a caller may not override them (the vectors would differ)
+CARRIED_FIELDS = tuple(f for f in VECTOR_FIELDS if f != "doc_stored_tokens") + (
     "pad_token_id",
     "cls_token_id",
     "sep_token_id",
@@ -93,8 +84,9 @@ def prefix_ids(tokenizer, prompt: str | None) -> list[int] | None:
 
 
 def carried_config(encoder) -> tuple[dict, "torch.nn.Module | None"]:
-    """The LiteConfig fields that make LITE encode as `encoder` does, and its projection (a `Dense`, or None).
-    Refuses, by name, what LITE cannot compute."""
+    """The LiteConfig fields that make LITE encode as `encoder` does, besides the backbone's config and the special
+    token ids (`LiteModel.from_loaded_encoder` takes those from the backbone and the tokenizer), and its projection
+    (a `Dense`, or None). Refuses, by name, what LITE cannot compute."""
     _sentence_transformers()
     from sentence_transformers.base.modules import Dense, Normalize, Transformer
     from sentence_transformers.multi_vector_encoder.modules import MultiVectorMask
@@ -139,7 +131,6 @@ def carried_config(encoder) -> tuple[dict, "torch.nn.Module | None"]:
     )
     query_length = transformer.query_length or max_length
     fields = dict(
-        encoder_config=backbone.to_dict(),
         doc_max_length=transformer.document_length or max_length,
         query_max_length=query_length,
         projection_dim=dense[0].out_features if dense else None,
@@ -162,9 +153,6 @@ def carried_config(encoder) -> tuple[dict, "torch.nn.Module | None"]:
         tasks = set(masks[0].skiplist_tasks)
         fields["doc_skiplist_ids"] = skiplist if "document" in tasks else None
         fields["query_skiplist_ids"] = skiplist if "query" in tasks else None
-    for field in ("pad_token_id", "cls_token_id", "sep_token_id"):
-        if getattr(tokenizer, field, None) is not None:
-            fields[field] = getattr(tokenizer, field)
     return fields, (dense[0] if dense else None)
 
 
@@ -181,22 +169,14 @@ def lite_from_multi_vector(encoder_or_path, **config_overrides) -> LiteModel:
             f"{clashes} come from the multi-vector model (they decide its vectors); change them there, not here"
         )
     fields, dense = carried_config(encoder)
-    transformer = encoder[0]
-    model = LiteModel(LiteConfig(**fields, **config_overrides))
-    weights = {k: v for k, v in transformer.auto_model.state_dict().items() if not k.startswith("pooler.")}
-    result = model.encoder.load_state_dict(weights, strict=False)
-    if result.missing_keys or result.unexpected_keys:
-        raise MultiVectorError(
-            f"the backbone's weights do not fit: missing {result.missing_keys}, unexpected {result.unexpected_keys}"
-        )
+    model = LiteModel.from_loaded_encoder(
+        encoder[0].auto_model, encoder.tokenizer, "the multi-vector model", **fields, **config_overrides
+    )
     if dense is not None:
         with torch.no_grad():
             model.projection.weight.copy_(dense.linear.weight)
             bias = dense.linear.bias
             model.projection.bias.copy_(bias if bias is not None else torch.zeros_like(model.projection.bias))
-    tokenizer = encoder.tokenizer
-    check_tokenizer(tokenizer, model.config.encoder_config.vocab_size, "the multi-vector model")
-    model.tokenizer = tokenizer
     return model.eval()
 
 
@@ -359,7 +339,7 @@ __all__ = [
     "cached_documents",
     "carried_config",
     "export_multi_vector_encoder",
-    "is_multi_vector_folder",
+    "is_multi_vector_model",
     "lite_from_multi_vector",
     "load_multi_vector_encoder",
     "score_multi_vector_embeddings",

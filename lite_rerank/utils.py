@@ -208,6 +208,14 @@ def refuse_outputs_over_inputs(outputs, inputs, where: str = "this run"):
             )
 
 
+# LiteConfig fields a multi-vector model brings (issue 37); in a fingerprint only when set, so older ones stay valid
+MULTI_VECTOR_FIELDS = (
+    "query_prefix_ids",
+    "doc_prefix_ids",
+    "query_expansion",
+    "doc_skiplist_ids",
+    "query_skiplist_ids",
+)
 # LiteConfig fields the query and document vectors depend on, and those the scorer on them adds
 VECTOR_FIELDS = (
     "encoder_config",
@@ -216,20 +224,8 @@ VECTOR_FIELDS = (
     "projection_dim",
     "doc_stored_tokens",
     "normalize_embeddings",
-    # a multi-vector model's (issue 37); in a fingerprint only when set, so older fingerprints stay valid
-    "query_prefix_ids",
-    "doc_prefix_ids",
-    "query_expansion",
-    "doc_skiplist_ids",
-    "query_skiplist_ids",
+    *MULTI_VECTOR_FIELDS,
 )
-_FINGERPRINTED_WHEN_SET = {
-    "query_prefix_ids",
-    "doc_prefix_ids",
-    "query_expansion",
-    "doc_skiplist_ids",
-    "query_skiplist_ids",
-}
 SCORER_FIELDS = ("scorer", "row_hidden_size", "col_hidden_size", "activation")
 # keys of a config's dict that say where it came from or how it was saved, not what it computes
 _BOOKKEEPING = {
@@ -256,7 +252,7 @@ def weights_fingerprint(model, fields, skip_prefix: str | None = None, dtype=tor
         return value
 
     config = model.config.to_dict()
-    chosen = {f: config.get(f) for f in fields if f not in _FINGERPRINTED_WHEN_SET or config.get(f) is not None}
+    chosen = {f: config.get(f) for f in fields if f not in MULTI_VECTOR_FIELDS or config.get(f) is not None}
     digest = hashlib.sha256(json.dumps(canonical(chosen), default=str).encode())
     for name, tensor in sorted(model.state_dict().items()):
         if skip_prefix is None or not name.startswith(skip_prefix):

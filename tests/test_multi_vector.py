@@ -24,7 +24,7 @@ from lite_rerank.multi_vector import (
     lite_from_multi_vector,
     score_multi_vector_embeddings,
 )
-from modeling_lite import LiteModel, is_multi_vector_folder
+from modeling_lite import LiteModel, is_multi_vector_model
 
 # punctuation inside the texts, so that the skiplist has tokens to drop; one query longer than the expansion length
 TEXTS_Q = [*QUERIES, "grep, find: which one searches (recursively) faster? " * 2]
@@ -56,7 +56,7 @@ CASES = {
 def test_a_fresh_residual_lite_scores_exactly_as_the_multi_vector_model(case, tmp_path, tiny_encoder_dir):
     folder = save_multi_vector(tmp_path / "mve", tiny_encoder_dir, **CASES[case])
     encoder = MultiVectorEncoder(str(folder), device="cpu")
-    assert is_multi_vector_folder(folder) and not is_multi_vector_folder(tiny_encoder_dir)
+    assert is_multi_vector_model(folder) and not is_multi_vector_model(tiny_encoder_dir)
     model = LiteModel.from_encoder(str(folder), **SCORER).eval()  # the folder, as a user gives it
     expected = maxsim_matrix(encoder, TEXTS_Q, TEXTS_D)
     scored = lite_matrix(model, TEXTS_Q, TEXTS_D)  # the pair route: texts split and encoded by the model
@@ -308,7 +308,7 @@ def test_a_hub_id_of_a_multi_vector_model_is_read_as_one(tmp_path, tiny_encoder_
         (hub / f"models--{repo}" / "refs" / "main").write_text("0" * 40)
     code = (
         f"import sys, json; sys.path.insert(0, {str(ROOT)!r}); from modeling_lite import LiteModel, "
-        "is_multi_vector_folder as mv; "
+        "is_multi_vector_model as mv; "
         "m = LiteModel.from_encoder('me/colbert-tiny', scorer='residual', row_hidden_size=48, col_hidden_size=16); "
         f"print(json.dumps([mv('me/colbert-tiny'), mv('me/bert-tiny'), mv('no such/repo id!'), "
         f"m.config.projection_dim, m.compute_score({[[q, d] for q in TEXTS_Q for d in TEXTS_D]!r})]))"
