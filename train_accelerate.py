@@ -762,12 +762,17 @@ def training_summary(args, accelerator, teacher, step: int, **extra) -> dict:
 
 def precision_history(metrics_path: Path) -> list[dict]:
     """[{"from_step", "precision"}]: the precision of each stretch of a run, from the start record metrics.jsonl holds
-    for every session (a run resumed on another CPU, or under another LITE_NATIVE_BF16, changes it)."""
+    for every session (a run resumed on another CPU, or under another LITE_NATIVE_BF16, changes it). A session that
+    starts from step s discards what earlier sessions trained from s on (they stopped before their next checkpoint),
+    so their stretches are dropped."""
     history = []
     if metrics_path.is_file():
         for line in metrics_path.read_text().splitlines():
             record = json.loads(line)
-            if record.get("event") == "start" and (not history or history[-1]["precision"] != record["precision"]):
+            if record.get("event") != "start":
+                continue
+            history = [stretch for stretch in history if stretch["from_step"] < record["step"]]
+            if not history or history[-1]["precision"] != record["precision"]:
                 history.append({"from_step": record["step"], "precision": record["precision"]})
     return history
 

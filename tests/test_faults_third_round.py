@@ -473,6 +473,24 @@ def test_s22_a_run_resumed_in_another_precision_records_both(tmp_path, tiny_enco
     assert "bf16 from step 0, then no from step 2" in publishing.precision_description(summary)
 
 
+def test_s22_a_session_that_stopped_before_its_first_checkpoint_leaves_no_stretch(tmp_path):
+    """A session that resumed at step 500 in float32 and was stopped before its next checkpoint trained nothing that
+    was kept; the session after it resumes at 500 again, in bf16: the history is bf16 throughout (seen on issue 34's
+    residual student), while a stretch that reached a checkpoint stays."""
+    starts = [(0, "bf16"), (500, "no"), (500, "bf16")]
+    metrics = write_jsonl(
+        tmp_path / "metrics.jsonl",
+        [{"step": step, "event": "start", "precision": precision} for step, precision in starts] + [{"step": 520}],
+    )
+    assert train_accelerate.precision_history(metrics) == [{"from_step": 0, "precision": "bf16"}]
+    starts = [(0, "bf16"), (500, "no"), (480, "bf16"), (600, "no")]  # the float32 session's 520 was lost, 480 resumed
+    write_jsonl(metrics, [{"step": step, "event": "start", "precision": precision} for step, precision in starts])
+    assert train_accelerate.precision_history(metrics) == [
+        {"from_step": 0, "precision": "bf16"},
+        {"from_step": 600, "precision": "no"},
+    ]
+
+
 # ---------------------------------------------------------------- S21, U23: the workflow's stages
 
 

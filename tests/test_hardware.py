@@ -53,7 +53,10 @@ def test_auto_picks_bf16_only_where_the_cpu_runs_it_natively(cpu):
         (frozenset({"avx2", "fma"}), True, {"float32": 70.0, "bfloat16": 0.8}, False),  # AVX2-only laptop
         (frozenset({"avx512f", "avx512bw"}), True, {"float32": 150.0, "bfloat16": 600.0}, False),  # no bf16 flag
         (frozenset({"avx512f", "avx512_bf16"}), False, {"float32": 150.0, "bfloat16": 600.0}, False),  # no oneDNN bf16
-        (frozenset({"avx512f", "avx512_bf16"}), True, {"float32": 150.0, "bfloat16": 90.0}, False),  # flag lies
+        (frozenset({"avx512f", "avx512_bf16"}), True, {"float32": 150.0, "bfloat16": 1.6}, False),  # flag lies
+        (frozenset({"avx512f", "avx512_bf16"}), True, {"float32": 150.0, "bfloat16": 70.0}, False),  # under half
+        # a native CPU measured on a busy core (seen on an AMX Xeon): bf16 a little slower in the probe is not emulation
+        (frozenset({"amx_bf16", "amx_tile"}), True, {"float32": 166.5, "bfloat16": 116.8}, True),
         (frozenset({"avx512f", "avx512_bf16"}), True, {"float32": 150.0, "bfloat16": 600.0}, True),
         (frozenset({"amx_bf16", "amx_tile"}), True, {"float32": 150.0, "bfloat16": 900.0}, True),
         (None, True, {"float32": 150.0, "bfloat16": 400.0}, True),  # no flags listed (macOS): the timing decides
@@ -81,7 +84,7 @@ def test_the_real_detection_agrees_with_the_cpu_flags():
     speed = hardware.matmul_gflops()
     assert speed["float32"] > 0 and speed["bfloat16"] > 0
     if native:
-        assert speed["bfloat16"] >= speed["float32"]
+        assert speed["bfloat16"] >= hardware.EMULATED_BF16_BELOW * speed["float32"], reason
 
 
 def test_explicit_bf16_on_a_cpu_without_it_runs_with_a_warning_that_says_what_to_do(cpu):
