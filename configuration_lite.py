@@ -71,6 +71,11 @@ class LiteConfig(PretrainedConfig):
         doc_skiplist_ids / query_skiplist_ids (`list[int]`, *optional*):
             Token ids encoded in context but left out of scoring (ColBERT's punctuation skiplist, documents only by
             default); the remaining vectors keep their order. Off when None.
+        query_token_weights (`bool`, *optional*, defaults to `False`):
+            A learned positive weight per vocabulary token on the query's (normalised) vectors, w = exp(δ) with δ = 0
+            in a fresh model, which then scores exactly as without. Weighting a query token's vector scales its row
+            of S, so MaxSim becomes the weighted Chamfer sum Σ_i w(q_i) max_j S_ij (the residual scorer's MaxSim term
+            too); the LITE term sees the weighted S. Documents are not weighted.
     """
 
     model_type = "lite_reranker"
@@ -97,6 +102,7 @@ class LiteConfig(PretrainedConfig):
         query_expansion: dict | None = None,
         doc_skiplist_ids: list[int] | None = None,
         query_skiplist_ids: list[int] | None = None,
+        query_token_weights: bool = False,
         **kwargs,
     ):
         if encoder_config is None:
@@ -141,6 +147,7 @@ class LiteConfig(PretrainedConfig):
         self.query_expansion = query_expansion
         self.doc_skiplist_ids = _listed(doc_skiplist_ids)
         self.query_skiplist_ids = _listed(query_skiplist_ids)
+        self.query_token_weights = query_token_weights
         if getattr(self, "auto_map", None) is None:
             self.auto_map = dict(LITE_AUTO_MAP)
         self.validate_architecture()
@@ -178,10 +185,9 @@ class LiteConfig(PretrainedConfig):
                 raise ValueError(f"LiteConfig.{name} must be an integer of at least {minimum}, got {value!r}.")
         if self.activation not in ACT2FN:
             raise ValueError(f"LiteConfig.activation={self.activation!r} is unknown; use one of {sorted(ACT2FN)}.")
-        if not isinstance(self.normalize_embeddings, bool):
-            raise ValueError(
-                f"LiteConfig.normalize_embeddings must be true or false, got {self.normalize_embeddings!r}."
-            )
+        for name in ("normalize_embeddings", "query_token_weights"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"LiteConfig.{name} must be true or false, got {getattr(self, name)!r}.")
         if self.projection_dim is not None and (not _is_int(self.projection_dim) or self.projection_dim < 1):
             raise ValueError(
                 f"LiteConfig.projection_dim must be a positive integer or None, got {self.projection_dim!r}."

@@ -272,6 +272,21 @@ class MaxSimScorer(nn.Module):
 
 _MAXSIM = MaxSimScorer()
 
+
+class QueryTokenWeights(nn.Module):
+    """A learned positive weight w = exp(δ) per vocabulary token on the query's normalised vectors (δ = 0: weight 1).
+    Scaling a query token's vector scales its row of S, so MaxSim becomes the weighted Chamfer sum
+    Σ_i w(q_i) max_j S_ij: learned term weights over fixed multi-vector embeddings (Archish S. et al., 2025)."""
+
+    def __init__(self, config: LiteConfig):
+        super().__init__()
+        self.log_weights = nn.Parameter(torch.zeros(config.encoder_config.vocab_size))
+
+    def forward(self, vectors: torch.Tensor, input_ids: torch.Tensor) -> torch.Tensor:
+        weights = self.log_weights[input_ids].float().exp().to(vectors.dtype)  # (batch, seq)
+        return vectors * weights.unsqueeze(-1)
+
+
 # ---------------------------------------------------------------------------------------------- token batches
 
 
@@ -840,6 +855,8 @@ class LitePreTrainedModel(PreTrainedModel):
             init.copy_(module.weight, averaging) if hasattr(init, "copy_") else module.weight.copy_(averaging)
         elif isinstance(module, ResidualLiteScorer):
             init.ones_(module.maxsim_scale)
+        elif isinstance(module, QueryTokenWeights):
+            init.zeros_(module.log_weights)  # every weight 1: a fresh model scores as without them
         elif (
             isinstance(module, nn.Linear)
             and isinstance(self.lite_scorer, ResidualLiteScorer)
@@ -916,6 +933,7 @@ class LiteModel(LiteTextMixin, LitePreTrainedModel):
         # MaxSim has none (lite_scorer is None).
         scorer_class = {"lite": LiteSeparableScorer, "residual": ResidualLiteScorer}.get(config.scorer)
         self.lite_scorer = scorer_class(config) if scorer_class is not None else None
+        self.query_token_weights = QueryTokenWeights(config) if config.query_token_weights else None
         self.post_init()
 
     @property
@@ -972,8 +990,7 @@ class LiteModel(LiteTextMixin, LitePreTrainedModel):
     @accepts_text("query")
     def encode_queries(self, input_ids, attention_mask=None):
         """Token ids (or texts) → (query vectors (batch, L1, d'), mask (batch, L1)), exactly what the scorer reads."""
-        vectors, mask = self._encode(input_ids, attention_mask, self.config.query_max_length, "query")
-        return self._normalize(vectors), mask
+        return self._encode(input_ids, attention_mask, self.config.query_max_length, "query")  # normalised there
 
     @accepts_text("document")
     def encode_documents(self, input_ids, attention_mask=None):
@@ -990,7 +1007,8 @@ class LiteModel(LiteTextMixin, LitePreTrainedModel):
     def _encode(self, input_ids, attention_mask, max_length: int, name: str):
         """Token vectors padded to `max_length` after encoding (a sequence's vectors never depend on the batch's
         padding), zero at padded positions (they add nothing to S). A multi-vector model's prefix, query expansion
-        and skiplist apply here, so every route (texts, ids, pairs) encodes alike."""
+        and skiplist apply here, so every route (texts, ids, pairs) encodes alike. Queries come back normalised (and
+        weighted, with query_token_weights); documents are normalised by encode_documents, after any compressor."""
         config = self.config
         is_query = name == "query"
         input_ids, attention_mask = check_token_batch(input_ids, attention_mask, name)
@@ -1015,6 +1033,10 @@ class LiteModel(LiteTextMixin, LitePreTrainedModel):
         if skiplist:
             scoring_mask = scoring_mask & ~torch.isin(input_ids, torch.tensor(skiplist, device=input_ids.device))
         hidden = hidden * scoring_mask.unsqueeze(-1).to(hidden.dtype)
+        if is_query:  # normalised here, before the token weights (normalising would undo them)
+            hidden = self._normalize(hidden)
+            if self.query_token_weights is not None:
+                hidden = self.query_token_weights(hidden, input_ids)
         if skiplist:
             hidden, scoring_mask = compact(hidden, scoring_mask)
         pad = max_length - hidden.shape[1]

@@ -92,6 +92,7 @@ ARCHITECTURE = (
     "projection_dim",
     "doc_stored_tokens",
     "normalize_embeddings",
+    "query_token_weights",
 )
 
 
@@ -128,6 +129,12 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument("--col-hidden-size", type=int, default=360, help="hidden size of LITE's column MLP")
     model.add_argument("--projection-dim", type=int, default=None, help="Small-LITE: project token vectors d → d'")
     model.add_argument("--doc-stored-tokens", type=int, default=None, help="Small-LITE: compress L2 doc tokens to K")
+    model.add_argument(
+        "--query-token-weights",
+        action="store_true",
+        help="a learned weight per vocabulary token on the query's vectors (1 at the start): MaxSim, and the "
+        "residual's MaxSim term, become the weighted sum Σ_i w(q_i) max_j S_ij (LiteConfig.query_token_weights)",
+    )
     model.add_argument(
         "--projection-init",
         choices=["random", "pca"],
@@ -206,6 +213,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="learning rate of the Small-LITE projection alone (default: --scorer-lr); a fresh projection moving at "
         "the scorer's rate changes the similarity matrix the scorer is learning from",
+    )
+    optim.add_argument(
+        "--token-weights-lr",
+        type=float,
+        default=1e-2,
+        help="learning rate of --query-token-weights (their logarithms; 1e-2 was the selection split's choice on "
+        "the frozen all-MiniLM-L6-v2, research/query_token_weights.py)",
     )
     optim.add_argument(
         "--freeze-encoder-steps",
@@ -288,6 +302,7 @@ POSITIVE_OR_NONE = (
     "max_steps",
     "scorer_lr",
     "projection_lr",
+    "token_weights_lr",
     "stop_after",
     "dev_queries",
     "max_train_rows",
@@ -388,6 +403,11 @@ def parse_args(argv=None) -> argparse.Namespace:
                 )
         if args.projection_dim or args.doc_stored_tokens:
             parser.error("--scorer-weights: a committed scorer reads the encoder's own vectors; no Small-LITE layers")
+    if args.query_token_weights and (args.scorer == "cross-encoder" or args.scorer_weights):
+        parser.error(
+            "--query-token-weights weighs LITE's query vectors: not with --scorer cross-encoder or --scorer-weights "
+            "(a committed scorer's model has none)"
+        )
     if args.projection_lr and not args.projection_dim:
         parser.error("--projection-lr sets the Small-LITE projection's learning rate: it needs --projection-dim")
     if Path(args.output_dir).exists() and not Path(args.output_dir).is_dir():
@@ -443,12 +463,19 @@ TRAIN_DATA_CONTENT = "train_data_content"
 
 
 def describe_changes(stored: dict, settings: dict) -> str:
-    changed = sorted(key for key in stored.keys() | settings.keys() if stored.get(key) != settings.get(key))
+    """The settings that differ from a run's stored ones; a flag newer than the run (absent from them) is unchanged
+    at its default, which is how the run started (a release adding a flag must not strand runs in flight)."""
+    parser = build_parser()
+
+    def before(key):
+        return stored[key] if key in stored else parser.get_default(key)
+
+    changed = sorted(key for key in stored.keys() | settings.keys() if before(key) != settings.get(key))
     return "; ".join(
         f"the content of --train-data {settings.get('train_data')} changed since the run started "
         f"({stored.get(key)} → {settings.get(key)})"
         if key == TRAIN_DATA_CONTENT
-        else f"--{key.replace('_', '-')} {stored.get(key)!r} → {settings.get(key)!r}"
+        else f"--{key.replace('_', '-')} {before(key)!r} → {settings.get(key)!r}"
         for key in changed
     )
 
@@ -649,7 +676,8 @@ def get_dataloader(args, train_data, tokenizer, teacher_tokenizer, processes: in
 
 def build_optimizer(args, model, max_steps: int, processes: int):
     """AdamW: the encoder at --lr (frozen for --freeze-encoder-steps), the rest (scorer, Small-LITE layers,
-    cross-encoder head) at --scorer-lr, the Small-LITE projection at --projection-lr when given; linear warm-up
+    cross-encoder head) at --scorer-lr, the Small-LITE projection at --projection-lr when given, the query token
+    weights at --token-weights-lr; linear warm-up
     and decay. Also returns the groups' names, which metrics.jsonl gives their rates (see `learning_rates`)."""
     warmup = args.warmup_steps if args.warmup_steps is not None else max_steps // 10
     # A prepared scheduler steps once per process per optimizer step: size it accordingly.
@@ -663,14 +691,17 @@ def build_optimizer(args, model, max_steps: int, processes: int):
     trainable = [p for p in model.parameters() if p.requires_grad]  # all but a --freeze-encoder encoder
     projection = getattr(model, "projection", None) if args.projection_lr else None
     is_projection = {id(p) for p in projection.parameters()} if projection is not None else set()
+    token_weights = getattr(model, "query_token_weights", None)
+    is_token_weights = {id(p) for p in token_weights.parameters()} if token_weights is not None else set()
     groups = {  # name: (parameters, rate, schedule); a group without parameters is left out
         "lr": ([p for p in trainable if id(p) in is_encoder], args.lr, encoder_schedule),
         "scorer_lr": (
-            [p for p in trainable if id(p) not in is_encoder | is_projection],
+            [p for p in trainable if id(p) not in is_encoder | is_projection | is_token_weights],
             args.scorer_lr or args.lr,
             schedule,
         ),
         "projection_lr": ([p for p in trainable if id(p) in is_projection], args.projection_lr, schedule),
+        "token_weights_lr": ([p for p in trainable if id(p) in is_token_weights], args.token_weights_lr, schedule),
     }
     groups = {name: group for name, group in groups.items() if group[0]}
     optimizer = torch.optim.AdamW(

@@ -27,7 +27,7 @@ from .utils import VECTOR_FIELDS
 EXTRA = 'pip install "lite-reranker[multi-vector]"  (sentence-transformers >= 6.3, < 7)'
 # the LiteConfig fields a multi-vector model decides (its vectors' fields but Small-LITE's compressor, which is LITE's
 # own, and its tokenizer's special ids); a caller may not override them (the vectors would differ)
-CARRIED_FIELDS = tuple(f for f in VECTOR_FIELDS if f != "doc_stored_tokens") + (
+CARRIED_FIELDS = tuple(f for f in VECTOR_FIELDS if f not in ("doc_stored_tokens", "query_token_weights")) + (
     "pad_token_id",
     "cls_token_id",
     "sep_token_id",
@@ -211,6 +211,11 @@ def score_multi_vector_embeddings(model, query_embeddings, doc_embeddings) -> to
     documents — without encoding the texts again. Shapes and normalisation are checked against the model."""
     if model.config.doc_stored_tokens:
         raise MultiVectorError("Small-LITE compresses the document tokens it encodes; score texts instead")
+    if model.config.query_token_weights:
+        raise MultiVectorError(
+            "query_token_weights weighs each query vector by its token's learned weight, and these vectors come "
+            "without their token ids; score the query text (documents' stored vectors are fine: see cached_documents)"
+        )
     queries, query_mask = _padded(query_embeddings, model.config.query_max_length, model, "query")
     docs, doc_mask = _padded(doc_embeddings, model.config.doc_max_length, model, "document")
     dtype, device = model.dtype, model.device
@@ -245,6 +250,11 @@ def export_multi_vector_encoder(model: LiteModel, output_dir, tokenizer=None):
         raise MultiVectorError(
             "Small-LITE's document compressor (doc_stored_tokens) mixes token vectors; a multi-vector encoder "
             "keeps one vector per token, so this model has no multi-vector export"
+        )
+    if config.query_token_weights:
+        raise MultiVectorError(
+            "query_token_weights weighs each query vector by its token's learned weight; a multi-vector encoder has "
+            "no module for that, so this model has no multi-vector export"
         )
     if config.doc_skiplist_ids and config.query_skiplist_ids and config.doc_skiplist_ids != config.query_skiplist_ids:
         raise MultiVectorError("different query and document skiplists: a MultiVectorMask holds one skiplist")

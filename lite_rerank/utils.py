@@ -216,6 +216,8 @@ MULTI_VECTOR_FIELDS = (
     "doc_skiplist_ids",
     "query_skiplist_ids",
 )
+# fields off by default that a fingerprint includes only when set (older fingerprints, and caches, stay valid)
+OPTIONAL_VECTOR_FIELDS = (*MULTI_VECTOR_FIELDS, "query_token_weights")
 # LiteConfig fields the query and document vectors depend on, and those the scorer on them adds
 VECTOR_FIELDS = (
     "encoder_config",
@@ -224,7 +226,7 @@ VECTOR_FIELDS = (
     "projection_dim",
     "doc_stored_tokens",
     "normalize_embeddings",
-    *MULTI_VECTOR_FIELDS,
+    *OPTIONAL_VECTOR_FIELDS,
 )
 SCORER_FIELDS = ("scorer", "row_hidden_size", "col_hidden_size", "activation")
 # keys of a config's dict that say where it came from or how it was saved, not what it computes
@@ -252,7 +254,9 @@ def weights_fingerprint(model, fields, skip_prefix: str | None = None, dtype=tor
         return value
 
     config = model.config.to_dict()
-    chosen = {f: config.get(f) for f in fields if f not in MULTI_VECTOR_FIELDS or config.get(f) is not None}
+    chosen = {
+        f: config.get(f) for f in fields if f not in OPTIONAL_VECTOR_FIELDS or config.get(f) not in (None, False)
+    }
     digest = hashlib.sha256(json.dumps(canonical(chosen), default=str).encode())
     for name, tensor in sorted(model.state_dict().items()):
         if skip_prefix is None or not name.startswith(skip_prefix):

@@ -109,6 +109,14 @@ def parse_args(argv=None):
         action="store_true",
         help="a pilot that chooses a setting: the selection split only, dev is not looked at",
     )
+    parser.add_argument(
+        "--query-token-weights",
+        default=None,
+        metavar="FILE",
+        help="fixed per-token weights on the cached query vectors (the log_weights of research/"
+        "query_token_weights.py's choice): the scorer trains on the weighted S, its start (residual) is the weighted "
+        "MaxSim; MaxSim is reported plain and weighted",
+    )
     parser.add_argument("--output", required=True)
     args = parser.parse_args(argv)
     if args.scorer == "residual" and args.start != "fresh":
@@ -117,6 +125,38 @@ def parse_args(argv=None):
     args.bf16 = hardware.choose_dtype(args.dtype) == torch.bfloat16
     print(hardware.precision_note(torch.bfloat16 if args.bf16 else torch.float32, args.dtype))
     return args
+
+
+class WeightedQueries:
+    """A query store whose vectors come out scaled by fixed per-token weights, exp(log_weights[token id]), as
+    LiteModel with query_token_weights encodes them; each query's ids are checked against its stored vector count."""
+
+    def __init__(self, store: TokenEmbeddingStore, ids_of: dict[str, list[int]], log_weights: torch.Tensor):
+        self.store, self.ids_of, self.weights = store, ids_of, log_weights.float().exp()
+
+    def get(self, qids, dtype=None):
+        vectors, mask = self.store.get(qids, dtype)
+        for row, qid in enumerate(qids):
+            ids = self.ids_of[qid]
+            if len(ids) != int(mask[row].sum()):
+                raise SystemExit(f"query {qid}: {len(ids)} token ids, {int(mask[row].sum())} stored vectors")
+            vectors[row, : len(ids)] *= self.weights[ids].unsqueeze(-1).to(vectors.dtype)
+        return vectors, mask
+
+
+def weighted_queries(args, model, store, query_texts: dict[str, str]) -> WeightedQueries:
+    from safetensors.torch import load_file
+
+    log_weights = load_file(args.query_token_weights)["log_weights"]
+    if log_weights.shape != (model.config.encoder_config.vocab_size,):
+        raise SystemExit(
+            f"--query-token-weights {args.query_token_weights}: {tuple(log_weights.shape)} weights, "
+            f"the encoder's vocabulary has {model.config.encoder_config.vocab_size}"
+        )
+    encoded_ids = model.tokenizer(
+        list(query_texts.values()), truncation=True, max_length=model.config.query_max_length
+    )
+    return WeightedQueries(store, dict(zip(query_texts, encoded_ids["input_ids"])), log_weights)
 
 
 def encoded(model, texts: dict[str, str], kind: str, path: Path, bf16: bool) -> TokenEmbeddingStore:
@@ -278,17 +318,26 @@ def main(argv=None):
     dev = load_rerank_set(args.data, args.eval_split, eval_run, args.max_queries)
     dtype = torch.bfloat16 if args.bf16 else torch.float32
 
-    def mrr(rerank_set, scoring=model, run_name=None):
-        scores = scores_of(scoring, dtype, queries, docs, rerank_set)
+    plain_queries = queries
+    if args.query_token_weights:
+        queries = weighted_queries(args, model, plain_queries, query_texts)
+
+    def mrr(rerank_set, scoring=model, run_name=None, query_store=None):
+        scores = scores_of(scoring, dtype, query_store or queries, docs, rerank_set)
         if run_name is not None:
             write_trec_run(trec_path(output, run_name), rankings(rerank_set, scores), "frozen")
         values = compute_metrics(rerank_set, scores, (10,), metrics)
         return {name: values[name] for name in ("mrr@10", "ndcg@10", "recall@10")}
 
     maxsim_name = "MaxSim (frozen all-MiniLM-L6-v2)"
-    report[maxsim_name] = {"selection": mrr(selection, maxsim)}
+    report[maxsim_name] = {"selection": mrr(selection, maxsim, query_store=plain_queries)}
     if not args.selection_only:
-        report[maxsim_name]["dev"] = mrr(dev, maxsim, maxsim_name)
+        report[maxsim_name]["dev"] = mrr(dev, maxsim, maxsim_name, query_store=plain_queries)
+    if args.query_token_weights:  # the residual's start: the weighted MaxSim
+        weighted_name = "MaxSim, weighted query tokens (frozen all-MiniLM-L6-v2)"
+        report[weighted_name] = {"selection": mrr(selection, maxsim), "log_weights": str(args.query_token_weights)}
+        if not args.selection_only:
+            report[weighted_name]["dev"] = mrr(dev, maxsim, weighted_name)
     save()
     print(json.dumps(report, indent=2), flush=True)
 

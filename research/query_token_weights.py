@@ -13,7 +13,9 @@ Chamfer sum Σ_i w(q_i) max_j S_ij, one weight per vocabulary token, rank ahead 
    (fitted to the teacher first, as the residual scorer's MaxSim scale is), KL from the teacher over the 30
    candidates, L2 on δ; after every epoch MRR@10 on the selection split; the start (epoch 0) is a candidate.
 5. The weighting the selection split prefers (among zero-shot and learned, every setting) is evaluated on dev once,
-   against MaxSim on the same row maxima: wins / losses and the paired randomisation test.
+   against MaxSim on the same row maxima: wins / losses and the paired randomisation test. Its log-weights are saved
+   next to the report (OUTPUT.log-weights.safetensors: LiteModel's query_token_weights.log_weights, and
+   research/frozen_encoder.py --query-token-weights).
 """
 
 import argparse
@@ -25,6 +27,7 @@ from collections import Counter
 from pathlib import Path
 
 import torch
+from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -206,6 +209,9 @@ def main(argv=None):
     # the selection split's choice (ties: the earlier, simpler candidate), then dev once, against MaxSim
     name, value, weights = max(candidates, key=lambda c: c[1])
     report["selected"] = {"weighting": name, "selection_mrr@10": value}
+    weights_file = output.parent / f"{output.stem}.log-weights.safetensors"
+    save_file({"log_weights": weights.log().contiguous()}, weights_file, metadata={"weighting": name})
+    report["selected"]["log_weights"] = weights_file.name
     maxsim_dev, maxsim_scores = mrr("dev", starts["ones"], "maxsim")
     chosen_dev, chosen_scores = mrr("dev", weights, "weighted")
     rerank_set = sets["dev"][0]

@@ -8,7 +8,8 @@
 For each release: a virtual environment, made once under --venv-dir (torch pinned to the CPU wheel, torch==2.13.0;
 sentence-transformers as pip resolves it next to that transformers), then scripts/hub_routes.py in a fresh, offline
 process on three staged models (LITE with Small-LITE storage on a BERT encoder; MaxSim on a DistilBERT encoder; the
-residual LITE on a BERT encoder, with a multi-vector model's prompts, query expansion and skiplist). Every
+residual LITE on a BERT encoder, with a multi-vector model's prompts, query expansion and skiplist, and learned
+query token weights). Every
 route must work and reproduce the source model's scores here (max |Δ| < 1e-5): raw logits where the API returns
 them, sigmoid(logit) where it applies one by default. Prints a table; exit status 1 when anything fails.
 """
@@ -58,6 +59,7 @@ MODELS = {  # name: LiteConfig fields of a small model staged for the check
         doc_prefix_ids=[1031, 1040, 1033],
         query_expansion={"strategy": "fixed", "length": 12, "token_id": 103, "attend": False},
         doc_skiplist_ids=[1006, 1007, 1010, 1012, 1024],
+        query_token_weights=True,  # issue 34: a weight per query token (perturbed like every other weight)
     ),
 }
 

@@ -494,6 +494,7 @@ def test_usage_code_in_the_card_is_python_that_gives_back_the_examples(tokenizer
         ({"scorer": "residual"}, "the residual LITE scorer: ColBERT's MaxSim", True),
         ({"scorer": "maxsim"}, "ColBERT's MaxSim, Σ_i max_j S_ij (the late-interaction baseline", True),
         ({"doc_stored_tokens": 8}, "the separable LITE scorer", False),
+        ({"scorer": "residual", "query_token_weights": True}, "so MaxSim's sum is weighted", False),
     ],
 )
 def test_the_card_names_the_scorer_and_offers_the_first_stage_export(tokenizer, overrides, described, first_stage):

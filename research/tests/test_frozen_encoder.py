@@ -297,3 +297,35 @@ def test_export_writes_a_scorer_folder_that_rebuilds_the_selected_scorer(tmp_pat
             ["--report", str(output), "--variant", "ce, 7 hard negatives", "--supervision", str(packed)]
             + ["--encoder", str(tiny_encoder_dir), "--output", str(tmp_path)]
         )
+
+
+def test_fixed_query_token_weights_score_as_the_model_with_those_weights(tmp_path, data, tiny_encoder_dir):  # noqa: F811
+    """--query-token-weights (issue 34): the cached query vectors weighted per token score as LiteModel with
+    query_token_weights and those log-weights does from the texts (fp16 cache: to 5e-3); the residual's start
+    (epoch 0) ranks as the weighted MaxSim; plain MaxSim is still reported."""
+    from modeling_lite import LiteModel
+
+    data_dir, negatives = data
+    model = LiteModel.from_encoder(str(tiny_encoder_dir), scorer="maxsim", query_token_weights=True).eval()
+    log_weights = torch.randn(model.config.encoder_config.vocab_size, generator=torch.Generator().manual_seed(0))
+    save_file({"log_weights": log_weights}, tmp_path / "weights.safetensors")
+    output = tmp_path / "report.json"
+    argv = ["--encoder", str(tiny_encoder_dir), "--data", str(data_dir), "--negatives", str(negatives)]
+    argv += ["--epochs", "1", "--batch-size", "4", "--dtype", "float32", "--variants", "ce, 7 hard negatives"]
+    argv += ["--query-token-weights", str(tmp_path / "weights.safetensors"), "--scorer", "residual"]
+    report = frozen_encoder.main([*argv, "--output", str(output)])
+    weighted = report["MaxSim, weighted query tokens (frozen all-MiniLM-L6-v2)"]
+    assert report["ce, 7 hard negatives"]["epochs"][0]["selection"] == weighted["selection"]
+    with torch.no_grad():
+        model.query_token_weights.log_weights.copy_(log_weights)
+    queries = {json.loads(line)["_id"]: json.loads(line)["text"] for line in gzip.open(data_dir / "queries.jsonl.gz")}
+    corpus = {json.loads(line)["_id"]: json.loads(line)["text"] for line in gzip.open(data_dir / "corpus.jsonl.gz")}
+    gaps = {"weighted": 0.0, "plain": 0.0}
+    for name, key in (
+        ("MaxSim, weighted query tokens (frozen all-MiniLM-L6-v2)", "weighted"),
+        ("MaxSim (frozen all-MiniLM-L6-v2)", "plain"),
+    ):
+        for qid, ranked in read_trec_run(frozen_encoder.trec_path(output, name)).items():
+            expected = model.compute_score([[queries[qid], corpus[doc]] for doc, _ in ranked])
+            gaps[key] = max(gaps[key], max(abs(s - e) for (_, s), e in zip(ranked, expected)))
+    assert gaps["weighted"] < 5e-3 < gaps["plain"]
