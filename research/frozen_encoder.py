@@ -41,6 +41,8 @@ from lite_rerank.utils import file_sha256, nested_sample  # noqa: E402
 from modeling_lite import LiteModel, in_batch_candidates  # noqa: E402
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "debian-rerank"
+MAXSIM = "MaxSim (frozen all-MiniLM-L6-v2)"
+WEIGHTED_MAXSIM = "MaxSim, weighted query tokens (frozen all-MiniLM-L6-v2)"  # with --query-token-weights
 # name: (loss, hard negatives per query, in-batch negatives per query, needs teacher scores)
 VARIANTS = {
     "ce, 1 hard negative": ("ce", 1, 0, False),
@@ -329,12 +331,12 @@ def main(argv=None):
         values = compute_metrics(rerank_set, scores, (10,), metrics)
         return {name: values[name] for name in ("mrr@10", "ndcg@10", "recall@10")}
 
-    maxsim_name = "MaxSim (frozen all-MiniLM-L6-v2)"
+    maxsim_name = MAXSIM
     report[maxsim_name] = {"selection": mrr(selection, maxsim, query_store=plain_queries)}
     if not args.selection_only:
         report[maxsim_name]["dev"] = mrr(dev, maxsim, maxsim_name, query_store=plain_queries)
     if args.query_token_weights:  # the residual's start: the weighted MaxSim
-        weighted_name = "MaxSim, weighted query tokens (frozen all-MiniLM-L6-v2)"
+        weighted_name = WEIGHTED_MAXSIM
         report[weighted_name] = {"selection": mrr(selection, maxsim), "log_weights": str(args.query_token_weights)}
         if not args.selection_only:
             report[weighted_name]["dev"] = mrr(dev, maxsim, weighted_name)

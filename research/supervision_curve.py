@@ -34,7 +34,7 @@ from lite_rerank.data import read_qrels, read_trec_run  # noqa: E402
 from lite_rerank.significance import compare, reciprocal_ranks  # noqa: E402
 from lite_rerank.utils import write_text_atomically  # noqa: E402
 
-MAXSIM = "MaxSim (frozen all-MiniLM-L6-v2)"
+MAXSIM = frozen_encoder.MAXSIM
 RESIDUAL_START = "MaxSim (the residual's LITE term at zero)"
 
 
@@ -83,6 +83,13 @@ def parse_args(argv=None):
     parser.add_argument("--plot", default=None, help="PNG of the series of two points or more")
     parser.add_argument("--permutations", type=int, default=100_000)
     parser.add_argument(
+        "--query-token-weights",
+        default=None,
+        metavar="FILE",
+        help="fixed per-token weights on the query vectors (frozen_encoder.py --query-token-weights); each point "
+        "is then also compared with the weighted MaxSim, the residual's start",
+    )
+    parser.add_argument(
         "--keep-points",
         action="store_true",
         help="keep the stored series' points at sizes not in --sizes (same variant and scorer), so that a series "
@@ -124,6 +131,7 @@ def train_point(args, size: int) -> Path:
         ("--encoder", args.encoder),
         ("--max-queries", args.max_queries),
         ("--threads", args.threads),
+        ("--query-token-weights", args.query_token_weights),
     ):
         if value is not None:
             argv += [flag, str(value)]
@@ -138,7 +146,16 @@ def point(args, size: int, path: Path, qrels: dict) -> dict:
     maxsim_rr = reciprocal_ranks(read_trec_run(frozen_encoder.trec_path(path, MAXSIM)), qrels)
     lite_rr = reciprocal_ranks(read_trec_run(frozen_encoder.trec_path(path, args.variant)), qrels)
     test = compare(maxsim_rr, lite_rr, args.permutations)
-    return {
+    weighted = {}
+    if frozen_encoder.WEIGHTED_MAXSIM in report:
+        weighted_rr = reciprocal_ranks(
+            read_trec_run(frozen_encoder.trec_path(path, frozen_encoder.WEIGHTED_MAXSIM)), qrels
+        )
+        weighted = {
+            "weighted_maxsim_dev_mrr@10": report[frozen_encoder.WEIGHTED_MAXSIM]["dev"]["mrr@10"],
+            "vs_weighted_maxsim": compare(weighted_rr, lite_rr, args.permutations),
+        }
+    return weighted | {
         "training_rows": record["training_rows"],
         # reports written before the residual recorded its start say "fresh"; the residual always starts at MaxSim
         "start": RESIDUAL_START if args.scorer == "residual" else record["start"],
@@ -160,6 +177,11 @@ def kept_points(args, stored: dict | None) -> list[dict]:
     if not args.keep_points or not stored:
         return []
     stored_scorer = stored.get("scorer", "lite")  # series written before the residual existed are the paper's
+    if stored.get("query_token_weights") != args.query_token_weights:
+        raise SystemExit(
+            f"--keep-points: the stored series {args.label!r} in {args.results} has query token weights "
+            f"{stored.get('query_token_weights')!r}, this run {args.query_token_weights!r}: choose another --label"
+        )
     if stored.get("variant") != args.variant or stored_scorer != args.scorer:
         raise SystemExit(
             f"--keep-points: the stored series {args.label!r} in {args.results} is {stored.get('variant')!r} with the "
@@ -264,6 +286,7 @@ def main(argv=None):
         "epochs": f"{args.epochs}, or ceil({args.min_examples} / N) where more",
         "start": points[0]["start"] if points else args.start,
         "scorer": args.scorer,
+        **({"query_token_weights": args.query_token_weights} if args.query_token_weights else {}),
         "points": points,
         "trend": trend(points),
     }

@@ -222,3 +222,44 @@ def test_a_series_of_another_scorer_is_refused_by_name():
         supervision_curve.kept_points(keep_points_args("--keep-points"), stored_series("residual"))
     with pytest.raises(SystemExit, match="with 'residual'"):
         supervision_curve.kept_points(keep_points_args("--keep-points", "--scorer", "residual"), stored_series())
+
+
+def test_a_series_with_other_query_token_weights_is_refused_by_name():
+    weighted = stored_series() | {"query_token_weights": "w.safetensors"}
+    with pytest.raises(SystemExit, match="query token weights 'w.safetensors', this run None"):
+        supervision_curve.kept_points(keep_points_args("--keep-points"), weighted)
+    args = keep_points_args("--keep-points", "--query-token-weights", "w.safetensors")
+    assert [p["training_rows"] for p in supervision_curve.kept_points(args, weighted)] == [41329]
+
+
+def test_a_weighted_series_compares_each_point_with_the_weighted_maxsim_too(
+    tmp_path,
+    data,  # noqa: F811
+    tiny_encoder_dir,  # noqa: F811
+):
+    import torch
+    from safetensors.torch import save_file
+
+    data_dir, negatives = data
+    scored = with_teacher_scores(negatives)
+    weights = tmp_path / "w.safetensors"
+    save_file({"log_weights": torch.randn(30522, generator=torch.Generator().manual_seed(0))}, weights)
+    argv = ["--label", "weighted", "--sizes", "12", "--variant", "kl from the teacher, 7 hard negatives"]
+    argv += ["--negatives", str(negatives), "--teacher-scores", str(scored), "--encoder", str(tiny_encoder_dir)]
+    argv += ["--data", str(data_dir), "--epochs", "1", "--batch-size", "4", "--dtype", "float32"]
+    argv += ["--permutations", "2000", "--min-examples", "12", "--scorer", "residual"]
+    argv += ["--query-token-weights", str(weights)]
+    argv += ["--work-dir", str(tmp_path / "work"), "--results", str(tmp_path / "curve.json")]
+    series = supervision_curve.main(argv)["series"]["weighted"]
+    assert series["query_token_weights"] == str(weights)
+    (p,) = series["points"]
+    qrels = read_qrels(data_dir / "qrels" / "dev.tsv")
+    path = supervision_curve.report_path(tmp_path / "work", "weighted", 12)
+    weighted = reciprocal_ranks(read_trec_run(frozen_encoder.trec_path(path, frozen_encoder.WEIGHTED_MAXSIM)), qrels)
+    assert p["weighted_maxsim_dev_mrr@10"] == pytest.approx(sum(weighted.values()) / 4, abs=1e-9)
+    lite = reciprocal_ranks(
+        read_trec_run(frozen_encoder.trec_path(path, "kl from the teacher, 7 hard negatives")), qrels
+    )
+    assert p["vs_weighted_maxsim"]["difference"] == pytest.approx(
+        sum(lite.values()) / 4 - sum(weighted.values()) / 4, abs=1e-9
+    )
