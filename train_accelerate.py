@@ -399,15 +399,14 @@ def parse_args(argv=None) -> argparse.Namespace:
             if name != "activation" and getattr(args, name) != value:
                 parser.error(
                     f"--scorer-weights {args.scorer_weights} holds a scorer with {name} {value!r}: "
-                    f"pass {flag(name)} {value} (got {getattr(args, name)!r})"
+                    f"pass {flag(name)}{'' if isinstance(value, bool) else f' {value}'} (got {getattr(args, name)!r})"
                 )
+        if args.query_token_weights and not stored.get("query_token_weights"):
+            parser.error(f"--query-token-weights: --scorer-weights {args.scorer_weights} holds no query token weights")
         if args.projection_dim or args.doc_stored_tokens:
             parser.error("--scorer-weights: a committed scorer reads the encoder's own vectors; no Small-LITE layers")
-    if args.query_token_weights and (args.scorer == "cross-encoder" or args.scorer_weights):
-        parser.error(
-            "--query-token-weights weighs LITE's query vectors: not with --scorer cross-encoder or --scorer-weights "
-            "(a committed scorer's model has none)"
-        )
+    if args.query_token_weights and args.scorer == "cross-encoder":
+        parser.error("--query-token-weights weighs LITE's query vectors: a cross-encoder has none")
     if args.projection_lr and not args.projection_dim:
         parser.error("--projection-lr sets the Small-LITE projection's learning rate: it needs --projection-dim")
     if Path(args.output_dir).exists() and not Path(args.output_dir).is_dir():

@@ -1,7 +1,9 @@
 """Scorers anyone can re-evaluate without retraining: a scorer trained on a frozen encoder, stored as its weights
 only (`scorer.safetensors`, the `lite_scorer.*` state without the prefix) with `scorer.json` (the LiteConfig fields
 that shape it, the encoder it was trained on with the sha256 of its weights, and the provenance: training rows,
-selection curve, dev figures). `build_model` puts it back on its encoder as a full LiteModel.
+selection curve, dev figures). `build_model` puts it back on its encoder as a full LiteModel. A scorer trained on
+query token weights (LiteConfig.query_token_weights) also holds them, `query_token_weights.safetensors` (log_weights,
+one per vocabulary token).
 
 A scorer folder is data from somewhere else: every file name, field and tensor is checked before it is used.
 """
@@ -13,7 +15,7 @@ from safetensors import safe_open
 
 from lite_rerank.utils import file_sha256
 
-WEIGHTS, RECORD = "scorer.safetensors", "scorer.json"
+WEIGHTS, RECORD, TOKEN_WEIGHTS = "scorer.safetensors", "scorer.json", "query_token_weights.safetensors"
 # LiteConfig fields that shape a scorer and the vectors it reads; everything else comes from the encoder
 SCORER_FIELDS = (
     "scorer",
@@ -23,6 +25,7 @@ SCORER_FIELDS = (
     "col_hidden_size",
     "activation",
     "normalize_embeddings",
+    "query_token_weights",  # optional: absent means False
 )
 
 
@@ -43,8 +46,17 @@ def encoder_weights_sha256(encoder: str) -> str | None:
     return file_sha256(weights) if weights.is_file() else None
 
 
+def read_tensors(path: Path) -> dict:
+    try:
+        with safe_open(str(path), framework="pt") as tensors:
+            return {name: tensors.get_tensor(name) for name in tensors.keys()}  # noqa: SIM118
+    except Exception as error:  # safetensors' own error class is not importable on every release
+        raise ScorerError(f"{path} does not read ({error}); the file is damaged") from None
+
+
 def read_scorer(folder) -> tuple[dict, dict, dict]:
-    """(the LiteConfig fields, the scorer's tensors, the whole record) of a scorer folder, each checked."""
+    """(the LiteConfig fields, the scorer's tensors, the whole record) of a scorer folder, each checked; with query
+    token weights, the tensors hold them as "query_token_weights.log_weights"."""
     folder = Path(folder)
     weights, record_path = folder / WEIGHTS, folder / RECORD
     for path in (weights, record_path):
@@ -62,11 +74,14 @@ def read_scorer(folder) -> tuple[dict, dict, dict]:
         raise ScorerError(f"{record_path}: 'config' must hold 'scorer' and only {list(SCORER_FIELDS)}; got {unknown}")
     if config["scorer"] not in ("lite", "residual"):
         raise ScorerError(f"{record_path}: config.scorer must be 'lite' or 'residual', got {config['scorer']!r}")
-    try:
-        with safe_open(str(weights), framework="pt") as tensors:
-            state = {name: tensors.get_tensor(name) for name in tensors.keys()}  # noqa: SIM118
-    except Exception as error:  # safetensors' own error class is not importable on every release
-        raise ScorerError(f"{weights} does not read ({error}); the file is damaged") from None
+    if config.get("query_token_weights", False) not in (True, False):
+        raise ScorerError(f"{record_path}: config.query_token_weights must be true or false")
+    state = read_tensors(weights)
+    if config.get("query_token_weights"):
+        token_weights = read_tensors(folder / TOKEN_WEIGHTS) if (folder / TOKEN_WEIGHTS).is_file() else None
+        if token_weights is None or set(token_weights) != {"log_weights"}:
+            raise ScorerError(f"{folder}: config.query_token_weights is true, but no {TOKEN_WEIGHTS} with log_weights")
+        state["query_token_weights.log_weights"] = token_weights["log_weights"]
     return config, state, record
 
 
@@ -88,6 +103,15 @@ def build_model(folder, encoder: str | None = None, check_encoder: bool = True):
                 "vectors: give that encoder with --encoder"
             )
     model = LiteModel.from_encoder(encoder, **config)
+    token_weights = state.pop("query_token_weights.log_weights", None)
+    if token_weights is not None:
+        vocabulary = model.query_token_weights.log_weights.shape
+        if token_weights.shape != vocabulary:
+            raise ScorerError(
+                f"{Path(folder) / TOKEN_WEIGHTS}: {tuple(token_weights.shape)} weights, the encoder's vocabulary "
+                f"has {vocabulary[0]}"
+            )
+        model.query_token_weights.log_weights.data.copy_(token_weights.float())
     expected_shapes = {name: tuple(t.shape) for name, t in model.lite_scorer.state_dict().items()}
     given = {name: tuple(t.shape) for name, t in state.items()}
     if given != expected_shapes:
@@ -118,5 +142,9 @@ def write_scorer(folder, model, record: dict):
     folder.mkdir(parents=True, exist_ok=True)
     state = {name: tensor.detach().float().contiguous() for name, tensor in model.lite_scorer.state_dict().items()}
     save_file(state, folder / WEIGHTS, metadata={"format": "pt"})
-    config = {name: getattr(model.config, name) for name in SCORER_FIELDS}
+    config = {name: getattr(model.config, name) for name in SCORER_FIELDS if name != "query_token_weights"}
+    if model.query_token_weights is not None:
+        config["query_token_weights"] = True
+        log_weights = model.query_token_weights.log_weights.detach().float().contiguous()
+        save_file({"log_weights": log_weights}, folder / TOKEN_WEIGHTS, metadata={"format": "pt"})
     (folder / RECORD).write_text(json.dumps({"config": config, **record}, indent=2, ensure_ascii=False) + "\n")

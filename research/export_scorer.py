@@ -55,9 +55,13 @@ def main(argv=None):
     encoder = args.encoder or default_encoder()
     state = load_file(weights)
     scorer = record.get("scorer", "lite")
-    model = LiteModel.from_encoder(encoder, scorer=scorer)
+    weighted = report.get(frozen_encoder.WEIGHTED_MAXSIM)  # trained on fixed query token weights: they go along
+    model = LiteModel.from_encoder(encoder, scorer=scorer, query_token_weights=weighted is not None)
     model.lite_scorer.load_state_dict(state)  # strict: the weights fit this scorer exactly
-    maxsim = next(value for name, value in report.items() if name.startswith("MaxSim"))
+    if weighted is not None:
+        log_weights = load_file(weighted["log_weights"])["log_weights"]
+        model.query_token_weights.load_state_dict({"log_weights": log_weights})
+    maxsim = report[frozen_encoder.MAXSIM]
     packed = files_of(args.supervision)
     provenance = json.loads(packed["provenance"].read_text())
     write_scorer(
@@ -90,13 +94,26 @@ def main(argv=None):
                 "mrr@10_by_epoch": {str(e["epoch"]): e["selection"]["mrr@10"] for e in record["epochs"]},
                 "selected_epoch": record["selected_epoch"],
                 "maxsim_mrr@10": maxsim["selection"]["mrr@10"],
+                **({"weighted_maxsim_mrr@10": weighted["selection"]["mrr@10"]} if weighted else {}),
             },
             "dev": {
                 "protocol": "920 dev queries of ../shared/data/debian-rerank, BM25 top-30, frozen encoder embeddings "
                 "cached in float16 (research/frozen_encoder.py)",
                 "scorer": record["dev"],
                 "maxsim": maxsim["dev"],
+                **({"weighted_maxsim": weighted["dev"]} if weighted else {}),
             },
+            **(
+                {
+                    "query_token_weights": {
+                        "file": str(weighted["log_weights"]),
+                        "sha256": file_sha256(weighted["log_weights"]),
+                        "chosen_by": "research/query_token_weights.py (selection split), fixed while the scorer trained",
+                    }
+                }
+                if weighted
+                else {}
+            ),
             "command": "python research/export_scorer.py " + " ".join(argv or sys.argv[1:]),
         },
     )

@@ -38,6 +38,28 @@ def test_a_scorer_folder_rebuilds_the_model_it_was_saved_from(scorer_folder, tin
     assert rebuilt.compute_score(pairs) == pytest.approx(model.compute_score(pairs), abs=1e-6)
 
 
+def test_a_scorer_with_query_token_weights_carries_them(tmp_path, tiny_encoder_dir):
+    torch.manual_seed(0)
+    model = LiteModel.from_encoder(str(tiny_encoder_dir), scorer="residual", query_token_weights=True, **FIELDS)
+    with torch.no_grad():
+        model.lite_scorer.out.weight.normal_(0, 0.05)
+        model.query_token_weights.log_weights.normal_(0, 0.5)
+    write_scorer(tmp_path / "scorer", model, {})
+    config, _, _ = read_scorer(tmp_path / "scorer")
+    assert (
+        config["query_token_weights"] is True and (tmp_path / "scorer" / "query_token_weights.safetensors").is_file()
+    )
+    rebuilt = build_model(tmp_path / "scorer", str(tiny_encoder_dir))
+    pairs = [[query, doc] for query in QUERIES for doc in DOCUMENTS]
+    assert rebuilt.compute_score(pairs) == pytest.approx(model.compute_score(pairs), abs=1e-5)
+    without = LiteModel.from_encoder(str(tiny_encoder_dir), scorer="residual", **FIELDS)
+    without.lite_scorer.load_state_dict(model.lite_scorer.state_dict())
+    assert max(abs(a - b) for a, b in zip(without.compute_score(pairs), model.compute_score(pairs))) > 1e-3
+    (tmp_path / "scorer" / "query_token_weights.safetensors").unlink()
+    with pytest.raises(ScorerError, match="no query_token_weights.safetensors"):
+        build_model(tmp_path / "scorer", str(tiny_encoder_dir))
+
+
 def test_another_encoder_or_a_scorer_of_other_sizes_is_refused(scorer_folder, tiny_encoder_dir, minilm_path):
     folder, _ = scorer_folder
     with pytest.raises(ScorerError, match="was trained on the encoder whose weights have sha256"):

@@ -329,3 +329,48 @@ def test_fixed_query_token_weights_score_as_the_model_with_those_weights(tmp_pat
             expected = model.compute_score([[queries[qid], corpus[doc]] for doc, _ in ranked])
             gaps[key] = max(gaps[key], max(abs(s - e) for (_, s), e in zip(ranked, expected)))
     assert gaps["weighted"] < 5e-3 < gaps["plain"]
+
+
+def test_a_scorer_trained_on_query_token_weights_is_exported_and_rebuilt_with_them(
+    tmp_path,
+    data,
+    tiny_encoder_dir,  # noqa: F811
+):
+    import export_scorer
+
+    from lite_rerank.scorer_weights import TOKEN_WEIGHTS, ScorerError, build_model, read_scorer
+
+    data_dir, negatives = data
+    log_weights = torch.randn(30522, generator=torch.Generator().manual_seed(0))
+    save_file({"log_weights": log_weights}, tmp_path / "weights.safetensors")
+    output = tmp_path / "report.json"
+    argv = ["--encoder", str(tiny_encoder_dir), "--data", str(data_dir), "--negatives", str(negatives)]
+    argv += ["--epochs", "1", "--batch-size", "4", "--dtype", "float32", "--variants", "ce, 7 hard negatives"]
+    argv += ["--query-token-weights", str(tmp_path / "weights.safetensors")]
+    frozen_encoder.main([*argv, "--scorer", "residual", "--output", str(output)])
+    packed = tmp_path / "packed" / "real.top30"
+    packed.parent.mkdir()
+    for suffix in ("queries.jsonl.gz", "safetensors"):
+        packed.with_name(f"real.top30.{suffix}").write_bytes(suffix.encode())
+    packed.with_name("real.top30.provenance.json").write_text(
+        json.dumps({"scored_from": {"teacher_weights_sha256": "t"}})
+    )
+    folder = tmp_path / "scorer"
+    export_scorer.main(
+        ["--report", str(output), "--variant", "ce, 7 hard negatives", "--supervision", str(packed)]
+        + ["--encoder", str(tiny_encoder_dir), "--output", str(folder)]
+    )
+    config, _, record = read_scorer(folder)
+    assert config["query_token_weights"] is True and "weighted_maxsim" in record["dev"]
+    model = build_model(folder, str(tiny_encoder_dir))
+    assert torch.equal(model.query_token_weights.log_weights.detach(), log_weights)
+    # the rebuilt model scores the dev candidates as the run did on its float16 cache
+    queries = {json.loads(line)["_id"]: json.loads(line)["text"] for line in gzip.open(data_dir / "queries.jsonl.gz")}
+    corpus = {json.loads(line)["_id"]: json.loads(line)["text"] for line in gzip.open(data_dir / "corpus.jsonl.gz")}
+    for qid, ranked in read_trec_run(frozen_encoder.trec_path(output, "ce, 7 hard negatives")).items():
+        expected = model.compute_score([[queries[qid], corpus[doc]] for doc, _ in ranked])
+        # float16 vectors, weights up to e³: a relative tolerance
+        assert all(abs(score - e) <= 1e-3 * abs(e) for (_, score), e in zip(ranked, expected))
+    (folder / TOKEN_WEIGHTS).unlink()
+    with pytest.raises(ScorerError, match="query_token_weights is true, but no query_token_weights.safetensors"):
+        read_scorer(folder)
