@@ -8,11 +8,12 @@ several times faster than float32. On other CPUs PyTorch emulates it: a bf16 mat
 
 "Natively" is decided once per process: the CPU's flags (where the OS lists them) must name a bf16 instruction set
 and oneDNN must support bf16 here, and a tiny timed matmul must not show bf16 emulated (flags can be masked or
-misreported by hypervisors): emulation runs at about 1/90 of float32, so bf16 under half float32's speed means emulated.
-The margin matters: on a native CPU the probe is noisy on a busy core (an AMX Xeon that runs bf16 at 4× once measured
-117 vs 167 GFLOP/s), and a rule of "at least as fast" flipped a resumed training run from bf16 to float32. `LITE_NATIVE_BF16=0` (or `1`) overrides the detection: it simulates a CPU
-without bf16 (or asserts one that has it). An explicit bfloat16 on a CPU without native support still runs, with a
-warning that says how much slower it is here and how to choose float32.
+misreported by hypervisors): emulation runs at about 1/90 of float32, so bf16 under half float32's speed means
+emulated. The margin matters: on a native CPU the probe is noisy on a busy core (an AMX Xeon that runs bf16 at 4× once
+measured 117 vs 167 GFLOP/s), and a rule of "at least as fast" flipped a resumed training run from bf16 to float32.
+`LITE_NATIVE_BF16=0` (or `1`) overrides the detection: it simulates a CPU without bf16 (or asserts one that has it).
+An explicit bfloat16 on a CPU without native support still runs, with a warning that says how much slower it is here
+and how to choose float32.
 """
 
 import functools

@@ -210,7 +210,7 @@ def render_card(
         col_hidden_size=config.col_hidden_size,
         projection_dim=config.projection_dim,
         doc_stored_tokens=config.doc_stored_tokens,
-        query_token_weights=getattr(config, "query_token_weights", False),
+        query_token_weights=config.query_token_weights,
         # Python literals (a JSON string is one), one passage per line: a quote or backslash in an example must not
         # break the usage code, and a list of long passages on one line cannot be read.
         example_query=json.dumps(query, ensure_ascii=False),

@@ -146,6 +146,12 @@ class WeightedQueries:
         return vectors, mask
 
 
+def token_ids(tokenizer, texts: dict[str, str], max_length: int) -> dict[str, list[int]]:
+    """{id: the token ids of its text at `max_length`}, as `encode_texts` tokenises before encoding."""
+    encoded = tokenizer(list(texts.values()), truncation=True, max_length=max_length)["input_ids"]
+    return dict(zip(texts, encoded))
+
+
 def weighted_queries(args, model, store, query_texts: dict[str, str]) -> WeightedQueries:
     from safetensors.torch import load_file
 
@@ -155,10 +161,8 @@ def weighted_queries(args, model, store, query_texts: dict[str, str]) -> Weighte
             f"--query-token-weights {args.query_token_weights}: {tuple(log_weights.shape)} weights, "
             f"the encoder's vocabulary has {model.config.encoder_config.vocab_size}"
         )
-    encoded_ids = model.tokenizer(
-        list(query_texts.values()), truncation=True, max_length=model.config.query_max_length
-    )
-    return WeightedQueries(store, dict(zip(query_texts, encoded_ids["input_ids"])), log_weights)
+    ids_of = token_ids(model.tokenizer, query_texts, model.config.query_max_length)
+    return WeightedQueries(store, ids_of, log_weights)
 
 
 def encoded(model, texts: dict[str, str], kind: str, path: Path, bf16: bool) -> TokenEmbeddingStore:

@@ -31,7 +31,7 @@ from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from frozen_encoder import DATA, check_cache_encoder  # noqa: E402
+from frozen_encoder import DATA, check_cache_encoder, token_ids  # noqa: E402
 
 from lite_rerank import hardware  # noqa: E402
 from lite_rerank.data import find_file, load_rerank_set, read_beir_texts, write_trec_run  # noqa: E402
@@ -59,11 +59,6 @@ def parse_args(argv=None):
     parser.add_argument("--batch-size", type=int, default=256, help="training queries per step")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads (one beside another heavy job)")
     return parser.parse_args(argv)
-
-
-def token_ids(tokenizer, texts: dict[str, str], max_length: int) -> dict[str, list[int]]:
-    encoded = tokenizer(list(texts.values()), truncation=True, max_length=max_length)["input_ids"]
-    return dict(zip(texts, encoded))
 
 
 def idf_weights(tokenizer, corpus: dict[str, str], max_length: int) -> torch.Tensor:

@@ -111,6 +111,15 @@ DOCUMENTS = [
 ]
 
 
+def tiny_triplets(count: int) -> list[dict]:
+    """`count` distinct training triplets over QUERIES and DOCUMENTS for tiny training runs: query i's positive is
+    document i mod 4, its negative the next one."""
+    return [
+        {"query": f"{QUERIES[i % 3]} {i}", "positive": DOCUMENTS[i % 4], "negative": DOCUMENTS[(i + 1) % 4]}
+        for i in range(count)
+    ]
+
+
 def write_jsonl(path, rows):
     import json
 

@@ -14,7 +14,17 @@ import sys
 
 import pytest
 import torch
-from conftest import DOCUMENTS, QUERIES, ROOT, SCRIPT_ENV, TINY_BERT, script_command, tiny_model, write_jsonl
+from conftest import (
+    DOCUMENTS,
+    QUERIES,
+    ROOT,
+    SCRIPT_ENV,
+    TINY_BERT,
+    script_command,
+    tiny_model,
+    tiny_triplets,
+    write_jsonl,
+)
 
 import push_to_hub
 import train_accelerate
@@ -449,10 +459,7 @@ def test_u27_the_pipeline_scores_an_empty_passage_as_every_other_route_does(save
 def test_s22_a_run_resumed_in_another_precision_records_both(tmp_path, tiny_encoder_dir):
     from test_train_accelerate import tiny_run
 
-    rows = [
-        {"query": f"{QUERIES[i % 3]} {i}", "positive": DOCUMENTS[i % 4], "negative": DOCUMENTS[(i + 1) % 4]}
-        for i in range(16)
-    ]
+    rows = tiny_triplets(16)
     data = write_jsonl(tmp_path / "rows.jsonl", rows)
     output = tmp_path / "run"
     argv = tiny_run(tiny_encoder_dir, data, output, "--loss", "ce", "--batch-size", "4", "--max-steps", "4")

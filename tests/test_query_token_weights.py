@@ -9,7 +9,7 @@ import sys
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import DOCUMENTS, QUERIES, tiny_model, write_jsonl
+from conftest import DOCUMENTS, QUERIES, tiny_model, tiny_triplets, write_jsonl
 from test_train_accelerate import launch, tiny_run
 
 from configuration_lite import LiteConfig
@@ -131,10 +131,7 @@ def test_the_multi_vector_routes_refuse_weighted_queries(tmp_path, tokenizer):
 
 @pytest.mark.slow
 def test_training_moves_the_weights_of_the_query_tokens_it_sees_at_their_own_rate(tmp_path, tiny_encoder_dir):
-    rows = [
-        {"query": f"{QUERIES[i % 3]} {i}", "positive": DOCUMENTS[i % 4], "negative": DOCUMENTS[(i + 1) % 4]}
-        for i in range(16)
-    ]
+    rows = tiny_triplets(16)
     data = write_jsonl(tmp_path / "rows.jsonl", rows)
     output = tmp_path / "run"
     flags = ["--scorer", "maxsim", "--loss", "ce", "--batch-size", "8", "--max-steps", "2", "--query-token-weights"]

@@ -23,6 +23,7 @@ from conftest import (
     save_multi_vector,
     script_command,
     tiny_model,
+    tiny_triplets,
     write_jsonl,
 )
 from safetensors.torch import load_file
@@ -890,10 +891,7 @@ def test_residual_run_fits_the_maxsim_scale_and_counts_its_start_as_a_candidate(
     as a candidate for best/."""
     fields = {flag.removeprefix("--").replace("-", "_"): int(value) for flag, value in zip(*[iter(TINY_SCORER)] * 2)}
     maxsim = LiteModel.from_encoder(str(tiny_encoder_dir), scorer="maxsim", **fields)
-    rows = [
-        {"query": f"{QUERIES[i % 3]} {i}", "positive": DOCUMENTS[i % 4], "negative": DOCUMENTS[(i + 1) % 4]}
-        for i in range(24)
-    ]
+    rows = tiny_triplets(24)
     student = [maxsim.compute_score([[r["query"], r["positive"]], [r["query"], r["negative"]]]) for r in rows]
     for i, (row, (positive, negative)) in enumerate(zip(rows, student)):  # a teacher ≈ 3 × MaxSim, with noise
         row |= {"teacher_positive": 3 * positive + 0.1 * (i % 5), "teacher_negative": 3 * negative - 0.1 * (i % 3)}

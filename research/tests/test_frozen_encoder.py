@@ -259,6 +259,26 @@ def test_a_residual_scorer_starts_at_maxsim_its_start_a_candidate_and_its_weight
         frozen_encoder.main([*argv, "--scorer", "residual", "--start", "maxsim-imitation", "--output", str(output)])
 
 
+def export(tmp_path, report, encoder):
+    """research/export_scorer.py on the report's "ce, 7 hard negatives" into TMP/scorer, with a stand-in packed
+    supervision (only its files' bytes matter: the export records their sha256). Returns (folder, packed prefix)."""
+    import export_scorer
+
+    packed = tmp_path / "packed" / "real.top30"
+    packed.parent.mkdir()
+    for suffix in ("queries.jsonl.gz", "safetensors"):
+        packed.with_name(f"real.top30.{suffix}").write_bytes(suffix.encode())
+    packed.with_name("real.top30.provenance.json").write_text(
+        json.dumps({"scored_from": {"teacher_weights_sha256": "t"}})
+    )
+    folder = tmp_path / "scorer"
+    export_scorer.main(
+        ["--report", str(report), "--variant", "ce, 7 hard negatives", "--supervision", str(packed)]
+        + ["--encoder", str(encoder), "--output", str(folder)]
+    )
+    return folder, packed
+
+
 def test_export_writes_a_scorer_folder_that_rebuilds_the_selected_scorer(tmp_path, data, tiny_encoder_dir):  # noqa: F811
     import export_scorer
 
@@ -269,18 +289,7 @@ def test_export_writes_a_scorer_folder_that_rebuilds_the_selected_scorer(tmp_pat
     argv = ["--encoder", str(tiny_encoder_dir), "--data", str(data_dir), "--negatives", str(negatives)]
     argv += ["--epochs", "1", "--batch-size", "4", "--dtype", "float32", "--variants", "ce, 7 hard negatives"]
     frozen_encoder.main([*argv, "--scorer", "residual", "--output", str(output)])
-    packed = tmp_path / "packed" / "real.top30"
-    packed.parent.mkdir()
-    for suffix in ("queries.jsonl.gz", "safetensors"):
-        packed.with_name(f"real.top30.{suffix}").write_bytes(suffix.encode())
-    packed.with_name("real.top30.provenance.json").write_text(
-        json.dumps({"scored_from": {"teacher_weights_sha256": "t"}})
-    )
-    folder = tmp_path / "scorer"
-    export_scorer.main(
-        ["--report", str(output), "--variant", "ce, 7 hard negatives", "--supervision", str(packed)]
-        + ["--encoder", str(tiny_encoder_dir), "--output", str(folder)]
-    )
+    folder, packed = export(tmp_path, output, tiny_encoder_dir)
     config, state, record = read_scorer(folder)
     selected = load_file(frozen_encoder.scorer_path(output, "ce, 7 hard negatives"))
     assert config["scorer"] == "residual" and set(state) == set(selected)
@@ -336,8 +345,6 @@ def test_a_scorer_trained_on_query_token_weights_is_exported_and_rebuilt_with_th
     data,
     tiny_encoder_dir,  # noqa: F811
 ):
-    import export_scorer
-
     from lite_rerank.scorer_weights import TOKEN_WEIGHTS, ScorerError, build_model, read_scorer
 
     data_dir, negatives = data
@@ -348,18 +355,7 @@ def test_a_scorer_trained_on_query_token_weights_is_exported_and_rebuilt_with_th
     argv += ["--epochs", "1", "--batch-size", "4", "--dtype", "float32", "--variants", "ce, 7 hard negatives"]
     argv += ["--query-token-weights", str(tmp_path / "weights.safetensors")]
     frozen_encoder.main([*argv, "--scorer", "residual", "--output", str(output)])
-    packed = tmp_path / "packed" / "real.top30"
-    packed.parent.mkdir()
-    for suffix in ("queries.jsonl.gz", "safetensors"):
-        packed.with_name(f"real.top30.{suffix}").write_bytes(suffix.encode())
-    packed.with_name("real.top30.provenance.json").write_text(
-        json.dumps({"scored_from": {"teacher_weights_sha256": "t"}})
-    )
-    folder = tmp_path / "scorer"
-    export_scorer.main(
-        ["--report", str(output), "--variant", "ce, 7 hard negatives", "--supervision", str(packed)]
-        + ["--encoder", str(tiny_encoder_dir), "--output", str(folder)]
-    )
+    folder, _ = export(tmp_path, output, tiny_encoder_dir)
     config, _, record = read_scorer(folder)
     assert config["query_token_weights"] is True and "weighted_maxsim" in record["dev"]
     model = build_model(folder, str(tiny_encoder_dir))
