@@ -11,13 +11,15 @@ Stages, each one an entry script of this repo, each skipped when its output exis
    listwise rows; skipped when OUTPUT/supervision.json records the same packed files and the rows' checksum.
 3. students — `train_accelerate.py --config configs/debian_student.yaml` (KL from the teacher's scores) for LITE,
    MaxSim and Small-LITE (a --projection-dim projection, 128, started from the encoder's principal directions, at the
-   encoder's learning rate 2.8e-5); `--students Residual MaxSim` adds issue 34's residual LITE: same rows, steps
-   (--max-steps) and seed; a finished training is not repeated, an interrupted one resumes. Each student, once trained, is evaluated on dev once (`eval_rerank.py`, into
-   OUTPUT/dev/NAME.json and its TREC runs; skipped when that file names the same weights), so a student's result
-   does not wait for the next one's hours of training and is never computed twice.
-4. paired tests — LITE and Small-LITE against the MaxSim student on dev (OUTPUT/paired-tests.json).
+   encoder's learning rate 2.8e-5); `--students Residual MaxSim Small-Residual` adds issue 34's residual LITE and its
+   Small-LITE: same rows, steps (--max-steps) and seed; a finished training is not repeated, an interrupted one
+   resumes. Each student, once trained, is evaluated on dev once (`eval_rerank.py`, into OUTPUT/dev/NAME.json and its
+   TREC runs; skipped when that file names the same weights), so a student's result does not wait for the next one's
+   hours of training and is never computed twice.
+4. paired tests — each student against the MaxSim student on dev, and Small-LITE / Small-Residual against LITE /
+   Residual (OUTPUT/paired-tests.json).
 5. report — OUTPUT/report.json, one file for RESULTS.md: each student's selection-split MRR@10 at every evaluation, the
-   step it kept, its dev metrics and its paired test; printed as a table.
+   step it kept, its dev metrics and its paired tests; printed as a table.
 Stages 4 and 5 follow each student's evaluation, over the students evaluated so far.
 """
 
@@ -51,7 +53,12 @@ STUDENTS = {
     # issue 34: MaxSim plus a LITE term that starts at zero (its scale fitted before step 1, step 0 a candidate); the
     # term's rate is the frozen-encoder pilot's choice on the selection split (3e-4 over 1e-3)
     "Residual": ["--scorer", "residual", "--scorer-lr", "3e-4"],
+    # issue 34's Small-LITE with the residual: the residual's recipe on Small-LITE's projection
+    "Small-Residual": ["--scorer", "residual", "--scorer-lr", "3e-4", "--projection-init", "pca"]
+    + ["--projection-lr", "2.8e-5"],
 }
+# each small student and the full-size one it should stay near (issue 34: within 0.01 dev MRR@10)
+FULL_SIZE = {"Small-LITE": "LITE", "Small-Residual": "Residual"}
 DEFAULT_STUDENTS = ["LITE", "MaxSim", "Small-LITE"]
 
 
@@ -73,7 +80,10 @@ def parse_args(argv=None):
     parser.add_argument("--students", nargs="+", choices=list(STUDENTS), default=DEFAULT_STUDENTS)
     parser.add_argument("--encoder", default=None, help="default: all-MiniLM-L6-v2 from PyPI")
     parser.add_argument(
-        "--projection-dim", type=int, default=128, help="Small-LITE's d′ (at most the encoder's width: PCA start)"
+        "--projection-dim",
+        type=int,
+        default=128,
+        help="the small students' d′ (at most the encoder's width: PCA start)",
     )
     parser.add_argument("--threads", type=int, default=None)
     args = parser.parse_args(argv)
@@ -178,7 +188,7 @@ def main(argv=None):
         run(
             f"student {name}",
             ["train_accelerate.py", "--config", "configs/debian_student.yaml", "--encoder", encoder, *STUDENTS[name]]
-            + (["--projection-dim", str(args.projection_dim)] if name == "Small-LITE" else [])
+            + (["--projection-dim", str(args.projection_dim)] if name in FULL_SIZE else [])
             + ["--train-data", str(rows), "--max-steps", str(args.max_steps), "--dev-data", str(selection)]
             + [
                 "--dev-run",
@@ -214,19 +224,28 @@ def evaluation_stage(args, out: Path, name: str, threads: list[str]) -> Path:
 
 
 def paired_tests(evaluated: dict[str, Path], qrels_path: Path, output: Path) -> dict:
-    """LITE and Small-LITE against the MaxSim student, from the TREC runs of their dev evaluations."""
-    tests = compare_result_runs(evaluated, qrels_path, "MaxSim") if "MaxSim" in evaluated else {}
+    """Each student against the MaxSim student, and each small student against its full-size one (FULL_SIZE), from
+    the TREC runs of their dev evaluations."""
+    tests = {
+        "vs_maxsim": compare_result_runs(evaluated, qrels_path, "MaxSim") if "MaxSim" in evaluated else {},
+        "vs_full_size": {
+            small: compare_result_runs({small: evaluated[small], full: evaluated[full]}, qrels_path, full)[small]
+            for small, full in FULL_SIZE.items()
+            if small in evaluated and full in evaluated
+        },
+    }
     write_text_atomically(output, json.dumps(tests, indent=2) + "\n")
-    for name, test in tests.items():
-        print(
-            f"{name} vs the MaxSim student: {test['difference']:+.4f} dev MRR@10, {test['wins']} / {test['losses']}, "
-            f"p = {test['p_value']:.3g}"
-        )
+    for against, versus in (("the MaxSim student", "vs_maxsim"), ("its full-size student", "vs_full_size")):
+        for name, test in tests[versus].items():
+            print(
+                f"{name} vs {against}: {test['difference']:+.4f} dev MRR@10, {test['wins']} / {test['losses']}, "
+                f"p = {test['p_value']:.3g}"
+            )
     return tests
 
 
 def report(out: Path, evaluated: dict[str, Path], tests: dict) -> dict:
-    """OUTPUT/report.json: per student, the selection curve, the kept step, dev metrics and the paired test."""
+    """OUTPUT/report.json: per student, the selection curve, the kept step, dev metrics and the paired tests."""
     students, protocols = {}, set()
     for name, results in evaluated.items():
         folder, results = out / name.lower(), json.loads(results.read_text())
@@ -236,7 +255,8 @@ def report(out: Path, evaluated: dict[str, Path], tests: dict) -> dict:
             "selection_mrr@10_by_step": selection_curve(folder / "metrics.jsonl"),
             "kept_step": json.loads((folder / "best" / "training_summary.json").read_text())["step"],
             "dev": {metric: dev[metric] for metric in ("mrr@10", "ndcg@10", "recall@10")},
-            "vs_maxsim": tests.get(name),
+            "vs_maxsim": tests["vs_maxsim"].get(name),
+            "vs_full_size": tests["vs_full_size"].get(name),
         }
     record = {
         "selection_split": str(out / "bm25-negatives" / "selection"),  # training queries the supervision leaves out
@@ -244,16 +264,21 @@ def report(out: Path, evaluated: dict[str, Path], tests: dict) -> dict:
         "students": students,
     }
     write_text_atomically(out / "report.json", json.dumps(record, indent=2) + "\n")
-    print("\n| student | selection MRR@10 by step (kept) | dev MRR@10 | nDCG@10 | vs MaxSim: Δ, wins / losses, p |")
-    print("|---|---|---|---|---|")
-    for name, student in students.items():
-        curve = " / ".join(f"{step}: {mrr:.4f}" for step, mrr in student["selection_mrr@10_by_step"].items())
-        test = student["vs_maxsim"]
-        versus = (
+    print("\n| student | selection MRR@10 by step (kept) | dev MRR@10 | nDCG@10 | vs MaxSim | vs full size |")
+    print("|---|---|---|---|---|---|")
+
+    def versus(test):  # Δ, wins / losses, p
+        return (
             f"{test['difference']:+.4f}, {test['wins']} / {test['losses']}, p = {test['p_value']:.3g}" if test else ""
         )
+
+    for name, student in students.items():
+        curve = " / ".join(f"{step}: {mrr:.4f}" for step, mrr in student["selection_mrr@10_by_step"].items())
         dev = student["dev"]
-        print(f"| {name} | {curve} ({student['kept_step']}) | {dev['mrr@10']:.4f} | {dev['ndcg@10']:.4f} | {versus} |")
+        print(
+            f"| {name} | {curve} ({student['kept_step']}) | {dev['mrr@10']:.4f} | {dev['ndcg@10']:.4f} "
+            f"| {versus(student['vs_maxsim'])} | {versus(student['vs_full_size'])} |"
+        )
     return record
 
 

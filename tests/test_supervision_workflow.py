@@ -1,5 +1,5 @@
 """scripts/supervision_workflow.py end to end on a generated BEIR folder with a tiny encoder: candidates → the packed
-supervision → three students, each evaluated on dev once → paired tests; a rerun skips what is done."""
+supervision → the students (issue 34's residual ones too), each evaluated on dev once → paired tests; a rerun skips what is done."""
 
 import gzip
 import json
@@ -60,24 +60,33 @@ def test_the_workflow_runs_end_to_end_and_a_rerun_skips_what_is_done(beir, tmp_p
     early = json.loads((out / "report.json").read_text())["students"]
     assert set(early) == {"LITE", "MaxSim"} and early["LITE"]["vs_maxsim"]["queries"] == len(dev)
     assert not (out / "dev" / "small-lite.json").exists()
-    argv += ["--projection-dim", "16"]
+    # issue 34's students join: the residual and its Small-LITE (the same projection flags as Small-LITE's)
+    argv += ["--projection-dim", "16", "--students", "LITE", "MaxSim", "Small-LITE", "Residual", "Small-Residual"]
     capfd.readouterr()
     tests = supervision_workflow.main(argv)
     printed = capfd.readouterr().out
     assert "=== evaluation LITE: skipped" in printed and "=== evaluation MaxSim: skipped" in printed, printed
-    students = ("LITE", "MaxSim", "Small-LITE")
+    students = ("LITE", "MaxSim", "Small-LITE", "Residual", "Small-Residual")
     results = {name: json.loads((out / "dev" / f"{name.lower()}.json").read_text()) for name in students}
     for name in students:
         assert set(results[name]["models"]) == {"first-stage", name}
         summary = json.loads((out / name.lower() / "best" / "training_summary.json").read_text())
-        assert summary["step"] == 2 and summary["args"]["train_data"] == str(out / "supervision.train.jsonl.gz")
+        # a residual student's step 0 (MaxSim on its encoder) is a candidate for the kept step
+        assert summary["step"] in ({0, 2} if name.endswith("Residual") else {2})
+        assert summary["args"]["train_data"] == str(out / "supervision.train.jsonl.gz")
         weights = file_sha256(out / name.lower() / "best" / "model.safetensors")
         assert results[name]["model_files"][name]["weights_sha256"] == weights
-    assert json.loads((out / "small-lite" / "best" / "config.json").read_text())["projection_dim"] == 16
+    for small, scorer in (("small-lite", "lite"), ("small-residual", "residual")):
+        config = json.loads((out / small / "best" / "config.json").read_text())
+        assert (config["projection_dim"], config["scorer"]) == (16, scorer)
     # the paired tests, recomputed from the TREC runs read back
     qrels = read_qrels(data / "qrels" / "dev.tsv")
     rr = {n: reciprocal_ranks(read_trec_run(out / "dev" / f"{n.lower()}.{n}.trec"), qrels) for n in students}
-    assert tests == {n: compare(rr["MaxSim"], rr[n]) for n in ("LITE", "Small-LITE")}
+    assert tests["vs_maxsim"] == {n: compare(rr["MaxSim"], rr[n]) for n in students if n != "MaxSim"}
+    assert tests["vs_full_size"] == {
+        "Small-LITE": compare(rr["LITE"], rr["Small-LITE"]),
+        "Small-Residual": compare(rr["Residual"], rr["Small-Residual"]),
+    }
     assert json.loads((out / "paired-tests.json").read_text()) == tests
     report = json.loads((out / "report.json").read_text())["students"]
     for name in students:
@@ -87,11 +96,12 @@ def test_the_workflow_runs_end_to_end_and_a_rerun_skips_what_is_done(beir, tmp_p
         }
         assert report[name]["selection_mrr@10_by_step"], "the students evaluate on the selection split at the end"
         assert report[name]["dev"]["mrr@10"] == results[name]["models"][name]["mrr@10"]
-        assert report[name]["vs_maxsim"] == tests.get(name)
+        assert report[name]["vs_maxsim"] == tests["vs_maxsim"].get(name)
+        assert report[name]["vs_full_size"] == tests["vs_full_size"].get(name)
     assert report["LITE"] == early["LITE"], "the first run's LITE row stands"
     again = supervision_workflow.main(argv)
     printed = capfd.readouterr().out
-    for stage in ("candidates", "supervision", "evaluation LITE", "evaluation MaxSim", "evaluation Small-LITE"):
+    for stage in ("candidates", "supervision", *(f"evaluation {name}" for name in students)):
         assert f"=== {stage}: skipped" in printed, printed
     assert again == tests
 
@@ -117,7 +127,7 @@ def test_the_report_gathers_each_students_selection_curve_kept_step_dev_metrics_
         evaluated[name].parent.mkdir(exist_ok=True)
         evaluated[name].write_text(json.dumps({"models": models, "protocol": "rerank bm25.dev.trec (dev)"}))
     test = {"difference": -0.02, "wins": 10, "losses": 20, "p_value": 0.04}
-    record = supervision_workflow.report(out, evaluated, {"LITE": test})
+    record = supervision_workflow.report(out, evaluated, {"vs_maxsim": {"LITE": test}, "vs_full_size": {}})
     assert json.loads((out / "report.json").read_text()) == json.loads(json.dumps(record))
     lite, maxsim = record["students"]["LITE"], record["students"]["MaxSim"]
     assert lite["selection_mrr@10_by_step"] == {250: 0.61, 500: 0.66, 750: 0.64}
@@ -126,6 +136,6 @@ def test_the_report_gathers_each_students_selection_curve_kept_step_dev_metrics_
     assert (lite["vs_maxsim"], maxsim["vs_maxsim"]) == (test, None)
     printed = capsys.readouterr().out
     assert (
-        "| LITE | 250: 0.6100 / 500: 0.6600 / 750: 0.6400 (500) | 0.7200 | 0.7500 | -0.0200, 10 / 20, p = 0.04 |"
+        "| LITE | 250: 0.6100 / 500: 0.6600 / 750: 0.6400 (500) | 0.7200 | 0.7500 | -0.0200, 10 / 20, p = 0.04 |  |"
         in printed
     )
