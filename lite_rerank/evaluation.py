@@ -52,10 +52,18 @@ def score_rerank_set(
     return score_with_shared_encoding([model], rerank_set, batch_size, max_docs_in_memory, progress, doc_store)[0]
 
 
-def encoding_fingerprint(model) -> str:
-    """What a LITE model's query and document vectors depend on: its config and every weight but the scorer's. Models
-    with one fingerprint (e.g. LITE trained on a frozen encoder and MaxSim on that encoder) encode alike."""
-    return f"{model.dtype}:{weights_fingerprint(model, VECTOR_FIELDS, skip_prefix='lite_scorer.')}"
+# weights and config fields that act on the query's vectors only: passages encode alike with or without them
+QUERY_ONLY_FIELD, QUERY_ONLY_WEIGHTS = "query_token_weights", "query_token_weights."
+
+
+def encoding_fingerprint(model, side: str = "documents") -> str:
+    """What a LITE model's document (or query) vectors depend on: its config and every weight but the scorer's, and
+    for documents but the query token weights. Models with one document fingerprint (e.g. LITE trained on a frozen
+    encoder, with or without query token weights, and MaxSim on that encoder) encode every passage alike."""
+    if side == "queries":
+        return f"{model.dtype}:{weights_fingerprint(model, VECTOR_FIELDS, skip_prefix='lite_scorer.')}"
+    fields = tuple(field for field in VECTOR_FIELDS if field != QUERY_ONLY_FIELD)
+    return f"{model.dtype}:{weights_fingerprint(model, fields, skip_prefix=('lite_scorer.', QUERY_ONLY_WEIGHTS))}"
 
 
 @torch.inference_mode()
@@ -67,9 +75,12 @@ def score_with_shared_encoding(
     progress: bool = True,
     doc_store=None,
 ) -> list[dict[str, list[float]]]:
-    """`score_rerank_set` for LITE models that encode alike (one `encoding_fingerprint`): documents and queries are
-    encoded once, by the first, and each model's scorer reads the same similarity matrices. One {qid: scores} each."""
+    """`score_rerank_set` for LITE models whose passages encode alike (one `encoding_fingerprint`): documents are
+    encoded once, by the first, queries once per distinct query encoding (query token weights differ), and each
+    model's scorer reads the similarity matrices of its queries. One {qid: scores} each."""
     first, scores = models[0], [{} for _ in models]
+    query_keys = [encoding_fingerprint(model, "queries") for model in models]
+    encoders = {key: model for key, model in zip(query_keys, models)}  # one model per distinct query encoding
     blocks = [(list(rerank_set.candidates), None)] if doc_store else query_blocks(rerank_set, max_docs_in_memory)
     with contextlib.ExitStack() as modes:
         for model in models:
@@ -81,17 +92,22 @@ def score_with_shared_encoding(
                 docs = encode_texts(
                     first, doc_ids, texts_of(rerank_set.documents, doc_ids), "documents", batch_size, progress=progress
                 )
-            queries = encode_texts(
-                first, qids, [rerank_set.queries[q] for q in qids], "queries", batch_size, progress=progress
-            )
+            texts = [rerank_set.queries[q] for q in qids]
+            queries = {
+                key: encode_texts(model, qids, texts, "queries", batch_size, progress=progress)
+                for key, model in encoders.items()
+            }
             for qid in tqdm(qids, desc="Scoring queries", disable=not progress):
                 if not rerank_set.candidates[qid]:
                     for model_scores in scores:
                         model_scores[qid] = []
                     continue
-                query_vectors = real_query_rows(*queries.get([qid]))
-                similarity, doc_mask = docs.similarity(query_vectors, rerank_set.candidates[qid])
-                for model, model_scores in zip(models, scores):
+                similarities = {
+                    key: docs.similarity(real_query_rows(*vectors.get([qid])), rerank_set.candidates[qid])
+                    for key, vectors in queries.items()
+                }
+                for model, key, model_scores in zip(models, query_keys, scores):
+                    similarity, doc_mask = similarities[key]
                     model_scores[qid] = model.score_similarity(similarity, doc_mask).float().tolist()
     return scores
 

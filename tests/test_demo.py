@@ -57,14 +57,23 @@ def sample(tmp_path):
     return data
 
 
-@pytest.fixture
-def committed(tmp_path, tiny_encoder_dir):
-    """A residual scorer folder on the tiny encoder, at the demo config's lengths (30 / 200)."""
+@pytest.fixture(params=[False, True], ids=["residual", "residual-weighted"])
+def committed(request, tmp_path, tiny_encoder_dir):
+    """A residual scorer folder on the tiny encoder, at the demo config's lengths (30 / 200); the committed default
+    also holds query token weights."""
     torch.manual_seed(0)
-    model = LiteModel.from_encoder(str(tiny_encoder_dir), scorer="residual", row_hidden_size=64, col_hidden_size=16)
+    model = LiteModel.from_encoder(
+        str(tiny_encoder_dir),
+        scorer="residual",
+        row_hidden_size=64,
+        col_hidden_size=16,
+        query_token_weights=request.param,
+    )
     with torch.no_grad():
         model.lite_scorer.out.weight.normal_(0, 0.05)
         model.lite_scorer.maxsim_scale.fill_(2.0)
+        if request.param:
+            model.query_token_weights.log_weights.normal_(0, 0.5)
     record = {"encoder": {"weights_sha256": encoder_weights_sha256(str(tiny_encoder_dir))}}
     write_scorer(tmp_path / "scorer", model, record)
     return tmp_path / "scorer"
@@ -94,8 +103,15 @@ def test_the_demo_runs_its_steps_and_reports_lite_against_maxsim_and_bm25(
     assert set(models) == {"first-stage", "LITE", "LITE adapted", "MaxSim (zero-shot MaxSim)"}
     # LITE is the committed scorer itself: its model folder holds exactly those weights
     built = LiteModel.from_pretrained(out / "lite-committed")
-    _, state, _ = read_scorer(committed)
+    fields, state, _ = read_scorer(committed)
+    token_weights = state.pop("query_token_weights.log_weights", None)
     assert all(torch.equal(built.lite_scorer.state_dict()[name], state[name]) for name in state)
+    if fields.get("query_token_weights"):
+        assert torch.equal(built.query_token_weights.log_weights, token_weights)
+        adapted = LiteModel.from_pretrained(out / "lite" / "best")  # the adaptation trained them too
+        assert not torch.equal(adapted.query_token_weights.log_weights, token_weights)
+    else:
+        assert built.query_token_weights is None
     tests = result["tests"]
     for name in ("LITE", "LITE adapted"):
         test = tests[f"{name} vs MaxSim (zero-shot MaxSim)"]
@@ -129,3 +145,12 @@ def test_the_fine_tuning_demo_is_one_flag_away(tmp_path, sample, tiny_encoder_di
         summary = json.loads((out / name / "best" / "training_summary.json").read_text())
         assert summary["step"] == 1 and summary["args"]["scorer"] == name and not summary["args"]["freeze_encoder"]
     assert (out / "hub" / "model.safetensors").is_file()
+
+
+def test_a_folder_that_is_not_a_scorer_is_refused_before_any_stage_runs(tmp_path, capsys):
+    ran = []
+    with pytest.raises(SystemExit):
+        demo.main(["--scorer", str(tmp_path), "--output-dir", str(tmp_path / "demo")], runner=lambda *a: ran.append(a))
+    error = capsys.readouterr().err
+    assert f"--scorer: {tmp_path}: not a scorer folder" in error, error
+    assert not ran and not (tmp_path / "demo").exists()

@@ -1,6 +1,7 @@
 import json
 
 import pytest
+import torch
 from conftest import SHARED_DEBIAN, needs_shared_data, tiny_model, write_jsonl
 from ranx import Qrels, Run
 from ranx import evaluate as ranx_evaluate
@@ -93,13 +94,19 @@ def test_msmarco_own_pool_from_a_local_v21_file(tmp_path, tokenizer):
 def test_models_that_encode_alike_share_one_encoding_and_score_as_alone(
     tmp_path, beir_fixture, tokenizer, monkeypatch
 ):
-    """LITE trained on a frozen encoder and MaxSim on that encoder: every passage is encoded once for both rows, and
-    each row equals the model's scores evaluated alone."""
+    """LITE trained on a frozen encoder, MaxSim on that encoder and a model there with query token weights: every
+    passage is encoded once for the three rows (the weights act on queries only), the queries once per weighting,
+    and each row equals the model's scores evaluated alone."""
     lite = tiny_model(tokenizer=tokenizer)
     maxsim = tiny_model(tokenizer=tokenizer, scorer="maxsim")
-    maxsim.encoder.load_state_dict(lite.encoder.state_dict())
+    weighted = tiny_model(tokenizer=tokenizer, scorer="residual", query_token_weights=True)
+    for model in (maxsim, weighted):
+        model.encoder.load_state_dict(lite.encoder.state_dict())
+    with torch.no_grad():
+        weighted.query_token_weights.log_weights.normal_(0, 0.5)
     other = tiny_model(seed=4, tokenizer=tokenizer)  # another encoder: encoded on its own
-    for name, model in (("lite", lite), ("maxsim", maxsim), ("other", other)):
+    names = ("lite", "maxsim", "weighted", "other")
+    for name, model in zip(names, (lite, maxsim, weighted, other)):
         model.save_pretrained(tmp_path / name)
     base = [
         "--data",
@@ -114,16 +121,18 @@ def test_models_that_encode_alike_share_one_encoding_and_score_as_alone(
         name: eval_rerank.main(
             ["--model", f"{name}={tmp_path / name}", *base, "--output", str(tmp_path / f"{name}.json")]
         )
-        for name in ("lite", "maxsim", "other")
+        for name in names
     }
     from lite_rerank import evaluation
 
     encoded = []
     real_encode = evaluation.encode_texts
     monkeypatch.setattr(evaluation, "encode_texts", lambda *a, **k: encoded.append(a[3]) or real_encode(*a, **k))
-    models = [arg for name in ("lite", "maxsim", "other") for arg in ("--model", f"{name}={tmp_path / name}")]
+    models = [arg for name in names for arg in ("--model", f"{name}={tmp_path / name}")]
     together = eval_rerank.main([*models, *base, "--output", str(tmp_path / "all.json")])
-    assert encoded.count("documents") == 2  # lite + maxsim once, other once
-    for name in ("lite", "maxsim", "other"):
+    assert encoded.count("documents") == 2  # lite + maxsim + weighted once, other once
+    assert encoded.count("queries") == 3  # lite + maxsim, weighted, other
+    assert alone["weighted"]["weighted"] != alone["maxsim"]["maxsim"]  # the weights change the scores
+    for name in names:
         assert together[name] == alone[name][name]
         assert (tmp_path / f"all.{name}.trec").read_text() == (tmp_path / f"{name}.{name}.trec").read_text()
