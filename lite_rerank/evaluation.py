@@ -79,7 +79,8 @@ def score_with_shared_encoding(
     encoded once, by the first, queries once per distinct query encoding (query token weights differ), and each
     model's scorer reads the similarity matrices of its queries. One {qid: scores} each."""
     first, scores = models[0], [{} for _ in models]
-    query_keys = [encoding_fingerprint(model, "queries") for model in models]
+    # (a fingerprint hashes every encoder weight: not worth it for one model)
+    query_keys = [encoding_fingerprint(model, "queries") for model in models] if len(models) > 1 else [""]
     encoders = {key: model for key, model in zip(query_keys, models)}  # one model per distinct query encoding
     blocks = [(list(rerank_set.candidates), None)] if doc_store else query_blocks(rerank_set, max_docs_in_memory)
     with contextlib.ExitStack() as modes:

