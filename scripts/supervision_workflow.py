@@ -18,8 +18,8 @@ Stages, each one an entry script of this repo, each skipped when its output exis
    hours of training and is never computed twice.
 4. paired tests — each student against the MaxSim student on dev, and Small-LITE / Small-Residual against LITE /
    Residual (OUTPUT/paired-tests.json).
-5. report — OUTPUT/report.json, one file for RESULTS.md: each student's selection-split MRR@10 at every evaluation, the
-   step it kept, its dev metrics and its paired tests; printed as a table.
+5. report — OUTPUT/report.json, one file for RESULTS.md: each student's selection-split MRR@10 at every evaluation,
+   the step it kept, its dev metrics and its paired tests; printed as a table.
 Stages 4 and 5 follow each student's evaluation, over the students evaluated so far.
 """
 

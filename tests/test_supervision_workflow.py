@@ -1,5 +1,6 @@
 """scripts/supervision_workflow.py end to end on a generated BEIR folder with a tiny encoder: candidates → the packed
-supervision → the students (issue 34's residual ones too), each evaluated on dev once → paired tests; a rerun skips what is done."""
+supervision → the students (issue 34's residual ones too), each evaluated on dev once → paired tests; a rerun skips
+what is done."""
 
 import gzip
 import json
