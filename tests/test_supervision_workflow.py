@@ -140,3 +140,29 @@ def test_the_report_gathers_each_students_selection_curve_kept_step_dev_metrics_
         "| LITE | 250: 0.6100 / 500: 0.6600 / 750: 0.6400 (500) | 0.7200 | 0.7500 | -0.0200, 10 / 20, p = 0.04 |  |"
         in printed
     )
+
+
+@pytest.mark.parametrize(
+    "precision, train_flags, eval_flags",
+    [("auto", [], []), ("bf16", ["--mixed-precision", "bf16"], ["--dtype", "bfloat16"])],
+)
+def test_precision_reaches_the_students_training_and_their_dev_evaluation(
+    monkeypatch, tmp_path, precision, train_flags, eval_flags
+):
+    commands = []
+    monkeypatch.setattr(supervision_workflow, "run", lambda stage, command: commands.append(command))
+    monkeypatch.setattr(supervision_workflow, "candidates_stage", lambda args, out: out / "selection")
+    monkeypatch.setattr(supervision_workflow, "supervision_stage", lambda args, out: out / "rows.jsonl.gz")
+    monkeypatch.setattr(supervision_workflow, "file_sha256", lambda path: "no weights yet")
+    monkeypatch.setattr(supervision_workflow, "paired_tests", lambda *args: {})
+    monkeypatch.setattr(supervision_workflow, "report", lambda *args: {})
+    argv = ["--output-dir", str(tmp_path), "--encoder", "enc", "--students", "MaxSim", "--precision", precision]
+    supervision_workflow.main(argv)
+    train, evaluate = commands
+    assert train[0] == "train_accelerate.py" and evaluate[0] == "eval_rerank.py"
+
+    def flags(command, names):
+        return [part for i, part in enumerate(command) if part in names or (i and command[i - 1] in names)]
+
+    assert flags(train, {"--mixed-precision"}) == train_flags
+    assert flags(evaluate, {"--dtype"}) == eval_flags
