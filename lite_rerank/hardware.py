@@ -34,6 +34,8 @@ CHOICES = ("auto", *DTYPE_NAMES)
 # accelerate's --mixed_precision names for the dtypes above
 MIXED_PRECISION = {torch.float32: "no", torch.bfloat16: "bf16", torch.float16: "fp16"}
 ACCELERATE_DTYPES = {name: dtype for dtype, name in MIXED_PRECISION.items()}
+# --mixed-precision's names → --dtype's (auto: the module's rule, for training and inference alike)
+DTYPE_OF_MIXED_PRECISION = {"no": "float32", "bf16": "bfloat16", "fp16": "float16", "auto": "auto"}
 # bf16 below this fraction of float32's matmul speed is emulated (about 1/90 on AVX2); native bf16 measures 0.7-6×
 EMULATED_BF16_BELOW = 0.5
 
@@ -149,10 +151,9 @@ def warn_if_emulated_bf16():
 
 def choose_mixed_precision(requested: str, device_type: str) -> str:
     """accelerate's mixed-precision name ("no", "bf16", "fp16") for train_accelerate.py's --mixed-precision."""
-    names = {"no": "float32", "bf16": "bfloat16", "fp16": "float16", "auto": "auto"}
-    if requested not in names:
-        raise ValueError(f"mixed precision must be one of {list(names)}, got {requested!r}")
-    return MIXED_PRECISION[choose_dtype(names[requested], device_type)]
+    if requested not in DTYPE_OF_MIXED_PRECISION:
+        raise ValueError(f"mixed precision must be one of {list(DTYPE_OF_MIXED_PRECISION)}, got {requested!r}")
+    return MIXED_PRECISION[choose_dtype(DTYPE_OF_MIXED_PRECISION[requested], device_type)]
 
 
 def set_threads(threads: int | None = None, log=print) -> int:

@@ -34,6 +34,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 from pack_supervision import files_of  # noqa: E402
 
+from lite_rerank.hardware import DTYPE_OF_MIXED_PRECISION  # noqa: E402
 from lite_rerank.significance import compare_result_runs  # noqa: E402
 from lite_rerank.utils import (  # noqa: E402
     file_sha256,
@@ -61,8 +62,6 @@ STUDENTS = {
 # each small student and the full-size one it should stay near (issue 34: within 0.01 dev MRR@10)
 FULL_SIZE = {"Small-LITE": "LITE", "Small-Residual": "Residual"}
 DEFAULT_STUDENTS = ["LITE", "MaxSim", "Small-LITE"]
-# --precision (train_accelerate.py's --mixed-precision) → eval_rerank.py's --dtype
-EVAL_DTYPES = {"auto": "auto", "bf16": "bfloat16", "fp16": "float16", "no": "float32"}
 
 
 def parse_args(argv=None):
@@ -91,7 +90,7 @@ def parse_args(argv=None):
     parser.add_argument(
         "--precision",
         default="auto",
-        choices=list(EVAL_DTYPES),
+        choices=list(DTYPE_OF_MIXED_PRECISION),
         help="the students' mixed precision and their dev evaluation's dtype (auto: the config's rule — fp16 on a GPU, "
         "bf16 on a CPU that runs it natively; bf16 on a GPU trains as the CPU students did)",
     )
@@ -231,7 +230,7 @@ def evaluation_stage(args, out: Path, name: str, threads: list[str]) -> Path:
             f"evaluation {name} (dev, once)",
             ["eval_rerank.py", f"--model={name}={model}", "--data", args.data, "--split", "dev"]
             + ["--run", str(Path(args.data) / "runs" / "bm25.dev.trec"), "--output", str(results), *threads]
-            + (["--dtype", EVAL_DTYPES[args.precision]] if args.precision != "auto" else []),
+            + (["--dtype", DTYPE_OF_MIXED_PRECISION[args.precision]] if args.precision != "auto" else []),
         )
     return results
 
