@@ -35,7 +35,7 @@ CHOICES = ("auto", *DTYPE_NAMES)
 MIXED_PRECISION = {torch.float32: "no", torch.bfloat16: "bf16", torch.float16: "fp16"}
 ACCELERATE_DTYPES = {name: dtype for dtype, name in MIXED_PRECISION.items()}
 # --mixed-precision's names → --dtype's (auto: the module's rule, for training and inference alike)
-DTYPE_OF_MIXED_PRECISION = {"no": "float32", "bf16": "bfloat16", "fp16": "float16", "auto": "auto"}
+DTYPE_OF_MIXED_PRECISION = {**{MIXED_PRECISION[dtype]: name for name, dtype in DTYPE_NAMES.items()}, "auto": "auto"}
 # bf16 below this fraction of float32's matmul speed is emulated (about 1/90 on AVX2); native bf16 measures 0.7-6×
 EMULATED_BF16_BELOW = 0.5
 
