@@ -16,8 +16,9 @@ default.
     ACCELERATE_USE_CPU=true accelerate launch --multi_gpu --num_processes 2 train_accelerate.py --config ...
 
 Resuming: run the same command again (or add --resume); training restarts from the newest complete checkpoint with
-optimizer, scheduler, loss scaler, RNG and data position. SIGTERM / Ctrl-C save a checkpoint before exiting. A run
-folder remembers its settings (run_config.json): resuming it with other settings is refused.
+optimizer, scheduler, loss scaler, RNG and data position. SIGTERM / Ctrl-C save a checkpoint before exiting (a single
+process at once, dropping the step or dev evaluation in progress: launchers may allow seconds). A run folder
+remembers its settings (run_config.json): resuming it with other settings is refused.
 
 Output: OUTPUT_DIR/best (Hugging Face format: AutoModel + trust_remote_code for LITE / MaxSim,
 AutoModelForSequenceClassification or sentence-transformers CrossEncoder for a cross-encoder), OUTPUT_DIR/checkpoints,
@@ -25,15 +26,18 @@ OUTPUT_DIR/metrics.jsonl (loss, lr, pairs/s, dev metrics).
 """
 
 import argparse
+import contextlib
 import json
 import math
 import os
+import random
 import shutil
 import signal
 import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 import yaml
 from accelerate import Accelerator, DataLoaderConfiguration, skip_first_batches
@@ -434,6 +438,7 @@ class TrainingProgress:
     def __init__(self):
         self.step, self.epoch, self.batch_in_epoch = 0, 0, 0
         self.best_mrr, self.best_step, self.evals_without_improvement, self.stopped_early = -1.0, 0, 0, False
+        self.evaluation_pending = False  # a stop cut the dev evaluation of `step` short: resuming evaluates it first
 
     def state_dict(self):
         return dict(vars(self))
@@ -826,9 +831,9 @@ class DevSelection:
     `gather_for_metrics`): the best model so far is saved to best/; --patience evaluations without a better MRR@10
     stop the run. Non-finite scores stop the run and never reach best/."""
 
-    def __init__(self, args, accelerator, dev_set, tokenizer, teacher):
+    def __init__(self, args, accelerator, dev_set, tokenizer, teacher, stop=None):
         self.args, self.accelerator, self.dev_set, self.tokenizer = args, accelerator, dev_set, tokenizer
-        self.teacher = teacher
+        self.teacher, self.stop = teacher, stop
         self.metrics = load_metrics()
         self.query_loader = accelerator.prepare_data_loader(DataLoader(range(len(dev_set.queries)), batch_size=16))
 
@@ -853,8 +858,10 @@ class DevSelection:
         return dict(zip(DEV_METRICS, torch.cat(per_query).mean(dim=0).tolist()))
 
     def select(self, model, progress: TrainingProgress, log) -> bool:
-        """Evaluate, keep the model if it is the best so far; True when the run should stop early."""
-        dev = self.evaluate(model)
+        """Evaluate, keep the model if it is the best so far; True when the run should stop early. A stop signal drops
+        the evaluation itself (`StopSignal.droppable`), never the bookkeeping or the save that follow it."""
+        with self.stop.droppable() if self.stop else contextlib.nullcontext():
+            dev = self.evaluate(model)
         if not all(math.isfinite(value) for value in dev.values()):
             raise SystemExit(
                 f"step {progress.step}: the model's dev scores are not finite (training diverged); "
@@ -892,18 +899,89 @@ def ignore_stop_signals(worker_id: int):
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
+class StopRequested(BaseException):
+    """A stop signal inside droppable work. A BaseException, as KeyboardInterrupt is: no `except Exception` on the way
+    out of a forward pass swallows it."""
+
+
 class StopSignal:
     """SIGTERM / Ctrl-C set Accelerate's trigger; `accelerator.check_trigger()` after each optimizer step tells every
-    process, so they all save a checkpoint together."""
+    process, so they all save a checkpoint together.
+
+    A single process stops at once inside droppable work, which changes nothing a checkpoint holds: a step's forward
+    and backward passes (before the optimizer touches the weights) and a dev evaluation. It drops that work and saves
+    the last step boundary (`mark_boundary`), whose RNG state it puts back. Launchers may allow only seconds: since
+    accelerate 1.16, `accelerate launch` kills a single process 5 s after SIGTERM / Ctrl-C, while a step or an
+    evaluation on a CPU takes longer. (The signal handler runs between Python operations, so a long backward pass
+    still finishes first.) Several processes keep to the trigger: one cannot leave a collective the others are in."""
 
     def __init__(self, accelerator):
         self.accelerator, self.signal = accelerator, None
+        self.single_process = accelerator.num_processes == 1
+        self.in_droppable_work, self.boundary = False, None
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, self.handle)
 
     def handle(self, signum, frame):
         self.signal = signum
         self.accelerator.set_trigger()
+        if self.in_droppable_work:
+            self.in_droppable_work = False
+            raise StopRequested
+
+    def mark_boundary(self, progress):
+        """The state a stop inside the next droppable work saves: where training stands, and the RNG."""
+        if self.single_process:
+            self.boundary = progress.state_dict(), rng_states(self.accelerator.device)
+
+    def restore_boundary(self, progress):
+        state, rng = self.boundary
+        progress.load_state_dict(state)
+        set_rng_states(self.accelerator.device, rng)
+
+    @contextlib.contextmanager
+    def droppable(self):
+        if not self.single_process:
+            yield
+            return
+        try:
+            self.in_droppable_work = True  # before the check: a signal between the two still raises
+            if self.signal is not None:
+                raise StopRequested
+            yield
+        finally:
+            self.in_droppable_work = False
+
+
+def device_generator(device):
+    """torch.cuda, torch.mps, torch.xpu...: the module of the device's generator (None on the CPU)."""
+    module = torch.get_device_module(device.type) if device.type != "cpu" else None
+    return module if hasattr(module, "get_rng_state") else None
+
+
+def rng_states(device) -> tuple:
+    """Python's, NumPy's, torch's CPU and the device's generators: what a checkpoint saves of the RNG."""
+    generator = device_generator(device)
+    device_rng = generator.get_rng_state() if generator is not None else None
+    return random.getstate(), np.random.get_state(), torch.get_rng_state(), device_rng
+
+
+def set_rng_states(device, states: tuple):
+    python, numpy, cpu, device_rng = states
+    random.setstate(python)
+    np.random.set_state(numpy)
+    torch.set_rng_state(cpu)
+    if device_rng is not None:
+        device_generator(device).set_rng_state(device_rng)
+
+
+def stop_with_checkpoint(accelerator, args, progress, stop):
+    save_checkpoint(
+        accelerator, Path(args.output_dir) / "checkpoints", progress.step, args.keep_checkpoints, progress.state_dict()
+    )
+    accelerator.print(f"stopped by signal at step {progress.step}; checkpoint saved, rerun to resume")
+    accelerator.end_training()
+    sys.exit(128 + (stop.signal or signal.SIGTERM))
 
 
 class MetricsLog:
@@ -975,10 +1053,9 @@ def make_accelerator(args) -> Accelerator:
     return accelerator
 
 
-def optimizer_step(accelerator, model, optimizer, scheduler, loss, max_grad_norm: float, step: int):
-    """Backward, clip, step. Non-finite gradients (the same on every process, after the all-reduce) stop the run
-    before the weights are touched; with fp16 loss scaling, the scaler skips such steps itself."""
-    accelerator.backward(loss)
+def optimizer_step(accelerator, model, optimizer, scheduler, max_grad_norm: float, step: int):
+    """Clip, step. Non-finite gradients (the same on every process, after the all-reduce) stop the run before the
+    weights are touched; with fp16 loss scaling, the scaler skips such steps itself."""
     if accelerator.sync_gradients:
         norm = accelerator.clip_grad_norm_(model.parameters(), max_grad_norm or math.inf)
         if accelerator.scaler is None and not math.isfinite(norm):
@@ -1033,18 +1110,22 @@ def training_function(args) -> TrainingProgress:
         accelerator.print(fit_residual_start(args, model, tokenizer, train_data, teacher, loss_fn))
     optimizer, scheduler, rate_names = build_optimizer(args, model, max_steps, processes)
     model, optimizer, train_loader, scheduler = accelerator.prepare(model, optimizer, train_loader, scheduler)
-    dev = DevSelection(args, accelerator, dev_set, tokenizer, teacher) if dev_set is not None else None
+    stop = StopSignal(accelerator)
+    dev = DevSelection(args, accelerator, dev_set, tokenizer, teacher, stop) if dev_set is not None else None
     progress = TrainingProgress()
     if resume_from is not None:  # accelerate's own files with weights_only (no code runs), ours as JSON
         accelerator.load_state(str(resume_from), load_kwargs={"weights_only": True})
         progress.load_state_dict(read_training_state(resume_from))
         accelerator.print(f"resumed from {resume_from} (step {progress.step}, epoch {progress.epoch})")
+    progress.evaluation_pending &= dev is not None
     accelerator.print(
         f"{len(train_data)} training rows, {processes} process(es), {steps_per_epoch} steps/epoch, "
         f"{max_steps} steps, precision {accelerator.mixed_precision}, device {accelerator.device}"
     )
     log = MetricsLog(output_dir / "metrics.jsonl", accelerator, args, max_steps, rate_names)
-    finished = already_done = progress.step >= max_steps or progress.stopped_early
+    finished = already_done = (
+        progress.step >= max_steps or progress.stopped_early
+    ) and not progress.evaluation_pending
     if resume_from is not None and not already_done:
         log(progress.step, {"event": "resumed", "checkpoint": resume_from.name})  # later steps may repeat earlier ones
     if not already_done:  # what this session runs on: precision, threads, hardware
@@ -1059,52 +1140,62 @@ def training_function(args) -> TrainingProgress:
             progress.step,
             {"event": "start", "precision": accelerator.mixed_precision} | hardware.describe(accelerator.device),
         )
-    stop = StopSignal(accelerator)
     bar = tqdm(total=max_steps, initial=progress.step, disable=not accelerator.is_main_process, desc="Training")
     paused, first_step = False, progress.step
     if dev is not None and (residual_scorer(model) is not None or args.scorer_weights) and resume_from is None:
-        dev.select(model, progress, log)  # a start worth keeping (MaxSim's ranking, a committed scorer) is a candidate
-    train_mode(model, args)
-    while not (finished or paused):
-        train_loader.set_epoch(progress.epoch)
-        skip = progress.batch_in_epoch  # a resumed epoch continues where it stopped
-        for batch in skip_first_batches(train_loader, skip) if skip else train_loader:
-            with accelerator.accumulate(model):
-                loss = loss_fn(
-                    student_scores(model, batch, args.in_batch_negatives),
-                    teacher(batch, accelerator.device) if teacher else None,
-                )
-                optimizer_step(accelerator, model, optimizer, scheduler, loss, args.max_grad_norm, progress.step)
-            progress.batch_in_epoch += 1
-            log.add(loss.detach().float().item() / args.grad_accum)
-            if not accelerator.sync_gradients:
-                continue
-            progress.step += 1
-            bar.update(1)
-            if record := log.step_done(progress.step, progress.epoch, scheduler):
-                bar.set_postfix(loss=f"{record['loss']:.4f}", pairs_s=f"{record['pairs_per_s']:.0f}")
-            finished = progress.step >= max_steps
-            if dev is not None and dev.due(progress.step, finished):
-                finished = dev.select(model, progress, log) or finished
-                train_mode(model, args)
-            interrupted = accelerator.check_trigger()
-            paused = args.stop_after is not None and progress.step - first_step >= args.stop_after
-            if finished or interrupted or paused or progress.step % args.save_every == 0:
-                save_checkpoint(
-                    accelerator,
-                    output_dir / "checkpoints",
-                    progress.step,
-                    args.keep_checkpoints,
-                    progress.state_dict(),
-                )
-            if interrupted:
-                accelerator.print(f"stopped by signal at step {progress.step}; checkpoint saved, rerun to resume")
-                accelerator.end_training()
-                sys.exit(128 + (stop.signal or signal.SIGTERM))
-            if finished or paused:
-                break
-        else:
-            progress.epoch, progress.batch_in_epoch = progress.epoch + 1, 0
+        progress.evaluation_pending = True  # a start worth keeping (MaxSim's ranking, a committed scorer): a candidate
+    stop.mark_boundary(progress)
+    try:
+        if dev is not None and progress.evaluation_pending:  # that start, or an evaluation a stop cut short
+            finished = dev.select(model, progress, log) or progress.step >= max_steps
+            progress.evaluation_pending = False
+            if resume_from is not None:  # the checkpoint saved by that stop now records the evaluation
+                state = progress.state_dict()
+                save_checkpoint(accelerator, output_dir / "checkpoints", progress.step, args.keep_checkpoints, state)
+            stop.mark_boundary(progress)
+        train_mode(model, args)
+        while not (finished or paused):
+            train_loader.set_epoch(progress.epoch)
+            skip = progress.batch_in_epoch  # a resumed epoch continues where it stopped
+            for batch in skip_first_batches(train_loader, skip) if skip else train_loader:
+                with accelerator.accumulate(model):
+                    targets = teacher(batch, accelerator.device) if teacher else None  # (its cache is written here)
+                    with stop.droppable():
+                        loss = loss_fn(student_scores(model, batch, args.in_batch_negatives), targets)
+                        accelerator.backward(loss)
+                    optimizer_step(accelerator, model, optimizer, scheduler, args.max_grad_norm, progress.step)
+                progress.batch_in_epoch += 1
+                log.add(loss.detach().float().item() / args.grad_accum)
+                if not accelerator.sync_gradients:
+                    continue
+                progress.step += 1
+                bar.update(1)
+                if record := log.step_done(progress.step, progress.epoch, scheduler):
+                    bar.set_postfix(loss=f"{record['loss']:.4f}", pairs_s=f"{record['pairs_per_s']:.0f}")
+                finished = progress.step >= max_steps
+                if dev is not None and dev.due(progress.step, finished):
+                    progress.evaluation_pending = True
+                    stop.mark_boundary(progress)
+                    finished = dev.select(model, progress, log) or finished
+                    progress.evaluation_pending = False
+                    train_mode(model, args)
+                if accelerator.check_trigger():
+                    stop_with_checkpoint(accelerator, args, progress, stop)
+                paused = args.stop_after is not None and progress.step - first_step >= args.stop_after
+                if finished or paused or progress.step % args.save_every == 0:
+                    state = progress.state_dict()
+                    save_checkpoint(
+                        accelerator, output_dir / "checkpoints", progress.step, args.keep_checkpoints, state
+                    )
+                if finished or paused:
+                    break
+                stop.mark_boundary(progress)
+            else:
+                progress.epoch, progress.batch_in_epoch = progress.epoch + 1, 0
+                stop.mark_boundary(progress)
+    except StopRequested:  # a single process, stopped in droppable work: the last step boundary is what it saves
+        stop.restore_boundary(progress)
+        stop_with_checkpoint(accelerator, args, progress, stop)
     bar.close()
     finish(args, accelerator, model, tokenizer, teacher, progress, dev, finished, paused, already_done)
     if lock is not None:

@@ -261,6 +261,99 @@ def test_sigterm_to_the_process_group_saves_a_checkpoint_and_the_run_resumes(tmp
     assert (output / "checkpoints" / f"step-{step + 1:08d}").exists()
 
 
+# train_accelerate.py run with SIGTERM sent by the process itself as the Nth call of a function returns: a stop that
+# lands inside a step (its forward pass done, dropout drawn: "student_scores") or a dev evaluation ("evaluate").
+STOP_ON_CALL = """
+import os, signal, sys
+import train_accelerate
+where, stop_on, calls = sys.argv[1], int(sys.argv[2]), []
+owner = train_accelerate.DevSelection if where == "evaluate" else train_accelerate
+function = getattr(owner, where)
+def stopping(*args, **kwargs):
+    result = function(*args, **kwargs)
+    calls.append(1)
+    if len(calls) == stop_on:
+        os.kill(os.getpid(), signal.SIGTERM)
+    return result
+setattr(owner, where, stopping)
+train_accelerate.main(sys.argv[3:])
+"""
+
+
+def launch_stopping_on_call(where: str, call: int, args):
+    command = [sys.executable, "-c", STOP_ON_CALL, where, str(call), *args]
+    env = {**os.environ, **SCRIPT_ENV, "PYTHONPATH": str(ROOT)}
+    return subprocess.run(command, env=env, cwd=ROOT, capture_output=True, text=True, timeout=600)
+
+
+def assert_same_weights(a, b):
+    a, b = load_file(a / "model.safetensors"), load_file(b / "model.safetensors")
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+
+
+@pytest.mark.slow
+def test_a_stop_during_a_step_saves_the_step_before_it_at_once_and_resuming_is_exact(
+    tmp_path, tiny_encoder_dir, train_file
+):
+    """A single process need not finish the step a stop lands in (`accelerate launch` ≥ 1.16 kills it 5 s after the
+    signal): the step is dropped, the previous one saved with the RNG as it was then (the tiny encoder's dropout
+    draws from it), and the resumed run ends with the weights of a run never stopped."""
+    common = ["--loss", "ce", "--batch-size", "4", "--max-steps", "6", "--lr", "1e-3", "--seed", "7"]
+    straight = tmp_path / "straight"
+    launch(tiny_run(tiny_encoder_dir, train_file, straight, *common))
+    stopped = tmp_path / "stopped"
+    first = launch_stopping_on_call("student_scores", 4, tiny_run(tiny_encoder_dir, train_file, stopped, *common))
+    assert first.returncode == 128 + signal.SIGTERM, first.stderr[-3000:]
+    assert "stopped by signal at step 3; checkpoint saved" in first.stdout
+    assert [p.name for p in (stopped / "checkpoints").glob("step-*")] == ["step-00000003"]
+    assert [r["step"] for r in training_records(stopped)] == [1, 2, 3]  # step 4 never finished
+    second = launch(tiny_run(tiny_encoder_dir, train_file, stopped, *common))
+    assert "resumed from" in second.stdout + second.stderr
+    assert_same_weights(straight / "best", stopped / "best")
+
+
+@pytest.mark.slow
+def test_a_stop_during_a_dev_evaluation_saves_its_step_and_resuming_evaluates_it_first(
+    tmp_path, tiny_encoder_dir, train_file, beir_fixture
+):
+    common = tiny_run(tiny_encoder_dir, train_file, tmp_path / "unused", "--loss", "ce", "--batch-size", "4")
+    common += ["--max-steps", "6", "--lr", "1e-3", "--seed", "7", "--eval-every", "2", "--dev-data", str(beir_fixture)]
+    common += ["--dev-run", str(beir_fixture / "run.trec"), "--eval-batch-size", "4"]
+
+    def run(output):
+        args = list(common)
+        args[args.index("--output-dir") + 1] = str(output)
+        return args
+
+    straight, stopped = tmp_path / "straight", tmp_path / "stopped"
+    launch(run(straight))
+    first = launch_stopping_on_call("evaluate", 2, run(stopped))  # the evaluation of step 4
+    assert first.returncode == 128 + signal.SIGTERM, first.stderr[-3000:]
+    assert "stopped by signal at step 4; checkpoint saved" in first.stdout
+    state = json.loads((stopped / "checkpoints" / "step-00000004" / "training_state.json").read_text())
+    assert state["step"] == 4 and state["evaluation_pending"] is True
+    second = launch(run(stopped))
+    assert "resumed from" in second.stdout + second.stderr
+    logs = {
+        name: [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
+        for name, folder in [("straight", straight), ("stopped", stopped)]
+    }
+    dev = {name: [(r["step"], r["dev_mrr@10"]) for r in log if "dev_mrr@10" in r] for name, log in logs.items()}
+    assert [step for step, _ in dev["stopped"]] == [2, 4, 6]  # step 4 evaluated once, after the resumption
+    assert dev["stopped"] == dev["straight"]
+    assert_same_weights(straight / "best", stopped / "best")
+    assert_same_weights(straight / "checkpoints" / "step-00000006", stopped / "checkpoints" / "step-00000006")
+    state = json.loads((stopped / "checkpoints" / "step-00000004" / "training_state.json").read_text())
+    assert state["evaluation_pending"] is False  # the checkpoint now records the evaluation
+    ends = [
+        json.loads((f / "checkpoints" / "step-00000006" / "training_state.json").read_text())
+        for f in (straight, stopped)
+    ]
+    assert ends[0] == ends[1]
+
+
 @pytest.mark.slow
 @needs_shared_data
 def test_training_on_debian_lowers_the_loss(tmp_path, minilm_path):
