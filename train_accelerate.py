@@ -975,10 +975,14 @@ def set_rng_states(device, states: tuple):
         device_generator(device).set_rng_state(device_rng)
 
 
+def checkpoint(accelerator, args, progress):
+    """OUTPUT_DIR/checkpoints/step-N: accelerate's state and where training stands."""
+    folder = Path(args.output_dir) / "checkpoints"
+    save_checkpoint(accelerator, folder, progress.step, args.keep_checkpoints, progress.state_dict())
+
+
 def stop_with_checkpoint(accelerator, args, progress, stop):
-    save_checkpoint(
-        accelerator, Path(args.output_dir) / "checkpoints", progress.step, args.keep_checkpoints, progress.state_dict()
-    )
+    checkpoint(accelerator, args, progress)
     accelerator.print(f"stopped by signal at step {progress.step}; checkpoint saved, rerun to resume")
     accelerator.end_training()
     sys.exit(128 + (stop.signal or signal.SIGTERM))
@@ -1150,8 +1154,7 @@ def training_function(args) -> TrainingProgress:
             finished = dev.select(model, progress, log) or progress.step >= max_steps
             progress.evaluation_pending = False
             if resume_from is not None:  # the checkpoint saved by that stop now records the evaluation
-                state = progress.state_dict()
-                save_checkpoint(accelerator, output_dir / "checkpoints", progress.step, args.keep_checkpoints, state)
+                checkpoint(accelerator, args, progress)
             stop.mark_boundary(progress)
         train_mode(model, args)
         while not (finished or paused):
@@ -1183,10 +1186,7 @@ def training_function(args) -> TrainingProgress:
                     stop_with_checkpoint(accelerator, args, progress, stop)
                 paused = args.stop_after is not None and progress.step - first_step >= args.stop_after
                 if finished or paused or progress.step % args.save_every == 0:
-                    state = progress.state_dict()
-                    save_checkpoint(
-                        accelerator, output_dir / "checkpoints", progress.step, args.keep_checkpoints, state
-                    )
+                    checkpoint(accelerator, args, progress)
                 if finished or paused:
                     break
                 stop.mark_boundary(progress)
