@@ -981,6 +981,17 @@ def checkpoint(accelerator, args, progress):
     save_checkpoint(accelerator, folder, progress.step, args.keep_checkpoints, progress.state_dict())
 
 
+def select_at_boundary(dev, model, progress, log, stop) -> bool:
+    """`dev.select` at a step boundary (True: stop early). Marked pending first, so that a stop inside the evaluation
+    saves this step with the evaluation still to do, and a resumed run does it before training on."""
+    progress.evaluation_pending = True
+    stop.mark_boundary(progress)
+    stopped_early = dev.select(model, progress, log)
+    progress.evaluation_pending = False
+    stop.mark_boundary(progress)
+    return stopped_early
+
+
 def stop_with_checkpoint(accelerator, args, progress, stop):
     checkpoint(accelerator, args, progress)
     accelerator.print(f"stopped by signal at step {progress.step}; checkpoint saved, rerun to resume")
@@ -1151,11 +1162,9 @@ def training_function(args) -> TrainingProgress:
     stop.mark_boundary(progress)
     try:
         if dev is not None and progress.evaluation_pending:  # that start, or an evaluation a stop cut short
-            finished = dev.select(model, progress, log) or progress.step >= max_steps
-            progress.evaluation_pending = False
+            finished = select_at_boundary(dev, model, progress, log, stop) or progress.step >= max_steps
             if resume_from is not None:  # the checkpoint saved by that stop now records the evaluation
                 checkpoint(accelerator, args, progress)
-            stop.mark_boundary(progress)
         train_mode(model, args)
         while not (finished or paused):
             train_loader.set_epoch(progress.epoch)
@@ -1177,10 +1186,7 @@ def training_function(args) -> TrainingProgress:
                     bar.set_postfix(loss=f"{record['loss']:.4f}", pairs_s=f"{record['pairs_per_s']:.0f}")
                 finished = progress.step >= max_steps
                 if dev is not None and dev.due(progress.step, finished):
-                    progress.evaluation_pending = True
-                    stop.mark_boundary(progress)
-                    finished = dev.select(model, progress, log) or finished
-                    progress.evaluation_pending = False
+                    finished = select_at_boundary(dev, model, progress, log, stop) or finished
                     train_mode(model, args)
                 if accelerator.check_trigger():
                     stop_with_checkpoint(accelerator, args, progress, stop)
