@@ -343,6 +343,13 @@ def load_beir_rerank_set(folder, run_path, split: str = "dev", max_queries: int 
             "0; are the qrels and the corpus from the same collection (ids, prefixes)?",
         )
     needed = sorted({docid for docs in candidates.values() for docid in docs})  # the same order in every process
+    if not needed:
+        raise DataError(
+            run_path,
+            f"none of its lines names a query judged relevant in {find_file(folder / 'qrels', f'{split}.tsv')} "
+            f"({len(selected)} such queries with text) together with a passage of {find_file(folder, 'corpus.jsonl')}: "
+            "there is nothing to re-rank; is the run from this collection and split (ids, prefixes)?",
+        )
     return RerankSet(
         queries=selected,
         documents=SubsetTexts(corpus, needed) if isinstance(corpus, ArrowTexts) else {d: corpus[d] for d in needed},

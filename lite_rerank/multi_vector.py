@@ -22,7 +22,7 @@ import torch
 from modeling_lite import LiteModel, is_multi_vector_model
 
 from .doc_cache import model_fingerprint
-from .utils import VECTOR_FIELDS
+from .utils import VECTOR_FIELDS, new_folder_problem
 
 EXTRA = 'pip install "lite-reranker[multi-vector]"  (sentence-transformers >= 6.3, < 7)'
 # the LiteConfig fields a multi-vector model decides (its vectors' fields but Small-LITE's compressor, which is LITE's
@@ -185,6 +185,8 @@ def _padded(embeddings, length: int, model, kind: str):
     if isinstance(embeddings, torch.Tensor) and embeddings.dim() == 2:
         embeddings = [embeddings]
     embeddings = [torch.as_tensor(e, dtype=torch.float32) for e in embeddings]
+    if not embeddings:
+        raise MultiVectorError(f"no {kind} embeddings: pass a list of at least one {kind}'s vectors")
     dim = model.config.embedding_dim
     for index, vectors in enumerate(embeddings):
         if vectors.dim() != 2 or vectors.shape[1] != dim or not 0 < vectors.shape[0] <= length:
@@ -192,10 +194,15 @@ def _padded(embeddings, length: int, model, kind: str):
                 f"{kind} embeddings[{index}] has shape {tuple(vectors.shape)}; this model scores 1 to {length} "
                 f"vectors of width {dim} per {kind} (is it the encoder this model was built from?)"
             )
-        if model.config.normalize_embeddings and (vectors.norm(dim=1) - 1).abs().max() > 1e-3:
+        if not torch.isfinite(vectors).all():  # NaN passes any comparison with a tolerance, and scores NaN
+            raise MultiVectorError(f"{kind} embeddings[{index}] hold NaN or infinite values")
+        norms = vectors.norm(dim=1)
+        if model.config.normalize_embeddings and (norms - 1).abs().max() > 1e-3:
+            padding = " (all-zero rows: padding; pass each text's own vectors, a list, not one padded tensor)"
             raise MultiVectorError(
-                f"{kind} embeddings[{index}] are not unit vectors, and this model's are: they come from another "
-                "encoder, or were encoded without its normalisation"
+                f"{kind} embeddings[{index}] are not unit vectors, and this model's are"
+                f"{padding if (norms == 0).any() else ''}: they come from another encoder, or were encoded without "
+                "its normalisation"
             )
     padded = torch.zeros(len(embeddings), length, dim)
     mask = torch.zeros(len(embeddings), length, dtype=torch.bool)
@@ -259,6 +266,9 @@ def export_multi_vector_encoder(model: LiteModel, output_dir, tokenizer=None):
     if config.doc_skiplist_ids and config.query_skiplist_ids and config.doc_skiplist_ids != config.query_skiplist_ids:
         raise MultiVectorError("different query and document skiplists: a MultiVectorMask holds one skiplist")
     output_dir = Path(output_dir)
+    problem = new_folder_problem(output_dir)
+    if problem:  # the model's own folder, above all: its config, weights and tokenizer would be replaced
+        raise MultiVectorError(f"{problem}; export into a new or empty folder (nothing was written)")
     backbone_dir = output_dir / "0_Transformer"
     backbone_dir.mkdir(parents=True, exist_ok=True)
     model.encoder.save_pretrained(backbone_dir)

@@ -12,9 +12,10 @@ import evaluate
 import numpy as np
 
 _DESCRIPTION = """Mean over queries of MRR@k, nDCG@k and Recall@k for re-ranked candidate lists.
-Scores are compared in float32; ties keep the candidate (first-stage) order; a score that is not finite is an error. A document is relevant when its grade
-is > 0. nDCG uses linear gains: DCG@k = sum_i rel_i / log2(i + 2) (the convention of trec_eval and ranx's `ndcg`).
-A query without any relevant judged document scores 0 on every metric."""
+Scores are compared in float32; ties keep the candidate (first-stage) order; a score that is not finite is an error.
+A document is relevant when its grade is > 0; a grade ≤ 0 (TREC's "junk", −2, included) is not relevant and gains 0,
+as in trec_eval. nDCG uses linear gains: DCG@k = sum_i rel_i / log2(i + 2) (the convention of trec_eval and ranx's
+`ndcg`). A query without any relevant judged document scores 0 on every metric."""
 
 _KWARGS_DESCRIPTION = """
 Args:
@@ -38,7 +39,8 @@ def rank_order(scores) -> np.ndarray:
 
 
 def query_metrics(scores, labels, judged, k_values) -> dict:
-    ranked = np.asarray(labels, dtype=np.float64)[rank_order(scores)]
+    # gains: grades ≤ 0 (TREC's "junk" −2 included) are not relevant and gain nothing (trec_eval's rule)
+    ranked = np.maximum(np.asarray(labels, dtype=np.float64)[rank_order(scores)], 0.0)
     judged = np.asarray(judged, dtype=np.float64)
     num_relevant = int((judged > 0).sum())
     ideal = np.sort(judged[judged > 0])[::-1]

@@ -208,6 +208,23 @@ def refuse_outputs_over_inputs(outputs, inputs, where: str = "this run"):
             )
 
 
+def new_folder_problem(path) -> str | None:
+    """None when `path` may become a new folder of outputs (absent, or an empty folder), else what is there: a
+    command that writes a whole folder never writes into one that holds anything, a model above all.
+
+    >>> new_folder_problem("/nonexistent/new-folder") is None
+    True
+    """
+    path = Path(path)
+    if not path.exists():
+        return None
+    if not path.is_dir():
+        return f"{path} exists and is a file, not a folder"
+    if any(path.iterdir()):
+        return f"{path} exists and is not an empty folder"
+    return None
+
+
 # LiteConfig fields a multi-vector model brings (issue 37); in a fingerprint only when set, so older ones stay valid
 MULTI_VECTOR_FIELDS = (
     "query_prefix_ids",

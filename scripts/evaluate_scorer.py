@@ -30,7 +30,7 @@ from lite_rerank.bm25 import BM25Index  # noqa: E402
 from lite_rerank.data import DataError, find_file, read_beir_texts, read_qrels, write_trec_run  # noqa: E402
 from lite_rerank.scorer_weights import ScorerError, build_model, default_encoder  # noqa: E402
 from lite_rerank.significance import compare_result_runs  # noqa: E402
-from lite_rerank.utils import write_text_atomically  # noqa: E402
+from lite_rerank.utils import refuse_outputs_over_inputs, write_text_atomically  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data" / "debian-rerank"
 MAXSIM = "MaxSim"
@@ -65,6 +65,11 @@ def candidates(args, out: Path) -> Path:
     judged = read_qrels(find_file(data, f"qrels/{args.split}.tsv"))
     queries = read_beir_texts(find_file(data, "queries.jsonl"), with_title=False)
     qids = [qid for qid in judged if qid in queries]
+    if not qids:
+        raise DataError(
+            find_file(data, f"qrels/{args.split}.tsv"),
+            f"none of its {len(judged)} queries is in {find_file(data, 'queries.jsonl')}; nothing to rank",
+        )
     print(f"BM25 top-{args.depth} of {len(qids)} {args.split} queries over the corpus (no run given)", flush=True)
     index = BM25Index(read_beir_texts(find_file(data, "corpus.jsonl"), with_title=False))
     path = out / f"bm25.{args.split}.trec"
@@ -76,17 +81,18 @@ def main(argv=None):
     args = parse_args(argv)
     out = Path(args.output_dir)
     name = args.name or Path(args.scorer).resolve().name
+    encoder = args.encoder or default_encoder()
+    inputs = [("scorer", args.scorer), ("--encoder", encoder), ("--data", args.data), ("--run", args.run)]
+    refuse_outputs_over_inputs([("--output-dir", out)], inputs)
+    if out.exists() and not out.is_dir():
+        raise SystemExit(f"error: --output-dir {out} exists and is a file, not a folder (nothing was written)")
     try:
-        encoder = args.encoder or default_encoder()
         model = build_model(args.scorer, encoder)  # every file checked before anything is written
-    except ScorerError as error:
-        raise SystemExit(f"error: {error}") from None
-    out.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out / "model")  # with the encoder's tokenizer, which from_encoder attached
-    try:
+        out.mkdir(parents=True, exist_ok=True)
         run = candidates(args, out)
-    except DataError as error:
+    except (ScorerError, DataError) as error:
         raise SystemExit(f"error: {error}") from None
+    model.save_pretrained(out / "model")  # with the encoder's tokenizer, which from_encoder attached
     results_path = out / "results.json"
     argv = [f"--model={name}={out / 'model'}", f"--zero-shot-encoder={MAXSIM}={encoder}"]
     argv += ["--data", args.data, "--split", args.split, "--run", str(run), "--output", str(results_path)]

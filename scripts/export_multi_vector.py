@@ -18,7 +18,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from lite_rerank.multi_vector import MultiVectorError, export_multi_vector_encoder  # noqa: E402
-from lite_rerank.utils import refuse_outputs_over_inputs  # noqa: E402
+from lite_rerank.utils import new_folder_problem, refuse_outputs_over_inputs  # noqa: E402
 from modeling_lite import LiteModel  # noqa: E402
 
 CHECK_TEXTS = [
@@ -52,8 +52,9 @@ def main(argv=None):
     args = parser.parse_args(argv)
     refuse_outputs_over_inputs([("--output-dir", args.output_dir)], [("model", args.model)])
     output = Path(args.output_dir)
-    if output.exists() and (not output.is_dir() or any(output.iterdir())):
-        raise SystemExit(f"error: --output-dir {output} exists and is not an empty folder; choose a new one")
+    problem = new_folder_problem(output)
+    if problem:  # before the model is loaded (export_multi_vector_encoder refuses it too)
+        raise SystemExit(f"error: --output-dir {problem}; choose a new one")
     model = LiteModel.from_pretrained(args.model).float().eval()  # float32: the check compares exact vectors
     try:
         encoder = export_multi_vector_encoder(model, output)

@@ -60,7 +60,9 @@ def test_a_fresh_residual_lite_scores_exactly_as_the_multi_vector_model(case, tm
     model = LiteModel.from_encoder(str(folder), **SCORER).eval()  # the folder, as a user gives it
     expected = maxsim_matrix(encoder, TEXTS_Q, TEXTS_D)
     scored = lite_matrix(model, TEXTS_Q, TEXTS_D)  # the pair route: texts split and encoded by the model
-    torch.testing.assert_close(scored, expected, atol=1e-5, rtol=0)
+    # float32 sums in another order on another CPU (AVX2 against AVX-512): a tolerance that scales with the scores,
+    # which reach ≈ 200 without normalisation
+    torch.testing.assert_close(scored, expected, atol=1e-5 * max(1.0, float(expected.abs().max())), rtol=0)
     for row, query in enumerate(TEXTS_Q):  # and so the same ranking (ties by index)
         order = sorted(range(len(TEXTS_D)), key=lambda i: (-float(expected[row, i]), i))
         assert [r["index"] for r in model.rerank(query, TEXTS_D, return_documents=False)] == order
