@@ -232,6 +232,15 @@ class LiteConfig(PretrainedConfig):
 
         for name in ("query_prefix_ids", "doc_prefix_ids", "doc_skiplist_ids", "query_skiplist_ids"):
             check_ids(name, getattr(self, name))
+        for name in ("doc_skiplist_ids", "query_skiplist_ids"):
+            # [CLS] and [SEP] are what every text keeps: skipping them, a text of skipped tokens (punctuation, or
+            # nothing) would have no vector to score, and MaxSim over nothing is −inf
+            kept = sorted(set(getattr(self, name) or ()) & {self.cls_token_id, self.sep_token_id})
+            if kept:
+                raise ValueError(
+                    f"LiteConfig.{name} holds {kept}, the [CLS] / [SEP] ids (cls_token_id={self.cls_token_id}, "
+                    f"sep_token_id={self.sep_token_id}): every text keeps those, so that it always has a vector."
+                )
         for name, length in (("query_prefix_ids", self.query_max_length), ("doc_prefix_ids", self.doc_max_length)):
             prefix = getattr(self, name)
             if prefix is not None and len(prefix) + 2 > length:

@@ -143,9 +143,9 @@ def check_model_spec(flag: str, spec: str) -> tuple[str, str]:
 def load_model(name: str, path: str, args, device: str, dtype, zero_shot: bool = False):
     try:
         if zero_shot:
-            from modeling_lite import LiteModel
+            from lite_rerank.multi_vector import from_encoder  # a plain or a multi-vector encoder
 
-            model = LiteModel.from_encoder(
+            model = from_encoder(
                 path, scorer="maxsim", query_max_length=args.query_max_length, doc_max_length=args.doc_max_length
             )
         elif is_cross_encoder(path):
@@ -244,7 +244,7 @@ def main(argv=None):
             else:
                 group_scores = [score_one(*group[0], rerank_set, shard, args, state, progress)]
         except CacheError as error:
-            raise SystemExit(f"error: {error}") from None
+            raise SystemExit(f"error: {error.flag_hint('--dtype')}") from None
         for name, scores in zip(names, group_scores):
             all_scores[name] = dict(pair for part in gather_object([list(scores.items())]) for pair in part)
     queries_per_process = [len(part) for part in gather_object([qids])]

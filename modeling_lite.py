@@ -39,9 +39,9 @@ except ImportError:  # a top-level module (a local checkout) rather than Hub rem
     # which transformers 4.x would list as a package the remote code needs
     LiteConfig = importlib.import_module("configuration_lite").LiteConfig
 
-# Keyword arguments that tokenizers, pipelines and sentence-transformers pass along and that LITE can ignore:
-# the pair convention rebuilds the segments itself, and the encoder's internals are not exposed.
-_IGNORED_FORWARD_KWARGS = {"token_type_ids", "output_attentions", "output_hidden_states"}
+# Keyword arguments that pipelines and sentence-transformers pass along and that LITE can ignore: the encoder's
+# internals are not exposed. (token_type_ids are read: they say where a pair's query ends.)
+_IGNORED_FORWARD_KWARGS = {"output_attentions", "output_hidden_states"}
 
 # ---------------------------------------------------------------------------------------------- scorers
 # Both scorers take `similarity` (batch, q, w): the first q ≤ L1 query rows and the first w ≤ K document columns of
@@ -355,8 +355,16 @@ def compact(vectors, scoring_mask):
     return vectors, positions < scoring_mask.sum(dim=1, keepdim=True)
 
 
-def split_pairs(input_ids, attention_mask, cls_token_id: int, sep_token_id: int, pad_token_id: int):
-    """`[CLS] query [SEP] doc [SEP]` → query ids `[CLS] query [SEP]` and document ids `[CLS] doc [SEP]` (+ masks)."""
+def split_pairs(
+    input_ids, attention_mask, cls_token_id: int, sep_token_id: int, pad_token_id: int, token_type_ids=None
+):
+    """`[CLS] query [SEP] doc [SEP]` → query ids `[CLS] query [SEP]` and document ids `[CLS] doc [SEP]` (+ masks).
+
+    The query ends at the separator the tokenizer inserted: the last token of segment 0 when `token_type_ids` mark
+    a second segment (BERT tokenizers do), so a query holding the literal text "[SEP]" (which tokenises to the
+    separator) is read whole, as `compute_score` reads it; else at the first [SEP] (a tokenizer without segment ids,
+    e.g. DistilBERT's: there, such a query is cut at its own "[SEP]").
+    """
     input_ids, attention_mask = check_token_batch(input_ids, attention_mask, "input_ids")
     is_sep = (input_ids == sep_token_id) & attention_mask.bool()
     if not is_sep.any(dim=1).all():
@@ -364,16 +372,26 @@ def split_pairs(input_ids, attention_mask, cls_token_id: int, sep_token_id: int,
         raise ValueError(
             f"input_ids row {row} has no [SEP] (id {sep_token_id}); pair mode expects `[CLS] query [SEP] doc [SEP]`."
         )
-    first_sep = is_sep.int().argmax(dim=1)  # (batch,)
-    # [CLS] + everything after the first [SEP]; a row that ends at its first [SEP] (an empty passage: the pipeline
-    # drops an empty text_pair) is the empty document [CLS] [SEP], as every other route encodes "" (its [SEP] is
-    # the row's own last token, which the gather below reads)
-    doc_lengths = (attention_mask.sum(dim=1) - first_sep).clamp(min=2)
+    segments = None if token_type_ids is None else token_type_ids.to(input_ids.device) * attention_mask
+    if segments is not None and segments.shape == input_ids.shape and (segments > 0).any():
+        query_sep = ((segments == 0) & attention_mask.bool()).sum(dim=1) - 1  # the last token of segment 0
+        bad = torch.nonzero(input_ids.gather(1, query_sep.unsqueeze(1)).squeeze(1) != sep_token_id)
+        if len(bad):
+            raise ValueError(
+                f"input_ids row {bad[0].item()}: its first segment (token_type_ids 0) does not end with [SEP] (id "
+                f"{sep_token_id}); pair mode expects `[CLS] query [SEP] doc [SEP]` with the tokenizer's segment ids."
+            )
+    else:
+        query_sep = is_sep.int().argmax(dim=1)  # (batch,)
+    # [CLS] + everything after the query's [SEP]; a row that ends there (an empty passage: the pipeline drops an
+    # empty text_pair) is the empty document [CLS] [SEP], as every other route encodes ""
+    doc_lengths = attention_mask.sum(dim=1) - query_sep
     positions = torch.arange(input_ids.shape[1], device=input_ids.device)
-    query_mask = positions < (first_sep + 1).unsqueeze(1)
-    doc_mask = positions < doc_lengths.unsqueeze(1)
-    doc_ids = input_ids.gather(1, (first_sep.unsqueeze(1) + positions).clamp(max=input_ids.shape[1] - 1))
+    query_mask = positions < (query_sep + 1).unsqueeze(1)
+    doc_mask = positions < doc_lengths.clamp(min=2).unsqueeze(1)
+    doc_ids = input_ids.gather(1, (query_sep.unsqueeze(1) + positions).clamp(max=input_ids.shape[1] - 1))
     doc_ids[:, 0] = cls_token_id
+    doc_ids[doc_lengths == 1, 1] = sep_token_id  # not the padding a longer row in the batch left after the query
     query_ids = input_ids.masked_fill(~query_mask, pad_token_id)
     return query_ids, query_mask.long(), doc_ids.masked_fill(~doc_mask, pad_token_id), doc_mask.long()
 
@@ -677,19 +695,18 @@ class LiteTextMixin:
         The scorer (and any Small-LITE layer) is freshly initialised; `config_overrides` set LiteConfig fields.
         The checkpoint's tokenizer, when it has one, is attached and saved with the model.
 
-        A multi-vector model's folder (sentence-transformers `MultiVectorEncoder`, PyLate, Stanford ColBERT) is read
-        with sentence-transformers through this project's `lite_rerank.multi_vector`, which carries its projection,
-        prompts, query expansion, skiplist, normalisation and lengths, so that LITE encodes exactly as it does.
+        A multi-vector model's folder (sentence-transformers `MultiVectorEncoder`, PyLate, Stanford ColBERT) carries
+        a projection, prompts, expansion and a skiplist a plain encoder does not: it is refused here, by name, and
+        read by the lite-reranker package's `lite_rerank.multi_vector.from_encoder`, which takes either kind (this
+        file, the Hub code, needs torch, transformers and configuration_lite only).
         """
         if is_multi_vector_model(encoder_name_or_path):
-            try:  # builder-only: loading a saved LITE model (the Hub folder) never comes here
-                multi_vector = importlib.import_module("lite_rerank.multi_vector")
-            except ImportError as error:
-                raise ImportError(
-                    f"{encoder_name_or_path} is a multi-vector model; LITE reads those with the lite-reranker "
-                    f'package and its extra: pip install "lite-reranker[multi-vector]" ({error}).'
-                ) from None
-            return multi_vector.lite_from_multi_vector(encoder_name_or_path, **config_overrides)
+            raise ValueError(
+                f"{encoder_name_or_path} is a multi-vector model (MultiVectorEncoder, PyLate or ColBERT): its "
+                "projection, prompts and skiplist would be lost on a plain encoder; build LITE from it with the "
+                'lite-reranker package: `from lite_rerank.multi_vector import from_encoder; from_encoder(path, ...)` '
+                '(pip install "lite-reranker[multi-vector]")'
+            )
         encoder = AutoModel.from_pretrained(encoder_name_or_path)
         try:
             tokenizer = AutoTokenizer.from_pretrained(encoder_name_or_path)
@@ -949,6 +966,7 @@ class LiteModel(LiteTextMixin, LitePreTrainedModel):
         query_attention_mask=None,
         doc_input_ids=None,
         doc_attention_mask=None,
+        token_type_ids=None,
         in_batch_negatives: int | None = None,
         return_dict: bool | None = None,
         **kwargs,
@@ -963,7 +981,12 @@ class LiteModel(LiteTextMixin, LitePreTrainedModel):
         if input_ids is not None:
             config = self.config
             query_input_ids, query_attention_mask, doc_input_ids, doc_attention_mask = split_pairs(
-                input_ids, attention_mask, config.cls_token_id, config.sep_token_id, config.pad_token_id
+                input_ids,
+                attention_mask,
+                config.cls_token_id,
+                config.sep_token_id,
+                config.pad_token_id,
+                token_type_ids,
             )
         elif query_input_ids is None or doc_input_ids is None:
             raise ValueError("Dual mode needs both query_input_ids and doc_input_ids.")

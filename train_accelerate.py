@@ -621,26 +621,43 @@ def multi_vector_student(args):
     return model
 
 
+def starting_fresh(args) -> bool:
+    """This session starts the run from step 0: no checkpoint of it to resume from (or --overwrite-output-dir)."""
+    return args.overwrite_output_dir or not own_checkpoints(Path(args.output_dir) / "checkpoints")
+
+
+def initialise_start(args, accelerator, model, tokenizer, train_data, teacher, loss_fn):
+    """A fresh run's start, computed before the run folder is touched, so that a refusal leaves nothing that blocks
+    a rerun: Small-LITE's projection from the training rows' principal directions (--projection-init pca), the
+    residual scorer's MaxSim scale fitted to the teacher. Every process alike: same rows, same arithmetic."""
+    if args.projection_init == "pca":
+        accelerator.print(init_projection_from_training_rows(model, tokenizer, train_data, args.seed))
+    if residual_scorer(model) is not None and not args.scorer_weights:  # S as training sees it
+        accelerator.print(fit_residual_start(args, model, tokenizer, train_data, teacher, loss_fn))
+
+
 @torch.no_grad()
 def fit_residual_start(args, model, tokenizer, train_data, teacher, loss_fn) -> str:
     """The residual scorer's MaxSim scale fitted to the training loss on FIT_ROWS seeded training rows, before the
-    first step (every process alike: same rows, same arithmetic). The fresh model's scores are MaxSim's."""
+    first step. The fresh model's scores are MaxSim's. A label loss sets no scale (its best is unbounded wherever
+    MaxSim ranks the rows right): the scale stays 1."""
+    if teacher is None:
+        return f"residual start: --loss {args.loss} trains on labels, which set no MaxSim scale; kept at 1"
     rows = torch.randperm(len(train_data), generator=torch.Generator().manual_seed(args.seed))[:FIT_ROWS].tolist()
     sample = torch.utils.data.Subset(IndexedTriplets(train_data), sorted(rows))  # row indices kept: the cache's keys
-    loader = DataLoader(sample, batch_size=32, collate_fn=get_collator(args, tokenizer, teacher and teacher.tokenizer))
+    loader = DataLoader(sample, batch_size=32, collate_fn=get_collator(args, tokenizer, teacher.tokenizer))
     was_training, device = model.training, next(model.parameters()).device
     model.eval()
     maxsim, targets = [], []
     for batch in loader:
         batch = {key: value.to(device) if isinstance(value, torch.Tensor) else value for key, value in batch.items()}
         maxsim.append(student_scores(model, batch).float().cpu())
-        targets.append(teacher(batch, device).float().cpu() if teacher else None)
+        targets.append(teacher(batch, device, check=False).float().cpu())
     model.train(was_training)
-    teacher_scores = torch.cat(targets) if teacher else None
     try:
-        scale = fit_maxsim_scale(torch.cat(maxsim), teacher_scores, loss_fn)
+        scale = fit_maxsim_scale(torch.cat(maxsim), torch.cat(targets), loss_fn)
     except ValueError as error:
-        raise SystemExit(f"error: --scorer residual: {error}") from None
+        raise SystemExit(f"error: --scorer residual: the teacher ({teacher.source}): {error}") from None
     set_maxsim_scale(model, scale)
     return f"residual start: MaxSim scale fitted to the {args.loss} loss on {len(rows)} training rows: 1 → {scale:.4f}"
 
@@ -739,26 +756,39 @@ class TeacherScores:
         teacher = CrossEncoderTeacher(args.teacher, accelerator.device)
         meta = {
             "teacher": args.teacher,
+            "teacher_weights": teacher.weights_id,  # a teacher retrained in the same folder has other scores
             "train_data": args.train_data,
             "max_train_rows": args.max_train_rows,
             "hard_negatives": args.hard_negatives,
             "fingerprint": train_data._fingerprint,
         }
         folder = args.teacher_cache or Path(args.output_dir) / "teacher-cache"
-        return cls(args.teacher, teacher, TeacherScoreCache(folder, meta, accelerator.process_index))
+        try:
+            return cls(args.teacher, teacher, TeacherScoreCache(folder, meta, accelerator.process_index))
+        except ValueError as error:  # a cache of another teacher's (or other rows') scores
+            raise SystemExit(f"error: {error}") from None
 
     @property
     def tokenizer(self):
         return self.teacher.tokenizer if self.teacher is not None else None
 
-    def __call__(self, batch, device) -> torch.Tensor:
+    def __call__(self, batch, device, check: bool = True) -> torch.Tensor:
+        """The batch's teacher scores; with `check`, scores that are not finite stop training, naming the teacher
+        and the rows (the loss would otherwise be NaN, and the error would blame the learning rate)."""
         if "teacher_scores" in batch:
-            return batch["teacher_scores"]
-        rows = batch["rows"].tolist()
-        scores = self.cache.lookup(rows)
-        if scores is None:
-            scores = self.teacher.score(batch["teacher_inputs"]).view(len(rows), -1).cpu()
-            self.cache.add(rows, scores)
+            scores = batch["teacher_scores"]
+        else:
+            rows = batch["rows"].tolist()
+            scores = self.cache.lookup(rows)
+            if scores is None:
+                scores = self.teacher.score(batch["teacher_inputs"]).view(len(rows), -1).cpu()
+                self.cache.add(rows, scores)
+        if check and not torch.isfinite(scores).all():
+            rows = batch["rows"][~torch.isfinite(scores).all(dim=1).cpu()].tolist()
+            raise SystemExit(
+                f"error: the teacher ({self.source}) gives scores that are not finite for training rows {rows[:5]}: "
+                "the teacher is broken, or the training file's teacher scores are damaged"
+            )
         return scores.to(device)
 
 
@@ -1068,6 +1098,19 @@ def make_accelerator(args) -> Accelerator:
     return accelerator
 
 
+def log_session_start(accelerator, log, output_dir: Path, step: int):
+    """What this session runs on (precision, threads, hardware), in metrics.jsonl; a note when the precision differs
+    from the one the run trained in until now."""
+    before = precision_history(output_dir / "metrics.jsonl") if accelerator.is_main_process else []
+    if before and before[-1]["precision"] != accelerator.mixed_precision:
+        accelerator.print(
+            f"note: this run trained in {before[-1]['precision']} until step {step} and continues in "
+            f"{accelerator.mixed_precision} (another CPU, or LITE_NATIVE_BF16): training_summary.json and the "
+            "model card record both"
+        )
+    log(step, {"event": "start", "precision": accelerator.mixed_precision} | hardware.describe(accelerator.device))
+
+
 def optimizer_step(accelerator, model, optimizer, scheduler, max_grad_norm: float, step: int):
     """Clip, step. Non-finite gradients (the same on every process, after the all-reduce) stop the run before the
     weights are touched; with fp16 loss scaling, the scaler skips such steps itself."""
@@ -1117,12 +1160,10 @@ def training_function(args) -> TrainingProgress:
     if steps_per_epoch == 0:
         raise SystemExit(f"{len(train_data)} training rows do not fill one batch of {args.batch_size}")
     max_steps = args.max_steps or steps_per_epoch * args.num_epochs
+    if starting_fresh(args):
+        initialise_start(args, accelerator, model, tokenizer, train_data, teacher, loss_fn)
     lock = lock_run_folder(args, accelerator)  # every input is checked by now; held until the process ends
     resume_from = prepare_output_dir(args, accelerator)
-    if args.projection_init == "pca" and resume_from is None:  # every process alike: same rows, same arithmetic
-        accelerator.print(init_projection_from_training_rows(model, tokenizer, train_data, args.seed))
-    if residual_scorer(model) is not None and resume_from is None and not args.scorer_weights:  # S as training sees it
-        accelerator.print(fit_residual_start(args, model, tokenizer, train_data, teacher, loss_fn))
     optimizer, scheduler, rate_names = build_optimizer(args, model, max_steps, processes)
     model, optimizer, train_loader, scheduler = accelerator.prepare(model, optimizer, train_loader, scheduler)
     stop = StopSignal(accelerator)
@@ -1143,18 +1184,8 @@ def training_function(args) -> TrainingProgress:
     ) and not progress.evaluation_pending
     if resume_from is not None and not already_done:
         log(progress.step, {"event": "resumed", "checkpoint": resume_from.name})  # later steps may repeat earlier ones
-    if not already_done:  # what this session runs on: precision, threads, hardware
-        before = precision_history(output_dir / "metrics.jsonl") if accelerator.is_main_process else []
-        if before and before[-1]["precision"] != accelerator.mixed_precision:
-            accelerator.print(
-                f"note: this run trained in {before[-1]['precision']} until step {progress.step} and continues in "
-                f"{accelerator.mixed_precision} (another CPU, or LITE_NATIVE_BF16): training_summary.json and the "
-                "model card record both"
-            )
-        log(
-            progress.step,
-            {"event": "start", "precision": accelerator.mixed_precision} | hardware.describe(accelerator.device),
-        )
+    if not already_done:
+        log_session_start(accelerator, log, output_dir, progress.step)
     bar = tqdm(total=max_steps, initial=progress.step, disable=not accelerator.is_main_process, desc="Training")
     paused, first_step = False, progress.step
     if dev is not None and (residual_scorer(model) is not None or args.scorer_weights) and resume_from is None:

@@ -46,6 +46,22 @@ DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch
 class CacheError(ValueError):
     """A cache folder that cannot be used as asked; the message names the folder or file and what to do."""
 
+    def flag_hint(self, flag: str) -> str:
+        """The message, with the command's own flag where one would fix it (a script names its flag)."""
+        return str(self)
+
+
+class CachePrecisionError(CacheError):
+    """A cache built by the same model computing in another precision (`dtype`): loading the model in that
+    precision reads it."""
+
+    def __init__(self, message: str, dtype: str):
+        super().__init__(message)
+        self.dtype = dtype
+
+    def flag_hint(self, flag: str) -> str:
+        return f"{self} (this command: {flag} {self.dtype})"
+
 
 def model_fingerprint(model, dtype=torch.float32) -> str:
     """sha256 of what the model computes (its scoring config and every weight, not the path it was loaded from): a
@@ -60,10 +76,11 @@ def check_same_model(manifest: dict, model, where) -> None:
         return
     built_in, runs_in = manifest.get("model_dtype"), str(model.dtype).removeprefix("torch.")
     if manifest.get("model_fingerprint_bf16") == model_fingerprint(model, torch.bfloat16) and built_in != runs_in:
-        raise CacheError(
+        raise CachePrecisionError(
             f"{where}: this cache was built by the same model computing in {built_in}; this one computes in "
-            f"{runs_in}, and the vectors differ: load the model in {built_in} (--model-dtype {built_in}), or build "
-            "a cache for it in another folder"
+            f"{runs_in}, and the vectors differ: load the model in {built_in}, or build a cache for it in another "
+            "folder",
+            built_in,
         )
     raise CacheError(
         f"{where}: this cache was built by another model (fingerprint differs); build one for this model in another "

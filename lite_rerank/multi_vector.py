@@ -180,6 +180,15 @@ def lite_from_multi_vector(encoder_or_path, **config_overrides) -> LiteModel:
     return model.eval()
 
 
+def from_encoder(encoder_name_or_path, **config_overrides) -> LiteModel:
+    """A new LITE model on any encoder: a multi-vector model's folder or Hub id (`lite_from_multi_vector`: its
+    projection, prompts, expansion, skiplist, normalisation and lengths carried) or a plain transformers encoder
+    (`LiteModel.from_encoder`). `config_overrides` set LiteConfig fields."""
+    if is_multi_vector_model(encoder_name_or_path):
+        return lite_from_multi_vector(encoder_name_or_path, **config_overrides)
+    return LiteModel.from_encoder(encoder_name_or_path, **config_overrides)
+
+
 def _padded(embeddings, length: int, model, kind: str):
     """A multi-vector encoder's ragged per-text vectors as LITE's (batch, length, dim) + mask, checked."""
     if isinstance(embeddings, torch.Tensor) and embeddings.dim() == 2:

@@ -1,5 +1,6 @@
 """Stage a trained LITE model as a self-contained Hub folder, render its model card, and validate the stage."""
 
+import inspect
 import json
 import math
 import os
@@ -298,24 +299,99 @@ def check_stage_dir(stage_dir, model_dir=None) -> Path:
 SAVED_CONFIG_KEYS = {"architectures", "transformers_version", "tokenizer_class", "torch_dtype", "dtype", "auto_map"}
 
 
+# keys that earlier transformers releases wrote into the encoder configs LITE is built on (all-MiniLM-L6-v2's has the
+# first two): known, harmless, and still read by 4.x
+LEGACY_ENCODER_CONFIG_KEYS = {"gradient_checkpointing", "position_embedding_type", "use_cache", "classifier_dropout"}
+# config.json's `sentence_transformers` object: what LiteConfig writes there for raw-score scorers
+SENTENCE_TRANSFORMERS_KEYS = {"activation_fn"}
+
+
+def init_parameters(cls) -> set[str]:
+    """The named parameters of the `__init__` of `cls` and of every class it derives from."""
+    names = set()
+    for klass in cls.__mro__:
+        if "__init__" in vars(klass):
+            try:
+                names |= set(inspect.signature(vars(klass)["__init__"]).parameters)
+            except (TypeError, ValueError):  # a builtin's __init__
+                continue
+    return names - {"self", "args", "kwargs"}
+
+
+def refuse_unknown_keys(values: dict, known: set[str], where: str):
+    """Keys a class does not write (an `api_key` someone left in a file) are refused, naming the file and keys: they
+    would be published with the model."""
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise StageError(
+            f"{where} holds key(s) {unknown} that its class does not write; they would be published with the model: "
+            "remove them from the model folder's file"
+        )
+
+
 def publishable_config(config):
     """The config as it may be published: `auto_map` names this package's classes and nothing else (a folder's own
     auto_map is not trusted: it could send CrossEncoder or pipeline users to code in another repository), and keys
-    a LiteConfig does not have (an `api_key` someone left there) are refused, not published."""
+    a LiteConfig does not have (an `api_key` someone left there) are refused, not published — at the top level and
+    inside the objects it holds (the encoder's config, `sentence_transformers`)."""
     from configuration_lite import LITE_AUTO_MAP, LiteConfig
 
+    values = config.to_dict()
     known = set(LiteConfig(encoder_config=config.encoder_config.to_dict(), scorer=config.scorer).to_dict())
-    known |= SAVED_CONFIG_KEYS
-    unknown = sorted(set(config.to_dict()) - known)
+    unknown = sorted(set(values) - known - SAVED_CONFIG_KEYS)
     if unknown:
         raise StageError(
             f"config.json holds key(s) {unknown} that a LITE config does not have; they would be published with the "
             "model: remove them from the model folder's config.json"
         )
+    encoder_class = type(config.encoder_config)
+    known_encoder = set(encoder_class().to_dict()) | init_parameters(encoder_class) | LEGACY_ENCODER_CONFIG_KEYS
+    refuse_unknown_keys(
+        values["encoder_config"],
+        known_encoder | SAVED_CONFIG_KEYS,
+        f"config.json's encoder_config ({encoder_class.__name__})",
+    )
+    if isinstance(values.get("sentence_transformers"), dict):
+        refuse_unknown_keys(
+            values["sentence_transformers"], SENTENCE_TRANSFORMERS_KEYS, "config.json's sentence_transformers"
+        )
     config.auto_map = dict(LITE_AUTO_MAP)
     if getattr(config.encoder_config, "auto_map", None) is not None:
         del config.encoder_config.auto_map  # the encoder is built from its model_type, never from remote code
     return config
+
+
+# tokenizer_config.json keys transformers' tokenizer classes write besides their own `__init__` parameters: the base
+# class's settings and special tokens (4.x and 5.x), and the BERT WordPiece settings 4.x tokenizers took
+TOKENIZER_CONFIG_KEYS = {
+    *("bos_token", "eos_token", "unk_token", "sep_token", "pad_token", "cls_token", "mask_token"),
+    *("additional_special_tokens", "extra_special_tokens", "added_tokens_decoder", "special_tokens_map_file"),
+    *("model_max_length", "padding_side", "truncation_side", "model_input_names", "clean_up_tokenization_spaces"),
+    *("split_special_tokens", "tokenizer_class", "name_or_path", "backend", "processor_class"),
+    *("max_length", "stride", "truncation_strategy", "pad_to_multiple_of", "pad_token_type_id"),
+    *(
+        "do_lower_case",
+        "do_basic_tokenize",
+        "never_split",
+        "tokenize_chinese_chars",
+        "strip_accents",
+        "wordpieces_prefix",
+    ),
+    *TOKENIZER_LOCAL_KEYS,
+}
+
+
+def publishable_tokenizer(tokenizer):
+    """Refuse a tokenizer whose tokenizer_config.json (or special_tokens_map.json) would carry keys its class does not
+    write (an `api_key`; an `auto_map` sending users to remote code): the class's `__init__` parameters and
+    TOKENIZER_CONFIG_KEYS. Checked on a copy saved aside, before the stage is touched."""
+    known = init_parameters(type(tokenizer)) | TOKENIZER_CONFIG_KEYS
+    with tempfile.TemporaryDirectory(prefix="lite-tokenizer-") as work:
+        tokenizer.save_pretrained(work)
+        for name in ("tokenizer_config.json", "special_tokens_map.json"):
+            path = Path(work) / name
+            if path.is_file():
+                refuse_unknown_keys(json.loads(path.read_text()), known, f"{name} ({type(tokenizer).__name__})")
 
 
 def stage_model(
@@ -334,6 +410,7 @@ def stage_model(
     requirements.txt, README.md. The folder must be new, empty or a previous stage (`check_stage_dir`)."""
     stage_dir = check_stage_dir(stage_dir)
     publishable_config(model.config)  # refused before the stage is touched
+    publishable_tokenizer(model.tokenizer)
     if stage_dir.exists():
         shutil.rmtree(stage_dir)  # a previous stage: only files this function writes
     stage_dir.mkdir(parents=True)

@@ -27,6 +27,17 @@ def randomisation_p(differences, permutations: int = 100_000, seed: int = 0) -> 
 
 
 def compare(baseline: dict[str, float], system: dict[str, float], permutations: int = 100_000) -> dict:
+    """`system` against `baseline` on the same queries (query id → reciprocal rank): means, wins / losses / ties and
+    the paired randomisation test. Both must score the same, non-empty set of queries: a test on no query, or on
+    queries one run lacks, would be a number about nothing."""
+    if not baseline or not system:
+        raise ValueError(f"a paired test needs queries: the {'baseline' if not baseline else 'system'} run has none")
+    if baseline.keys() != system.keys():
+        only_baseline, only_system = sorted(baseline.keys() - system.keys()), sorted(system.keys() - baseline.keys())
+        raise ValueError(
+            f"a paired test needs both runs on the same queries: {len(only_baseline)} only in the baseline "
+            f"(e.g. {only_baseline[:3]}), {len(only_system)} only in the system (e.g. {only_system[:3]})"
+        )
     queries = sorted(baseline)
     differences = np.array([system[q] - baseline[q] for q in queries])
     return {

