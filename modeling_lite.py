@@ -704,7 +704,7 @@ class LiteTextMixin:
             raise ValueError(
                 f"{encoder_name_or_path} is a multi-vector model (MultiVectorEncoder, PyLate or ColBERT): its "
                 "projection, prompts and skiplist would be lost on a plain encoder; build LITE from it with the "
-                'lite-reranker package: `from lite_rerank.multi_vector import from_encoder; from_encoder(path, ...)` '
+                "lite-reranker package: `from lite_rerank.multi_vector import from_encoder; from_encoder(path, ...)` "
                 '(pip install "lite-reranker[multi-vector]")'
             )
         encoder = AutoModel.from_pretrained(encoder_name_or_path)

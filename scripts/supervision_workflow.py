@@ -94,8 +94,17 @@ def parse_args(argv=None):
         help="the students' mixed precision and their dev evaluation's dtype (auto: the config's rule — fp16 on a GPU, "
         "bf16 on a CPU that runs it natively; bf16 on a GPU trains as the CPU students did)",
     )
+    parser.add_argument(
+        "--patience",
+        type=int,
+        default=None,
+        help="evaluations without a better selection MRR@10 before a student stops (default: the config's 4; 0: never, "
+        "so that a baseline trains through a LITE student's whole budget and keeps its best step)",
+    )
     parser.add_argument("--threads", type=int, default=None)
     args = parser.parse_args(argv)
+    if args.patience is not None and args.patience < 0:
+        parser.error(f"--patience must be 0 (never stop early) or more, got {args.patience}")
     if args.max_steps < 1:
         parser.error("--max-steps must be at least 1")
     return args
@@ -191,6 +200,7 @@ def main(argv=None):
     threads = ["--threads", str(args.threads)] if args.threads else []
     batch = ["--batch-size", str(args.batch_size)] if args.batch_size else []
     precision = ["--mixed-precision", args.precision] if args.precision != "auto" else []
+    patience = ["--patience", str(args.patience)] if args.patience is not None else []
     selection = candidates_stage(args, out)
     rows = supervision_stage(args, out)
     evaluated = {}
@@ -207,6 +217,7 @@ def main(argv=None):
                 str(out / name.lower()),
                 *batch,
                 *precision,
+                *patience,
                 *threads,
             ],
         )

@@ -166,3 +166,19 @@ def test_precision_reaches_the_students_training_and_their_dev_evaluation(
 
     assert flags(train, {"--mixed-precision"}) == train_flags
     assert flags(evaluate, {"--dtype"}) == eval_flags
+
+
+@pytest.mark.parametrize("patience, train_flags", [(None, []), ("0", ["--patience", "0"]), ("6", ["--patience", "6"])])
+def test_patience_reaches_the_students_training(monkeypatch, tmp_path, patience, train_flags):
+    """Issue 56: a baseline student trains through its LITE counterpart's whole budget with --patience 0."""
+    commands = []
+    monkeypatch.setattr(supervision_workflow, "run", lambda stage, command: commands.append(command))
+    monkeypatch.setattr(supervision_workflow, "candidates_stage", lambda args, out: out / "selection")
+    monkeypatch.setattr(supervision_workflow, "supervision_stage", lambda args, out: out / "rows.jsonl.gz")
+    monkeypatch.setattr(supervision_workflow, "file_sha256", lambda path: "no weights yet")
+    monkeypatch.setattr(supervision_workflow, "paired_tests", lambda *args: {})
+    monkeypatch.setattr(supervision_workflow, "report", lambda *args: {})
+    argv = ["--output-dir", str(tmp_path), "--encoder", "enc", "--students", "MaxSim"]
+    supervision_workflow.main(argv + (["--patience", patience] if patience else []))
+    train = commands[0]
+    assert [part for i, part in enumerate(train) if part == "--patience" or train[i - 1] == "--patience"] == train_flags
