@@ -30,6 +30,7 @@ from lite_rerank.cross_encoder import CrossEncoderScorer, is_cross_encoder
 from lite_rerank.data import DataError, load_rerank_set, write_trec_run
 from lite_rerank.doc_cache import CacheError, build_document_cache
 from lite_rerank.evaluation import (
+    DEFAULT_MEMORY_BUDGET,
     compute_metrics,
     encoding_fingerprint,
     load_metrics,
@@ -82,10 +83,17 @@ def parse_args(argv=None):
     parser.add_argument("--query-max-length", type=int, default=30, help="L1 of --zero-shot-encoder rows")
     parser.add_argument("--doc-max-length", type=int, default=200, help="L2 of --zero-shot-encoder rows")
     parser.add_argument(
+        "--memory-budget-gb",
+        type=float,
+        default=DEFAULT_MEMORY_BUDGET / 1024**3,
+        help="what the passages' vectors may take at once (GiB, at their real lengths): larger candidate sets are "
+        "encoded and scored in blocks of queries, so peak memory does not grow with them",
+    )
+    parser.add_argument(
         "--max-docs-in-memory",
         type=int,
-        default=100_000,
-        help="documents encoded and held at once; larger candidate sets are processed in blocks",
+        default=None,
+        help="also cap the passages held at once by their number (default: the memory budget alone)",
     )
     parser.add_argument(
         "--doc-cache",
@@ -106,6 +114,9 @@ def parse_args(argv=None):
     for name in ("batch_size", "max_queries", "max_docs_in_memory", "threads"):
         if getattr(args, name) is not None and getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
+    if not args.memory_budget_gb > 0:
+        parser.error(f"--memory-budget-gb must be a positive number of GiB, got {args.memory_budget_gb}")
+    args.memory_budget = args.memory_budget_gb * 1024**3
     if args.output and Path(args.output).is_dir():
         parser.error(f"--output {args.output} is a folder; give the results JSON's file name")
     return args
@@ -239,7 +250,12 @@ def main(argv=None):
         try:
             if len(group) > 1:
                 group_scores = score_with_shared_encoding(
-                    [model for _, model in group], shard, args.batch_size, args.max_docs_in_memory, progress
+                    [model for _, model in group],
+                    shard,
+                    args.batch_size,
+                    args.memory_budget,
+                    progress,
+                    max_docs_in_memory=args.max_docs_in_memory,
                 )
             else:
                 group_scores = [score_one(*group[0], rerank_set, shard, args, state, progress)]
@@ -339,7 +355,9 @@ def score_one(name, model, rerank_set, shard, args, state, progress: bool):
             wait_for_everyone=state.wait_for_everyone,
         )
         doc_store.check_model(model)
-    return score_rerank_set(model, shard, args.batch_size, args.max_docs_in_memory, progress, doc_store)
+    return score_rerank_set(
+        model, shard, args.batch_size, args.memory_budget, progress, doc_store, args.max_docs_in_memory
+    )
 
 
 def _finite(value: float) -> bool:

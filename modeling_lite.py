@@ -254,7 +254,19 @@ class ResidualLiteScorer(LiteSeparableScorer):
 
     def forward(self, similarity: torch.Tensor, doc_mask: torch.Tensor | None = None) -> torch.Tensor:
         maxsim = _MAXSIM(similarity, doc_mask)  # (batch,), at least float32
+        if not torch.is_grad_enabled() and self._lite_term_is_zero():
+            # out's weight is exactly zero (a fresh residual, or one whose selection kept the start): the LITE term
+            # is its bias for every candidate, exactly, and the MLPs need not run
+            return self.maxsim_scale.to(maxsim.dtype) * maxsim + self.out.bias.to(maxsim.dtype)
         return self.maxsim_scale.to(maxsim.dtype) * maxsim + super().forward(similarity, doc_mask)
+
+    def _lite_term_is_zero(self) -> bool:
+        """Whether out's weight is all zeros; checked once per weight version (an optimizer step changes it)."""
+        weight = self.out.weight
+        key = (None if weight.is_inference() else weight._version, weight.data_ptr(), weight.dtype, weight.device)
+        if getattr(self, "_zero_key", None) != key:
+            self._zero_term, self._zero_key = not bool(weight.any()), key
+        return self._zero_term
 
 
 class MaxSimScorer(nn.Module):

@@ -20,18 +20,49 @@ def load_metrics():
     return evaluate.load(str(METRICS_SCRIPT), keep_in_memory=True)
 
 
-def query_blocks(rerank_set: RerankSet, max_docs: int):
-    """Consecutive groups of queries whose candidates together hold at most `max_docs` distinct documents."""
-    block, docs = [], set()
+# what a block of passages may hold in memory by default: their vectors at their real lengths (eval_rerank.py's
+# --memory-budget-gb), so that peak memory does not grow with the number of distinct candidates
+DEFAULT_MEMORY_BUDGET = 2 * 1024**3
+
+
+def query_blocks(rerank_set: RerankSet, max_bytes: float, bytes_of=None, max_docs: int | None = None):
+    """Consecutive groups of queries whose distinct candidates together take at most `max_bytes` (`bytes_of(doc_id)`
+    each; a block always holds at least one query) and number at most `max_docs` (None: no count cap).
+
+    >>> from lite_rerank.data import RerankSet
+    >>> data = RerankSet({"a": "", "b": "", "c": ""}, {}, {"a": ["x", "y"], "b": ["y", "z"], "c": ["w"]}, {}, {}, "")
+    >>> [sorted(docs) for _, docs in query_blocks(data, max_bytes=3, bytes_of=lambda doc: 1)]
+    [['x', 'y', 'z'], ['w']]
+    """
+    bytes_of = bytes_of or (lambda doc_id: 0)
+    block, docs, used = [], set(), 0.0
     for qid, candidates in rerank_set.candidates.items():
         new = set(candidates) - docs
-        if block and len(docs) + len(new) > max_docs:
+        extra = sum(bytes_of(doc_id) for doc_id in new)
+        if block and (used + extra > max_bytes or (max_docs is not None and len(docs) + len(new) > max_docs)):
             yield block, docs
-            block, docs, new = [], set(), set(candidates)
+            block, docs, used = [], set(), 0.0
+            new, extra = set(candidates), sum(bytes_of(doc_id) for doc_id in candidates)
         block.append(qid)
         docs |= new
+        used += extra
     if block:
         yield block, docs
+
+
+def passage_bytes(model, rerank_set: RerankSet):
+    """`bytes_of(doc_id)`: what a passage's vectors take while a block is encoded — its real length in tokens (or
+    the stored K of Small-LITE) × width × element size, twice (the store's chunks and their concatenation)."""
+    config, documents = model.config, rerank_set.documents
+    ids = sorted({doc_id for candidates in rerank_set.candidates.values() for doc_id in candidates})
+    prefix = len(config.doc_prefix_ids or ())
+    if config.doc_stored_tokens:
+        lengths = dict.fromkeys(ids, config.doc_stored_tokens)
+    else:
+        tokens = model.tokenizer(texts_of(documents, ids), truncation=True, max_length=config.doc_max_length)
+        lengths = {doc_id: min(len(t) + prefix, config.doc_max_length) for doc_id, t in zip(ids, tokens["input_ids"])}
+    per_vector = 2 * config.embedding_dim * torch.tensor([], dtype=model.dtype).element_size()
+    return lambda doc_id: lengths[doc_id] * per_vector
 
 
 @torch.inference_mode()
@@ -39,17 +70,21 @@ def score_rerank_set(
     model,
     rerank_set: RerankSet,
     batch_size: int = 64,
-    max_docs_in_memory: int = 100_000,
+    memory_budget: float = DEFAULT_MEMORY_BUDGET,
     progress: bool = True,
     doc_store=None,
+    max_docs_in_memory: int | None = None,
 ) -> dict[str, list[float]]:
-    """{qid: scores of its candidates}. Each distinct document is encoded once (per block of queries whose documents
-    fit in memory together), then every query is scored against its cached candidates in one batched call.
+    """{qid: scores of its candidates}. Each distinct document is encoded once per block of queries whose
+    documents' vectors fit `memory_budget` bytes together (and number at most `max_docs_in_memory`), then every
+    query is scored against its cached candidates in one batched call.
     With `doc_store` (e.g. a `DocumentCache` built by this model), document vectors come from there instead.
     A `CrossEncoderScorer` scores every (query, candidate) pair instead."""
     if isinstance(model, CrossEncoderScorer):
         return score_pairs(model, rerank_set, batch_size, progress)
-    return score_with_shared_encoding([model], rerank_set, batch_size, max_docs_in_memory, progress, doc_store)[0]
+    return score_with_shared_encoding(
+        [model], rerank_set, batch_size, memory_budget, progress, doc_store, max_docs_in_memory
+    )[0]
 
 
 # weights and config fields that act on the query's vectors only: passages encode alike with or without them
@@ -71,18 +106,22 @@ def score_with_shared_encoding(
     models: list,
     rerank_set: RerankSet,
     batch_size: int = 64,
-    max_docs_in_memory: int = 100_000,
+    memory_budget: float = DEFAULT_MEMORY_BUDGET,
     progress: bool = True,
     doc_store=None,
+    max_docs_in_memory: int | None = None,
 ) -> list[dict[str, list[float]]]:
     """`score_rerank_set` for LITE models whose passages encode alike (one `encoding_fingerprint`): documents are
-    encoded once, by the first, queries once per distinct query encoding (query token weights differ), and each
-    model's scorer reads the similarity matrices of its queries. One {qid: scores} each."""
+    encoded once per block, by the first, queries once per distinct query encoding (query token weights differ),
+    and each model's scorer reads the similarity matrices of its queries. One {qid: scores} each."""
     first, scores = models[0], [{} for _ in models]
     # (a fingerprint hashes every encoder weight: not worth it for one model)
     query_keys = [encoding_fingerprint(model, "queries") for model in models] if len(models) > 1 else [""]
     encoders = {key: model for key, model in zip(query_keys, models)}  # one model per distinct query encoding
-    blocks = [(list(rerank_set.candidates), None)] if doc_store else query_blocks(rerank_set, max_docs_in_memory)
+    if doc_store is not None:
+        blocks = [(list(rerank_set.candidates), None)]
+    else:
+        blocks = query_blocks(rerank_set, memory_budget, passage_bytes(first, rerank_set), max_docs_in_memory)
     with contextlib.ExitStack() as modes:
         for model in models:
             modes.enter_context(eval_mode(model))

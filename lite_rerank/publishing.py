@@ -79,12 +79,17 @@ def eval_results(results: dict, model_key: str) -> list[EvalResult] | None:
 
 
 def widget_examples(model, examples) -> list[dict]:
-    """Widget entries (query + passages) with this model's scores as the Hub draws them: probabilities, i.e.
-    sigmoid(logit), which is also what CrossEncoder.predict and the text-classification pipeline return by default."""
+    """Widget entries (query + passages) with this model's scores as its routes give them by default: sigmoid(logit)
+    for a scorer whose CrossEncoder.predict and text-classification pipeline apply the sigmoid, the raw score for a
+    raw-score scorer (RAW_SCORE_SCORERS: the residual's scores are MaxSim on the teacher's scale, tens, where the
+    sigmoid is 1.0 for every passage and the page would show no ranking). Either way the order is the model's."""
+    from configuration_lite import RAW_SCORE_SCORERS
+
+    raw = model.config.scorer in RAW_SCORE_SCORERS
     widget = []
     for example in examples:
         ranked = model.rerank(example["query"], example["passages"])
-        scores = {r["index"]: round(1 / (1 + math.exp(-r["score"])), 4) for r in ranked}
+        scores = {r["index"]: round(r["score"] if raw else 1 / (1 + math.exp(-r["score"])), 4) for r in ranked}
         widget.append(
             {
                 "example_title": short_title(example["query"]),
@@ -175,6 +180,8 @@ def render_card(
     dataset_name: str | None = None,
     dataset_url: str | None = None,
 ) -> ModelCard:
+    from configuration_lite import RAW_SCORE_SCORERS
+
     config = model.config
     encoder = base_model or summary.get("args", {}).get("encoder") or config.encoder_config.model_type
     train_data = str(summary.get("args", {}).get("train_data", ""))
@@ -212,6 +219,7 @@ def render_card(
         projection_dim=config.projection_dim,
         doc_stored_tokens=config.doc_stored_tokens,
         query_token_weights=config.query_token_weights,
+        raw_scores=config.scorer in RAW_SCORE_SCORERS,
         # Python literals (a JSON string is one), one passage per line: a quote or backslash in an example must not
         # break the usage code, and a list of long passages on one line cannot be read.
         example_query=json.dumps(query, ensure_ascii=False),

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from conftest import DOCUMENTS, QUERIES, ROOT, TINY_DISTILBERT, tiny_model
 from safetensors.torch import load_file
 
-from modeling_lite import LiteModel
+from modeling_lite import LiteMLP, LiteModel, ResidualLiteScorer
 
 
 def tokens(tokenizer, texts, max_length, extra_padding=0):
@@ -80,6 +80,44 @@ def test_residual_scorer_equals_maxsim_plus_the_naive_lite_loops():
         lite = naive_linear([cols[j][i] for j in range(6) for i in range(4)], scorer.out)[0]
         assert fast[b].item() == pytest.approx(scorer.maxsim_scale.item() * maxsim + lite, rel=1e-9, abs=1e-9)
         assert abs(lite) > 1e-3  # the LITE term is there to be checked
+
+
+@pytest.mark.parametrize("weighted", [False, True], ids=["plain", "weighted query tokens"])
+def test_a_zero_lite_term_is_skipped_and_scores_exactly_as_the_naive_loop(tokenizer, monkeypatch, weighted):
+    """Issue 57: a residual whose output map is exactly zero scores scale · MaxSim + bias without running the MLPs —
+    exact against the naive loop and against the full path, alike alone and in any batch, padded or not; once the
+    map is not zero (an optimizer step), the MLPs run again."""
+    model = tiny_model(tokenizer=tokenizer, scorer="residual", fresh_residual=True, query_token_weights=weighted)
+    scorer = model.lite_scorer
+    with torch.no_grad():
+        scorer.maxsim_scale.fill_(2.5)
+        scorer.out.bias.fill_(-0.75)
+        if weighted:
+            model.query_token_weights.log_weights.normal_(0, 0.5)
+    docs, doc_mask = model.encode_documents(DOCUMENTS)
+    query, query_mask = model.encode_queries([QUERIES[1]])
+    calls, infer = [], LiteMLP.infer
+    monkeypatch.setattr(LiteMLP, "infer", lambda *a, **k: calls.append(1) or infer(*a, **k))
+    with torch.no_grad():
+        skipped = model.score_embeddings(query, query_mask, docs, doc_mask)
+        alone = torch.cat([model.score_embeddings(query, query_mask, docs[i : i + 1], doc_mask[i : i + 1])
+                           for i in range(len(DOCUMENTS))])  # fmt: skip
+        assert not calls  # no MLP ran
+        with monkeypatch.context() as patch:
+            patch.setattr(ResidualLiteScorer, "_lite_term_is_zero", lambda self: False)
+            full = model.score_embeddings(query, query_mask, docs, doc_mask)
+        assert calls  # the full path runs them
+    q = query[0, : int(query_mask.sum())].double()
+    for index in range(len(DOCUMENTS)):
+        d = docs[index, : int(doc_mask[index].sum())].double()
+        maxsim = sum(max(float(q[i] @ d[j]) for j in range(len(d))) for i in range(len(q)))
+        assert skipped[index].item() == pytest.approx(2.5 * maxsim - 0.75, rel=1e-6, abs=1e-6)
+    assert torch.equal(skipped, alone) and (skipped - full).abs().max() <= 1e-5 * max(1.0, float(full.abs().max()))
+    with torch.no_grad():
+        scorer.out.weight[0, 0] = 1.0  # an optimizer step away from zero: the LITE term runs again
+        calls.clear()
+        model.score_embeddings(query, query_mask, docs, doc_mask)
+    assert calls
 
 
 @pytest.mark.parametrize("overrides", [{}, {"projection_dim": 16, "doc_stored_tokens": 6}], ids=["full", "small"])

@@ -5,6 +5,7 @@ import re
 from unittest.mock import patch
 
 import pytest
+import torch
 import yaml
 from conftest import DOCUMENTS, QUERIES, tiny_model, write_beir_fixture
 from huggingface_hub import HfApi
@@ -505,3 +506,28 @@ def test_the_card_names_the_scorer_and_offers_the_first_stage_export(tokenizer, 
     )
     assert described in card
     assert ("scripts/export_multi_vector.py me/lite-tiny" in card) is first_stage
+
+
+def test_a_residual_models_widget_shows_its_ranking_in_raw_scores(tmp_path, tokenizer):
+    """Issue 56 item 6: a residual model's raw scores are tens; the sigmoid of them is 1.0 for every passage and the
+    page would show no ranking. Its widget shows the raw scores its routes return, in the model's order, and the card
+    says so."""
+    from conftest import tiny_model
+
+    model = tiny_model(tokenizer=tokenizer, scorer="residual")
+    with torch.no_grad():
+        model.lite_scorer.maxsim_scale.fill_(30.0)  # scores of a trained residual: far beyond the sigmoid's range
+    examples = json.loads(publishing.WIDGET_EXAMPLES.read_text())
+    widget = publishing.widget_examples(model, examples)
+    for example, entry in zip(examples, widget):
+        scores = model.compute_score([[example["query"], p] for p in example["passages"]])
+        assert max(scores) > 40 and len({round(1 / (1 + math.exp(-s)), 4) for s in scores}) == 1  # saturated
+        shown = [o["score"] for o in entry["output"]]
+        assert shown == pytest.approx([round(s, 4) for s in scores], abs=1e-4)
+        assert sorted(range(len(shown)), key=lambda i: -shown[i]) == sorted(
+            range(len(scores)), key=lambda i: -scores[i]
+        )
+    card = str(publishing.render_card(model, "me/residual", None, None, widget, {}))
+    assert "Every route returns raw scores" in card and "shows those sigmoid scores" not in card
+    plain = publishing.render_card(tiny_model(tokenizer=tokenizer), "me/lite", None, None, [], {})
+    assert "shows those sigmoid scores" in str(plain) and "Every route returns raw scores" not in str(plain)
