@@ -1,22 +1,28 @@
-"""Speed and storage of LITE re-ranking: LITE, Small-LITE, MaxSim and a same-backbone cross-encoder, one table per
-dtype, every row measured in this run.
+"""Speed and storage of LITE re-ranking: the paper's sizes (DistilBERT) and what the project ships (all-MiniLM-L6-v2
+size, the residual scorer with and without query token weights), MaxSim and a same-backbone cross-encoder, one table
+per dtype, every row measured in this run.
 
     python benchmarks/bench_rerank.py                  # CPU: float32, and bfloat16 where the CPU has it
     python benchmarks/bench_rerank.py --device cuda    # a GPU: float32 and float16, under 5 minutes; goal: the LITE
                                                        # scorer on 1,000 cached candidates in under 1 ms (fp16)
 
-Models are built from configs with random weights (the DistilBERT-base architecture: 6 layers, 768-d): weights do not
-change speed, lengths do. Rows:
+Models are built from configs with random weights (weights do not change speed, lengths do): the DistilBERT-base
+architecture (6 layers, 768-d) and all-MiniLM-L6-v2's (6 layers, 384-d). A residual row's LITE term is either
+exactly zero (a fresh residual, or one whose selection kept its start, like the committed weighted scorer: the MLPs
+are skipped) or live (random output map: the MLPs run). Rows:
 - scorer only, candidates already in memory (padded (n, K, d) tensors in the model's dtype), per query:
   `padded`: a 30-token query against 200-token candidates (the worst case); `real`: Debian dev queries against real
-  Debian passages, at their real lengths (median 11 and 81 tokens with the uncased BERT tokenizer). Each by the
-  previous code (`previous_scorer.py`, frozen: the scorer on all L1 × K entries in blocks of 64) and by the current
-  one (`padding-free`), on the same weights and inputs;
-- end to end from text, one real query: LITE with the documents in a cache (2-byte vectors), LITE encoding them, and
-  the same-backbone cross-encoder on the same (query, passage) pairs with dynamic padding (pairs batched by length);
+  Debian passages, at their real lengths (median 11 and 81 tokens with the uncased BERT tokenizer). The DistilBERT
+  rows also by the previous code (`previous_scorer.py`, frozen: the scorer on all L1 × K entries in blocks of 64),
+  on the same weights and inputs;
+- end to end from text, real queries: LITE with the documents in a cache (2-byte vectors), LITE encoding them, and
+  the same-backbone cross-encoder on the same (query, passage) pairs with dynamic padding (pairs batched by length),
+  for each backbone; and the shipped-size residual with a 10-token and a 30-token query against the same cache;
 - bytes per cached passage.
 FLOPs are counted analytically (2 per multiply-add; padded rows count the whole matrix, real rows the work the
-padding-free path does) and set against a large matmul measured here in the same dtype.
+padding-free path does) and set against a large matmul measured here in the same dtype. The ratios the issue sets
+targets for (zero-term residual / MaxSim, live residual / LITE, cached LITE / cross-encoder, 10- / 30-token query)
+are printed after the tables.
 """
 
 import argparse
@@ -46,14 +52,43 @@ from previous_scorer import PreviousScorer  # noqa: E402
 
 DEBIAN = ROOT.parent / "shared" / "data" / "debian-rerank"
 PADDED_QUERY = "recursively search directories for lines matching a regular expression " * 3  # ≥ 30 tokens
-VARIANTS = {  # name: LiteConfig overrides
-    "LITE (768-d × 200 tokens)": {},
-    "Small-LITE d'=128": {"projection_dim": 128},
-    "Small-LITE 50 tokens": {"doc_stored_tokens": 50},
-    "Small-LITE d'=128, 50 tokens": {"projection_dim": 128, "doc_stored_tokens": 50},
-    "MaxSim (ColBERT)": {"scorer": "maxsim"},
+DISTILBERT = {"model_type": "distilbert"}  # the paper's encoder: LiteConfig's default
+MINILM = {  # all-MiniLM-L6-v2, the encoder of the committed scorers and the shipped students
+    "model_type": "bert",
+    "hidden_size": 384,
+    "num_hidden_layers": 6,
+    "num_attention_heads": 12,
+    "intermediate_size": 1536,
 }
-SMOKE_ENCODER = {"dim": 64, "hidden_dim": 128, "n_layers": 2, "n_heads": 2}  # DistilBERT fields
+LIVE, ZERO = "live", "zero"
+VARIANTS = {  # name: (encoder, LiteConfig overrides, the LITE term of a residual)
+    "LITE (768-d × 200 tokens)": (DISTILBERT, {}, None),
+    "Small-LITE d'=128": (DISTILBERT, {"projection_dim": 128}, None),
+    "Small-LITE 50 tokens": (DISTILBERT, {"doc_stored_tokens": 50}, None),
+    "Small-LITE d'=128, 50 tokens": (DISTILBERT, {"projection_dim": 128, "doc_stored_tokens": 50}, None),
+    "MaxSim (ColBERT)": (DISTILBERT, {"scorer": "maxsim"}, None),
+    "MiniLM LITE": (MINILM, {}, None),
+    "MiniLM MaxSim": (MINILM, {"scorer": "maxsim"}, None),
+    "MiniLM residual, zero LITE term": (MINILM, {"scorer": "residual"}, ZERO),
+    "MiniLM residual weighted, zero LITE term": (MINILM, {"scorer": "residual", "query_token_weights": True}, ZERO),
+    "MiniLM residual, live LITE term": (MINILM, {"scorer": "residual"}, LIVE),
+    "MiniLM residual weighted, live LITE term": (MINILM, {"scorer": "residual", "query_token_weights": True}, LIVE),
+    "MiniLM Small-residual d'=128, live": (MINILM, {"scorer": "residual", "projection_dim": 128}, LIVE),
+}
+E2E = {  # end-to-end rows: the LITE variant with cached documents, and its same-backbone cross-encoder
+    "DistilBERT": ("LITE (768-d × 200 tokens)", DISTILBERT),
+    "MiniLM": ("MiniLM residual, live LITE term", MINILM),
+}
+RATIOS = {  # issue 57's targets: (numerator row, denominator row, at most)
+    "zero-term residual / MaxSim": ("MiniLM residual, zero LITE term", "MiniLM MaxSim", 1.5),
+    "zero-term weighted residual / MaxSim": ("MiniLM residual weighted, zero LITE term", "MiniLM MaxSim", 1.5),
+    "live residual / LITE": ("MiniLM residual, live LITE term", "MiniLM LITE", 1.1),
+}
+SMOKE_ENCODERS = {  # tiny stand-ins of each family
+    "distilbert": {"model_type": "distilbert", "dim": 64, "hidden_dim": 128, "n_layers": 2, "n_heads": 2},
+    "bert": {"model_type": "bert", "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2,
+             "intermediate_size": 64},
+}  # fmt: skip
 
 
 def parse_args(argv=None):
@@ -122,13 +157,14 @@ def load_texts(name: str, count: int) -> list[str]:
     return [" ".join(words[(i + j) % len(words)] for j in range(size[0] + i % size[1])) for i in range(count)]
 
 
-def scorer_flops(config: LiteConfig, query_tokens=None, doc_tokens=None) -> float:
+def scorer_flops(config: LiteConfig, query_tokens=None, doc_tokens=None, live: bool = True) -> float:
     """FLOPs per (query, candidate) pair from embeddings: S = Q·Dᵀ plus the scorer. With real lengths, the work of
-    the padding-free path: q real query rows, w real document columns (the column MLP still covers L1 × K)."""
+    the padding-free path: q real query rows, w real document columns (the column MLP still covers L1 × K). A
+    residual's LITE term counts only when `live` (a zero term is skipped); MaxSim's maxima are not FLOPs."""
     L1, K, dim = config.query_max_length, config.doc_vectors, config.embedding_dim
     q, w = query_tokens or L1, doc_tokens or K
     flops = 2 * q * w * dim
-    if config.scorer == "lite":
+    if config.scorer == "lite" or (config.scorer == "residual" and live):
         flops += 2 * q * (w * config.row_hidden_size + config.row_hidden_size * K)  # row MLP on the real rows
         flops += 2 * K * (2 * L1 * config.col_hidden_size) + 2 * L1 * K  # column MLP, output map
     return flops
@@ -141,12 +177,38 @@ def previous_path(model):
     return lambda query, query_mask, docs, doc_mask: scorer(model.similarity(query, docs), doc_mask)
 
 
-def build(overrides, tokenizer, device, dtype, smoke=False) -> LiteModel:
+def build(name: str, tokenizer, device, dtype, smoke=False) -> LiteModel:
+    """VARIANTS[name] with random weights (seeded): a live residual's output map drawn, a zero one left at zero, and
+    query token weights drawn where the variant has them."""
+    encoder, overrides, term = VARIANTS[name]
     torch.manual_seed(0)
-    encoder = {"encoder_config": {"model_type": "distilbert", **SMOKE_ENCODER}} if smoke else {}
-    model = LiteModel(LiteConfig(**encoder, **overrides)).to(device=device, dtype=dtype).eval()
+    encoder = SMOKE_ENCODERS[encoder["model_type"]] if smoke else encoder
+    model = LiteModel(LiteConfig(encoder_config=dict(encoder), **overrides))
+    with torch.no_grad():
+        if term == LIVE:
+            model.lite_scorer.out.weight.normal_(0.0, 0.05)
+        if model.query_token_weights is not None:
+            model.query_token_weights.log_weights.normal_(0.0, 0.3)
+    model = model.to(device=device, dtype=dtype).eval()
     model.tokenizer = tokenizer
     return model
+
+
+def cross_encoder_of(backbone: dict, device, dtype, smoke: bool):
+    """A same-backbone cross-encoder (one logit), random weights."""
+    fields = dict(SMOKE_ENCODERS[backbone["model_type"]] if smoke else backbone)
+    config = AutoConfig.for_model(fields.pop("model_type"), num_labels=1, **fields)
+    torch.manual_seed(0)
+    return AutoModelForSequenceClassification.from_config(config).to(device=device, dtype=dtype).eval()
+
+
+def query_of_length(tokenizer, queries: list[str], tokens: int) -> str:
+    """A real query of exactly `tokens` word pieces ([CLS] and [SEP] included), else a synthetic one."""
+    for text in queries:
+        if len(tokenizer(text)["input_ids"]) == tokens:
+            return text
+    words = ["search"] * (tokens - 2)
+    return " ".join(words)
 
 
 @torch.inference_mode()
@@ -168,7 +230,7 @@ def run_dtype(args, dtype, tokenizer, passages, queries) -> list[dict]:
             entry["pct_of_matmul"] = 100 * entry["gflops"] / matmul
         rows.append(entry)
         print(
-            f"  {entry['dtype']:8s} {kind:6s} {name:30s} {extra.get('lengths', ''):6s} {extra.get('path', ''):13s} "
+            f"  {entry['dtype']:8s} {kind:6s} {name:42s} {extra.get('lengths', ''):6s} {extra.get('path', ''):13s} "
             f"{candidates:>5} {seconds * 1000:10.2f} ms",
             file=sys.stderr,
         )
@@ -178,10 +240,10 @@ def run_dtype(args, dtype, tokenizer, passages, queries) -> list[dict]:
     matmul = 2 * 2048**3 / timed(lambda: a @ a, device, max(args.repeats, 5)) / 1e9
     rows.append({"kind": "ceiling", "dtype": str(dtype).split(".")[-1], "name": "matmul 2048³", "gflops": matmul})
 
-    models = {name: build(overrides, tokenizer, device, dtype, args.smoke) for name, overrides in VARIANTS.items()}
     n_max = max(args.candidates)
-    for name, model in models.items():
-        config = model.config
+    for name, (encoder, _, term) in VARIANTS.items():
+        model = build(name, tokenizer, device, dtype, args.smoke)
+        config, live = model.config, term != ZERO
         # padded worst case: every position real
         query, query_mask = model.encode_queries([PADDED_QUERY])
         docs = F.normalize(torch.randn(n_max, config.doc_vectors, config.embedding_dim, device=device), dim=-1)
@@ -189,10 +251,13 @@ def run_dtype(args, dtype, tokenizer, passages, queries) -> list[dict]:
         # real lengths: real passages encoded once, real queries
         real_docs, real_mask = model.encode_documents(passages[:n_max])
         real_queries = [model.encode_queries([text]) for text in queries]
+        paths = [("padding-free", model.score_embeddings)]
+        if encoder is DISTILBERT:  # the speed-up of the padding-free code, on the paper's sizes
+            paths.insert(0, ("previous code", previous_path(model)))
         for n in args.candidates:
-            for path, score in (("previous code", previous_path(model)), ("padding-free", model.score_embeddings)):
+            for path, score in paths:
                 seconds = timed(lambda: score(query, query_mask, docs[:n], docs_mask[:n]), device, args.repeats)
-                row("scorer", name, n, seconds, scorer_flops(config) * n, lengths="padded", path=path)
+                row("scorer", name, n, seconds, scorer_flops(config, live=live) * n, lengths="padded", path=path)
                 times, flops = [], []
                 for q, q_mask in real_queries:
                     score(q, q_mask, real_docs[:n], real_mask[:n])  # warm-up for this shape
@@ -205,7 +270,7 @@ def run_dtype(args, dtype, tokenizer, passages, queries) -> list[dict]:
                     real = path == "padding-free"
                     flops.append(
                         sum(
-                            scorer_flops(config, int(q_mask.sum()) if real else None, w if real else None)
+                            scorer_flops(config, int(q_mask.sum()) if real else None, w if real else None, live)
                             for w in lengths
                         )
                     )
@@ -214,60 +279,72 @@ def run_dtype(args, dtype, tokenizer, passages, queries) -> list[dict]:
                 row("scorer", name, n, times[middle], flops[middle], lengths="real", path=path)
 
     # End to end from text, real queries: LITE with cached documents (2-byte vectors), without, the cross-encoder.
-    lite = models["LITE (768-d × 200 tokens)"]
     ids = [f"d{i}" for i in range(n_max)]
     cache_dtype = dtype if dtype != torch.float32 else torch.float16
-    store = encode_texts(
-        lite, ids, passages[:n_max], "documents", batch_size=64, store_dtype=cache_dtype, progress=False
-    )
-
-    def lite_cached(text, n):
-        query = real_query_rows(*lite.encode_queries([text]))
-        return lite.score_similarity(*store.similarity(query, ids[:n]))
-
-    def lite_uncached(text, n):
-        query = real_query_rows(*lite.encode_queries([text]))
-        docs = encode_texts(lite, ids[:n], passages[:n], "documents", batch_size=64, progress=False)
-        return lite.score_similarity(*docs.similarity(query, ids[:n]))
-
-    ce_config = AutoConfig.for_model("distilbert", num_labels=1, **(SMOKE_ENCODER if args.smoke else {}))
-    torch.manual_seed(0)
-    cross_encoder = AutoModelForSequenceClassification.from_config(ce_config).to(device=device, dtype=dtype).eval()
     pair_queries = [queries[i % len(queries)] for i in range(args.ce_pairs)]
     pair_passages = passages[: args.ce_pairs]
-
-    def cross_encode():  # dynamic padding: pairs batched by length, each batch padded to its own longest
-        tokens = tokenizer(pair_queries, pair_passages, truncation=True, max_length=230)
-        order = sorted(range(len(pair_passages)), key=lambda i: len(tokens["input_ids"][i]))
-        for start in range(0, len(order), 32):
-            batch = tokenizer.pad(
-                {k: [v[i] for i in order[start : start + 32]] for k, v in tokens.items()}, return_tensors="pt"
-            ).to(device)
-            cross_encoder_logits(cross_encoder, dict(batch))
-
-    ce_seconds_per_pair = timed(cross_encode, device, args.repeats) / args.ce_pairs
-    for n in args.candidates:
-        times = sorted(timed(lambda: lite_cached(text, n), device, 1) for text in queries)
-        cached = row("e2e", "LITE, cached documents", n, times[len(times) // 2])
-        start = time.perf_counter()
-        lite_uncached(queries[0], n)
-        row("e2e", "LITE, no cache", n, time.perf_counter() - start, note="1 run")
-        ce = row(
-            "e2e",
-            "cross-encoder (DistilBERT)",
-            n,
-            ce_seconds_per_pair * n,
-            note=f"timed on {args.ce_pairs} real pairs, dynamic padding",
+    for family, (variant, backbone) in E2E.items():
+        lite = build(variant, tokenizer, device, dtype, args.smoke)
+        store = encode_texts(
+            lite, ids, passages[:n_max], "documents", batch_size=64, store_dtype=cache_dtype, progress=False
         )
-        cached["speedup_vs_cross_encoder"] = cached["candidates_per_s"] / ce["candidates_per_s"]
+
+        def lite_cached(text, n, lite=lite, store=store):
+            query = real_query_rows(*lite.encode_queries([text]))
+            return lite.score_similarity(*store.similarity(query, ids[:n]))
+
+        def lite_uncached(text, n, lite=lite):
+            query = real_query_rows(*lite.encode_queries([text]))
+            docs = encode_texts(lite, ids[:n], passages[:n], "documents", batch_size=64, progress=False)
+            return lite.score_similarity(*docs.similarity(query, ids[:n]))
+
+        cross_encoder = cross_encoder_of(backbone, device, dtype, args.smoke)
+
+        def cross_encode(cross_encoder=cross_encoder):  # dynamic padding: pairs batched by length
+            tokens = tokenizer(pair_queries, pair_passages, truncation=True, max_length=230)
+            order = sorted(range(len(pair_passages)), key=lambda i: len(tokens["input_ids"][i]))
+            for start in range(0, len(order), 32):
+                batch = tokenizer.pad(
+                    {k: [v[i] for i in order[start : start + 32]] for k, v in tokens.items()}, return_tensors="pt"
+                ).to(device)
+                cross_encoder_logits(cross_encoder, dict(batch))
+
+        ce_seconds_per_pair = timed(cross_encode, device, args.repeats) / args.ce_pairs
+        for n in args.candidates:
+            times = sorted(timed(lambda: lite_cached(text, n), device, 1) for text in queries)
+            cached = row("e2e", f"{variant}, cached documents", n, times[len(times) // 2], family=family)
+            start = time.perf_counter()
+            lite_uncached(queries[0], n)
+            row("e2e", f"{variant}, no cache", n, time.perf_counter() - start, note="1 run", family=family)
+            ce = row(
+                "e2e",
+                f"cross-encoder ({family})",
+                n,
+                ce_seconds_per_pair * n,
+                note=f"timed on {args.ce_pairs} real pairs, dynamic padding",
+                family=family,
+            )
+            cached["speedup_vs_cross_encoder"] = cached["candidates_per_s"] / ce["candidates_per_s"]
+        if family == "MiniLM":  # the cost of a short query against a long one, the same cache
+            for tokens in (10, 30):
+                text = query_of_length(tokenizer, queries, tokens) if tokens == 10 else PADDED_QUERY
+                seconds = timed(lambda: lite_cached(text, n_max), device, max(args.repeats, 5))
+                row(
+                    "e2e",
+                    f"{variant}, cached, {tokens}-token query",
+                    n_max,
+                    seconds,
+                    family=family,
+                    query_tokens=tokens,
+                )
     return rows
 
 
 def storage_rows(args, tokenizer, passages) -> list[dict]:
     rows = []
     docs, doc_ids = passages[: args.storage_docs], [f"d{i}" for i in range(args.storage_docs)]
-    for name, overrides in VARIANTS.items():
-        model = build(overrides, tokenizer, args.device, torch.float32, args.smoke)
+    for name in VARIANTS:
+        model = build(name, tokenizer, args.device, torch.float32, args.smoke)
         vectors, mask = encode_texts(model, doc_ids, docs, "documents", 64, torch.float32, progress=False).get(doc_ids)
         for cache_dtype in (torch.float16, torch.int8):
             stored = TokenEmbeddingStore(model.config.doc_vectors, model.config.embedding_dim, cache_dtype)
@@ -299,6 +376,8 @@ def main(argv=None):
         rows += run_dtype(args, getattr(torch, name), tokenizer, passages, queries)
     rows += storage_rows(args, tokenizer, passages)
     print_tables(rows, args.device, lengths)
+    ratios = target_ratios(rows)
+    print_ratios(ratios)
     if args.output:
         Path(args.output).write_text(
             json.dumps(
@@ -308,12 +387,47 @@ def main(argv=None):
                     "dtypes": args.dtypes,
                     "torch": torch.__version__,
                     "median_tokens": lengths,
+                    "targets": ratios,
                     "rows": rows,
                 },
                 indent=2,
             )
         )
     return rows
+
+
+def target_ratios(rows) -> list[dict]:
+    """Issue 57's targets, per dtype and candidate count, from the `real` scorer rows and the MiniLM e2e rows."""
+    scorer = {(r["dtype"], r["name"], r["candidates"]): r["ms_per_query"] for r in rows
+              if r["kind"] == "scorer" and r.get("lengths") == "real" and r.get("path") == "padding-free"}  # fmt: skip
+    found = []
+    for (dtype, name, n), ms in scorer.items():
+        for label, (numerator, denominator, at_most) in RATIOS.items():
+            if name == numerator and (dtype, denominator, n) in scorer:
+                ratio = ms / scorer[(dtype, denominator, n)]
+                found.append({"dtype": dtype, "what": label, "candidates": n, "ratio": ratio, "at_most": at_most})
+    for r in rows:
+        if r["kind"] == "e2e" and r.get("family") == "MiniLM" and "speedup_vs_cross_encoder" in r:
+            found.append({"dtype": r["dtype"], "what": "cached MiniLM residual / cross-encoder, candidates per s",
+                          "candidates": r["candidates"], "ratio": r["speedup_vs_cross_encoder"], "at_least": 500})  # fmt: skip
+    by_tokens = {(r["dtype"], r["query_tokens"]): r["ms_per_query"] for r in rows if "query_tokens" in r}
+    for (dtype, tokens), ms in by_tokens.items():
+        if tokens == 10 and (dtype, 30) in by_tokens:
+            found.append({"dtype": dtype, "what": "10-token / 30-token query, cached, end to end",
+                          "candidates": next(r["candidates"] for r in rows if "query_tokens" in r),
+                          "ratio": ms / by_tokens[(dtype, 30)], "at_most": 0.5})  # fmt: skip
+    return found
+
+
+def print_ratios(ratios):
+    print("\n| target | dtype | candidates | measured | target | met |")
+    print("|---|---|---|---|---|---|")
+    for r in ratios:
+        bound = f"≤ {r['at_most']}" if "at_most" in r else f"≥ {r['at_least']}"
+        met = r["ratio"] <= r["at_most"] if "at_most" in r else r["ratio"] >= r["at_least"]
+        print(
+            f"| {r['what']} | {r['dtype']} | {r['candidates']} | {r['ratio']:.2f} | {bound} | {'yes' if met else 'no'} |"
+        )
 
 
 def _tokenizer():

@@ -20,6 +20,8 @@ class TokenEmbeddingStore:
         self.max_tokens, self.dim, self.dtype, self.device = max_tokens, dim, dtype, torch.device(device)
         self.row_of: dict[str, int] = {}
         self._pending = []
+        self._reserved = None  # (vectors, scales) written in place up to self._used, when `reserve` was called
+        self._used = 0
         self.vectors = torch.empty(0, dim, dtype=dtype, device=self.device)
         self.scales = torch.empty(0, dtype=torch.float16, device=self.device) if self.quantized else None
         self.lengths = torch.empty(0, dtype=torch.long, device=self.device)
@@ -42,6 +44,14 @@ class TokenEmbeddingStore:
         scales = self.scales.numel() * 2 if self.quantized else 0
         return self.vectors.numel() * self.vectors.element_size() + scales
 
+    def reserve(self, vectors: int):
+        """Room for `vectors` more token vectors (an upper bound), written in place as items are added: the store
+        then holds its vectors once, never also as the chunks a concatenation would copy them from. Pages past what
+        is written are never touched, so an upper bound costs no memory."""
+        self._flush()
+        scales = torch.empty(vectors, dtype=torch.float16, device=self.device) if self.quantized else None
+        self._reserved, self._used = (torch.empty(vectors, self.dim, dtype=self.dtype, device=self.device), scales), 0
+
     def add(self, ids, vectors: torch.Tensor, mask: torch.Tensor):
         """Store `vectors` (n, K, dim) with `mask` (n, K); only the masked-in (real) token vectors are kept."""
         if vectors.shape[1:] != (self.max_tokens, self.dim):
@@ -60,15 +70,34 @@ class TokenEmbeddingStore:
             scales = real.abs().amax(dim=-1).clamp_min(1e-8) / 127
             real = (real / scales.unsqueeze(-1)).round().clamp(-127, 127)
             scales = scales.to(self.device, torch.float16)
-        self._pending.append((real.to(self.device, self.dtype), scales, mask.sum(dim=1).to(self.device)))
+        lengths = mask.sum(dim=1).to(self.device)
+        if self._reserved is not None and self._used + len(real) <= len(self._reserved[0]):
+            rows = slice(self._used, self._used + len(real))
+            self._reserved[0][rows] = real.to(self.device, self.dtype)
+            if self.quantized:
+                self._reserved[1][rows] = scales
+            self._used += len(real)
+            self._pending.append((None, None, lengths))  # the vectors are in place already
+            return
+        self._flush()  # (more than was reserved: what is in place is kept, the rest appended as before)
+        self._pending.append((real.to(self.device, self.dtype), scales, lengths))
 
     def _flush(self):
+        if self._reserved is not None:  # the vectors written in place become the store's (a view: no copy)
+            vectors, scales = (part[: self._used] if part is not None else None for part in self._reserved)
+            self._reserved = None
+            first = len(self.vectors) == 0
+            self.vectors = vectors if first else torch.cat([self.vectors, vectors])
+            if self.quantized:
+                self.scales = scales if first else torch.cat([self.scales, scales])
         if not self._pending:
             return
         vectors, scales, lengths = zip(*self._pending)
-        self.vectors = torch.cat([self.vectors, *vectors])
-        if self.quantized:
-            self.scales = torch.cat([self.scales, *scales])
+        vectors = [part for part in vectors if part is not None]
+        if vectors:
+            self.vectors = torch.cat([self.vectors, *vectors])
+            if self.quantized:
+                self.scales = torch.cat([self.scales, *[part for part in scales if part is not None]])
         self.lengths = torch.cat([self.lengths, *lengths])
         self.offsets = torch.cat([torch.zeros(1, dtype=torch.long, device=self.device), self.lengths.cumsum(0)])
         self._pending = []
@@ -162,10 +191,16 @@ def encode_texts(model, ids, texts, kind: str, batch_size: int = 64, store_dtype
     The store keeps the model's dtype unless `store_dtype` is given, so scores equal the model's forward pass.
     """
     max_length = model.config.doc_max_length if kind == "documents" else model.config.query_max_length
-    token_ids = model.tokenizer(list(texts), truncation=True, max_length=max_length)["input_ids"]
-    encode = model.encode_documents if kind == "documents" else model.encode_queries
     max_tokens = model.config.doc_vectors if kind == "documents" else model.config.query_max_length
     store = TokenEmbeddingStore(max_tokens, model.config.embedding_dim, store_dtype or model.dtype, model.device)
+    if not texts:  # (a block of queries without candidates): an empty store, nothing to tokenise
+        return store
+    token_ids = model.tokenizer(list(texts), truncation=True, max_length=max_length)["input_ids"]
+    encode = model.encode_documents if kind == "documents" else model.encode_queries
+    # at most one vector per position a text can fill: the store writes them in place, held once
+    prefix = len((model.config.doc_prefix_ids if kind == "documents" else model.config.query_prefix_ids) or ())
+    fixed = model.config.doc_stored_tokens if kind == "documents" else model.config.query_expansion
+    store.reserve(len(token_ids) * max_tokens if fixed else sum(min(len(t) + prefix, max_tokens) for t in token_ids))
     batches = batches_by_length([len(sequence) for sequence in token_ids], batch_size)
     for batch in tqdm(batches, desc=f"Encoding {kind}", disable=not progress):
         padded = model.tokenizer.pad({"input_ids": [token_ids[i] for i in batch]}, return_tensors="pt")

@@ -51,17 +51,17 @@ def query_blocks(rerank_set: RerankSet, max_bytes: float, bytes_of=None, max_doc
 
 
 def passage_bytes(model, rerank_set: RerankSet):
-    """`bytes_of(doc_id)`: what a passage's vectors take while a block is encoded — its real length in tokens (or
-    the stored K of Small-LITE) × width × element size, twice (the store's chunks and their concatenation)."""
+    """`bytes_of(doc_id)`: what a passage's vectors take in a block's store — its real length in tokens (or the
+    stored K of Small-LITE) × width × element size (the store holds them once: `TokenEmbeddingStore.reserve`)."""
     config, documents = model.config, rerank_set.documents
     ids = sorted({doc_id for candidates in rerank_set.candidates.values() for doc_id in candidates})
     prefix = len(config.doc_prefix_ids or ())
-    if config.doc_stored_tokens:
+    if config.doc_stored_tokens or not ids:
         lengths = dict.fromkeys(ids, config.doc_stored_tokens)
     else:
         tokens = model.tokenizer(texts_of(documents, ids), truncation=True, max_length=config.doc_max_length)
         lengths = {doc_id: min(len(t) + prefix, config.doc_max_length) for doc_id, t in zip(ids, tokens["input_ids"])}
-    per_vector = 2 * config.embedding_dim * torch.tensor([], dtype=model.dtype).element_size()
+    per_vector = config.embedding_dim * torch.tensor([], dtype=model.dtype).element_size()
     return lambda doc_id: lengths[doc_id] * per_vector
 
 
@@ -126,7 +126,7 @@ def score_with_shared_encoding(
         for model in models:
             modes.enter_context(eval_mode(model))
         for qids, doc_ids in blocks:
-            docs = doc_store
+            docs = doc_store  # (the previous block's vectors go before this block's are encoded)
             if docs is None:
                 doc_ids = sorted(doc_ids)
                 docs = encode_texts(

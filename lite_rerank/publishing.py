@@ -179,6 +179,7 @@ def render_card(
     base_model: str | None = None,
     dataset_name: str | None = None,
     dataset_url: str | None = None,
+    provenance: dict | None = None,
 ) -> ModelCard:
     from configuration_lite import RAW_SCORE_SCORERS
 
@@ -238,6 +239,7 @@ def render_card(
         transformers_versions=", ".join(TESTED_TRANSFORMERS),
         oldest_transformers=TESTED_TRANSFORMERS[0],
         sentence_transformers_versions=", ".join(TESTED_SENTENCE_TRANSFORMERS),
+        provenance=provenance,
     )
 
 
@@ -413,9 +415,16 @@ def stage_model(
     base_model: str | None = None,
     dataset_name: str | None = None,
     dataset_url: str | None = None,
+    weights_dtype=None,
+    extra_files: dict | None = None,
+    provenance: dict | None = None,
 ) -> Path:
     """Write the Hub folder: weights, config (with auto_map), both code files, tokenizer, handler.py,
-    requirements.txt, README.md. The folder must be new, empty or a previous stage (`check_stage_dir`)."""
+    requirements.txt, README.md. The folder must be new, empty or a previous stage (`check_stage_dir`).
+    `weights_dtype` (e.g. torch.float16) stores the floating-point weights in that dtype while config.json keeps the
+    model's float32, so every route loads and computes in float32 (the values are the rounded ones: pass the model
+    already rounded, so that the card's widget and the validation see what users get). `extra_files` ({name: path})
+    are copied in (a provenance record, a dev run); `provenance` adds its section to the card."""
     stage_dir = check_stage_dir(stage_dir)
     publishable_config(model.config)  # refused before the stage is touched
     publishable_tokenizer(model.tokenizer)
@@ -426,6 +435,10 @@ def stage_model(
     # Pairs for the cross-encoder convention must not be cut to a short default before the model splits them.
     tokenizer.model_max_length = model.config.encoder_config.max_position_embeddings
     model.save_pretrained(stage_dir)  # weights, config.json, code files, tokenizer
+    if weights_dtype is not None:
+        store_weights_as(stage_dir / "model.safetensors", weights_dtype)
+    for name, path in (extra_files or {}).items():
+        shutil.copy(path, stage_dir / name)
     tokenizer_config = stage_dir / "tokenizer_config.json"
     if tokenizer_config.is_file():
         values = json.loads(tokenizer_config.read_text())
@@ -445,10 +458,24 @@ def stage_model(
         base_model,
         dataset_name,
         dataset_url,
+        provenance,
     )
     card.save(stage_dir / "README.md")
     (stage_dir / STAGE_MANIFEST).write_text(json.dumps(stage_manifest(stage_dir), indent=2) + "\n")
     return stage_dir
+
+
+def store_weights_as(path: Path, dtype):
+    """Rewrite a safetensors file with its floating-point tensors in `dtype` (its metadata kept)."""
+    import torch
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    with safe_open(str(path), framework="pt") as handle:
+        metadata = handle.metadata()
+        tensors = {name: handle.get_tensor(name) for name in handle.keys()}  # noqa: SIM118
+    stored = {name: t.to(dtype) if torch.is_floating_point(t) else t for name, t in tensors.items()}
+    save_file(stored, str(path), metadata=metadata)
 
 
 HUB_ROUTES = ROOT / "scripts" / "hub_routes.py"

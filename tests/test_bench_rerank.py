@@ -1,5 +1,6 @@
 """The benchmark script runs end to end and prints its tables (tiny encoders: this checks the script, not speed)."""
 
+import json
 import sys
 
 import pytest
@@ -17,7 +18,14 @@ def test_benchmark_smoke_run(tmp_path, capsys):
     assert "× the previous code's speed" in table and "× the cross-encoder" in table and "matmul ceiling" in table
     assert {row["kind"] for row in rows} == {"ceiling", "scorer", "e2e", "storage"}
     scorer = [(r["name"], r["lengths"], r["path"]) for r in rows if r["kind"] == "scorer"]
-    assert len(scorer) == len(set(scorer)) == len(bench_rerank.VARIANTS) * 4
+    distilbert = sum(encoder is bench_rerank.DISTILBERT for encoder, _, _ in bench_rerank.VARIANTS.values())
+    # the paper's sizes by the previous code and the current one; the shipped sizes by the current one
+    assert len(scorer) == len(set(scorer)) == 4 * distilbert + 2 * (len(bench_rerank.VARIANTS) - distilbert)
+    # every target of issue 57 measured, each against its bound
+    targets = {r["what"] for r in json.loads((tmp_path / "bench.json").read_text())["targets"]}
+    assert targets == {*bench_rerank.RATIOS, "cached MiniLM residual / cross-encoder, candidates per s",
+                       "10-token / 30-token query, cached, end to end"}  # fmt: skip
+    assert "| zero-term residual / MaxSim | float32 | 8 |" in table
     storage = {(r["name"], r["cache_dtype"]): r["bytes_per_doc"] for r in rows if r["kind"] == "storage"}
     # the same documents: int8 stores dim + 2 bytes per vector instead of 2·dim
     assert storage[("Small-LITE d'=128, 50 tokens", "float16")] == 50 * 128 * 2

@@ -123,3 +123,24 @@ def test_similarity_under_bf16_autocast_matches_float32(tmp_path, model):
         similarity, _ = cache.similarity(query, ids)
     assert similarity.dtype == query.dtype
     torch.testing.assert_close(similarity, expected, atol=2e-2, rtol=2e-2)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.int8])
+@pytest.mark.parametrize("room", [7, 5, 0], ids=["room for all", "room for some", "no room"])
+def test_a_reserved_store_holds_its_vectors_once_and_equals_an_unreserved_one(dtype, room):
+    """Issue 57: vectors written in place into reserved room (no concatenation copy); more than was reserved is
+    appended as before. Either way the store returns what an unreserved one does."""
+    batches = [(["a", "b"], torch.randn(2, 4, 3), torch.tensor([[1, 1, 0, 0], [1, 1, 1, 1]]).bool()),
+               (["c"], torch.randn(1, 4, 3), torch.tensor([[1, 0, 0, 0]]).bool())]  # fmt: skip
+    plain, reserved = TokenEmbeddingStore(4, 3, dtype), TokenEmbeddingStore(4, 3, dtype)
+    reserved.reserve(room)
+    for ids, vectors, mask in batches:
+        plain.add(ids, vectors, mask)
+        reserved.add(ids, vectors, mask)
+    for order in (["a", "b", "c"], ["c", "a"]):
+        assert torch.equal(reserved.get(order)[0], plain.get(order)[0])
+        query = torch.randn(1, 2, 3)
+        assert torch.equal(reserved.similarity(query, order)[0], plain.similarity(query, order)[0])
+    assert reserved.nbytes == plain.nbytes  # the store's own bytes: the 7 real vectors
+    if room >= 7:
+        assert reserved.vectors.untyped_storage().nbytes() == room * 3 * reserved.vectors.element_size()  # a view

@@ -136,3 +136,32 @@ def test_models_that_encode_alike_share_one_encoding_and_score_as_alone(
     for name in names:
         assert together[name] == alone[name][name]
         assert (tmp_path / f"all.{name}.trec").read_text() == (tmp_path / f"{name}.{name}.trec").read_text()
+
+
+def test_a_memory_budget_smaller_than_one_query_scores_as_one_block(tmp_path, beir_fixture, tokenizer, monkeypatch):
+    """Issue 57: blocks sized by the passages' vectors. A budget below one query's candidates makes one block per
+    query (each encodes its own passages), with the scores of the single block a large budget gives."""
+    from lite_rerank import evaluation
+
+    tiny_model(tokenizer=tokenizer, scorer="residual").save_pretrained(tmp_path / "lite")
+    blocks = []
+    original = evaluation.query_blocks
+    monkeypatch.setattr(evaluation, "query_blocks", lambda *a, **k: [blocks.append(b) or b for b in original(*a, **k)])
+    runs = {}
+    for budget in ("1e-9", "2"):
+        output = tmp_path / budget / "results.json"
+        argv = [
+            "--model",
+            f"lite={tmp_path / 'lite'}",
+            "--data",
+            str(beir_fixture),
+            "--run",
+            str(beir_fixture / "run.trec"),
+        ]
+        argv += ["--output", str(output), "--dtype", "float32", "--no-progress", "--memory-budget-gb", budget]
+        eval_rerank.main(argv)
+        runs[budget] = read_trec_run(output.with_name("results.lite.trec"))
+    assert [len(qids) for qids, _ in blocks] == [1, 1, 1, 3]  # q0, q1, q2 alone; then all three together
+    assert runs["1e-9"] == runs["2"]
+    with pytest.raises(SystemExit):
+        eval_rerank.parse_args(["--data", "x", "--memory-budget-gb", "0"])
