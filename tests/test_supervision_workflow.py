@@ -181,4 +181,6 @@ def test_patience_reaches_the_students_training(monkeypatch, tmp_path, patience,
     argv = ["--output-dir", str(tmp_path), "--encoder", "enc", "--students", "MaxSim"]
     supervision_workflow.main(argv + (["--patience", patience] if patience else []))
     train = commands[0]
-    assert [part for i, part in enumerate(train) if part == "--patience" or train[i - 1] == "--patience"] == train_flags
+    assert [
+        part for i, part in enumerate(train) if part == "--patience" or train[i - 1] == "--patience"
+    ] == train_flags
