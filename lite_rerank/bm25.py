@@ -3,6 +3,8 @@ rankings that do not depend on the CPU: bm25s orders equal scores by a SIMD sort
 (517 of 920 dev queries reordered on an AVX2-only one), so ties are broken by passage id here, and runs are compared
 tie-aware."""
 
+from pathlib import Path
+
 TIE_DECIMALS = 4  # TREC runs of the dataset carry 4 decimals: scores equal there are ties
 
 
@@ -87,3 +89,30 @@ def same_ranking(reference: list[tuple[str, float]], hits: list[tuple[str, float
         elif ours.get(score) != docs:
             return False
     return set(ours) == set(theirs)
+
+
+def first_stage_run(data, split: str, run, depth: int, out) -> Path:
+    """The candidates to re-rank on a BEIR folder's `split`: `run` when given, else DATA/runs/bm25.SPLIT.trec when the
+    folder ships one, else BM25 top-`depth` over the corpus made here (OUT/bm25.SPLIT.trec; ties by passage id), for
+    the queries judged in qrels/SPLIT.tsv that have a text. Nothing is written when no such query exists."""
+    from .data import DataError, find_file, read_beir_texts, read_qrels, write_trec_run
+
+    if run:
+        return Path(run)
+    data = Path(data)
+    shipped = data / "runs" / f"bm25.{split}.trec"
+    if shipped.is_file():
+        return shipped
+    judged = read_qrels(find_file(data, f"qrels/{split}.tsv"))
+    queries = read_beir_texts(find_file(data, "queries.jsonl"), with_title=False)
+    qids = [qid for qid in judged if qid in queries]
+    if not qids:
+        raise DataError(
+            find_file(data, f"qrels/{split}.tsv"),
+            f"none of its {len(judged)} queries is in {find_file(data, 'queries.jsonl')}; nothing to rank",
+        )
+    print(f"BM25 top-{depth} of {len(qids)} {split} queries over the corpus (no run given)", flush=True)
+    index = BM25Index(read_beir_texts(find_file(data, "corpus.jsonl"), with_title=False))
+    path = Path(out) / f"bm25.{split}.trec"
+    write_trec_run(path, dict(zip(qids, index.search([queries[q] for q in qids], depth))), "bm25")
+    return path

@@ -26,8 +26,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 import eval_rerank  # noqa: E402
 from lite_rerank import hardware  # noqa: E402
-from lite_rerank.bm25 import BM25Index  # noqa: E402
-from lite_rerank.data import DataError, find_file, read_beir_texts, read_qrels, write_trec_run  # noqa: E402
+from lite_rerank.bm25 import first_stage_run  # noqa: E402
+from lite_rerank.data import DataError, find_file  # noqa: E402
 from lite_rerank.scorer_weights import ScorerError, build_model, default_encoder  # noqa: E402
 from lite_rerank.significance import compare_result_runs  # noqa: E402
 from lite_rerank.utils import refuse_outputs_over_inputs, write_text_atomically  # noqa: E402
@@ -54,29 +54,6 @@ def parse_args(argv=None):
     return args
 
 
-def candidates(args, out: Path) -> Path:
-    """The first-stage run: --run, the folder's own BM25 run of the split, or BM25 made here."""
-    if args.run:
-        return Path(args.run)
-    shipped = Path(args.data) / "runs" / f"bm25.{args.split}.trec"
-    if shipped.is_file():
-        return shipped
-    data = Path(args.data)
-    judged = read_qrels(find_file(data, f"qrels/{args.split}.tsv"))
-    queries = read_beir_texts(find_file(data, "queries.jsonl"), with_title=False)
-    qids = [qid for qid in judged if qid in queries]
-    if not qids:
-        raise DataError(
-            find_file(data, f"qrels/{args.split}.tsv"),
-            f"none of its {len(judged)} queries is in {find_file(data, 'queries.jsonl')}; nothing to rank",
-        )
-    print(f"BM25 top-{args.depth} of {len(qids)} {args.split} queries over the corpus (no run given)", flush=True)
-    index = BM25Index(read_beir_texts(find_file(data, "corpus.jsonl"), with_title=False))
-    path = out / f"bm25.{args.split}.trec"
-    write_trec_run(path, dict(zip(qids, index.search([queries[q] for q in qids], args.depth))), "bm25")
-    return path
-
-
 def main(argv=None):
     args = parse_args(argv)
     out = Path(args.output_dir)
@@ -89,7 +66,7 @@ def main(argv=None):
     try:
         model = build_model(args.scorer, encoder)  # every file checked before anything is written
         out.mkdir(parents=True, exist_ok=True)
-        run = candidates(args, out)
+        run = first_stage_run(args.data, args.split, args.run, args.depth, out)
     except (ScorerError, DataError) as error:
         raise SystemExit(f"error: {error}") from None
     model.save_pretrained(out / "model")  # with the encoder's tokenizer, which from_encoder attached
