@@ -9,7 +9,7 @@ from transformers.utils.logging import tqdm
 
 from .cross_encoder import CrossEncoderScorer
 from .data import RerankSet, texts_of
-from .embeddings import encode_texts, real_query_rows
+from .embeddings import encode_texts, real_query_rows, token_id_lists
 from .rerank_metrics import rank_order
 from .utils import VECTOR_FIELDS, eval_mode, weights_fingerprint
 
@@ -59,8 +59,8 @@ def passage_bytes(model, rerank_set: RerankSet):
     if config.doc_stored_tokens or not ids:
         lengths = dict.fromkeys(ids, config.doc_stored_tokens)
     else:
-        tokens = model.tokenizer(texts_of(documents, ids), truncation=True, max_length=config.doc_max_length)
-        lengths = {doc_id: min(len(t) + prefix, config.doc_max_length) for doc_id, t in zip(ids, tokens["input_ids"])}
+        tokens = token_id_lists(model.tokenizer, texts_of(documents, ids), config.doc_max_length)
+        lengths = {doc_id: min(len(t) + prefix, config.doc_max_length) for doc_id, t in zip(ids, tokens)}
     per_vector = config.embedding_dim * torch.tensor([], dtype=model.dtype).element_size()
     return lambda doc_id: lengths[doc_id] * per_vector
 
