@@ -31,6 +31,7 @@ from lite_rerank.data import DataError, load_rerank_set, write_trec_run
 from lite_rerank.doc_cache import CacheError, build_document_cache
 from lite_rerank.evaluation import (
     DEFAULT_MEMORY_BUDGET,
+    bound_allocator_retention,
     compute_metrics,
     encoding_fingerprint,
     load_metrics,
@@ -208,6 +209,7 @@ def check_outputs_spare_inputs(outputs: list[Path], args, model_paths):
 
 def main(argv=None):
     args = parse_args(argv)
+    bound_allocator_retention()  # peak memory that does not grow with the number of passages (see there)
     state = process_state()
     specs = [(check_model_spec("--model", spec), False) for spec in args.model]
     specs += [

@@ -39,6 +39,11 @@ def parse_args(argv=None):
     parser.add_argument("--passages", type=int, nargs="+", default=[1000, 10000, 30000])
     parser.add_argument("--memory-budget-gb", type=float, default=None, help="eval_rerank.py's (default: its own)")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument(
+        "--checkout",
+        default=str(ROOT),
+        help="the repository whose eval_rerank.py runs (e.g. an older commit's worktree)",
+    )
     parser.add_argument("--output", default=None, help="also write the rows as JSON")
     return parser.parse_args(argv)
 
@@ -76,7 +81,14 @@ def build_model(folder: Path) -> Path:
 
 def measure(model: Path, data: Path, args) -> dict:
     output = data / "results.json"
-    command = [sys.executable, str(ROOT / "eval_rerank.py"), "--model", f"LITE={model}", "--data", str(data)]
+    command = [
+        sys.executable,
+        str(Path(args.checkout) / "eval_rerank.py"),
+        "--model",
+        f"LITE={model}",
+        "--data",
+        str(data),
+    ]
     command += ["--run", str(data / "run.trec"), "--output", str(output), "--no-progress", "--dtype", "float32"]
     command += ["--threads", str(args.threads)]
     if args.memory_budget_gb is not None:
@@ -107,7 +119,8 @@ def main(argv=None):
     for row in rows:
         print(f"| {row['passages']:,} | {row['queries']:,} | {row['seconds']:.0f} s | {row['peak_memory_mb']:,} MB |")
     if args.output:
-        Path(args.output).write_text(json.dumps({"budget_gb": args.memory_budget_gb, "rows": rows}, indent=2) + "\n")
+        record = {"checkout": args.checkout, "budget_gb": args.memory_budget_gb, "threads": args.threads, "rows": rows}
+        Path(args.output).write_text(json.dumps(record, indent=2) + "\n")
     return rows
 
 
