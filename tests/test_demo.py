@@ -87,7 +87,7 @@ def test_the_demo_runs_its_steps_and_reports_lite_against_maxsim_and_bm25(
     config.write_text(text + "row-hidden-size: 64\ncol-hidden-size: 16\n")
     monkeypatch.setattr(demo, "SAMPLE", sample)
     out = tmp_path / "demo"
-    argv = ["--output-dir", str(out), "--data", str(sample), "--scorer", str(committed)]
+    argv = ["--adapt", "--output-dir", str(out), "--data", str(sample), "--scorer", str(committed)]
     argv += ["--encoder", str(tiny_encoder_dir), "--max-steps", "2", "--threads", "1"]
 
     def runner(step, command, cwd):
@@ -150,7 +150,54 @@ def test_the_fine_tuning_demo_is_one_flag_away(tmp_path, sample, tiny_encoder_di
 def test_a_folder_that_is_not_a_scorer_is_refused_before_any_stage_runs(tmp_path, capsys):
     ran = []
     with pytest.raises(SystemExit):
-        demo.main(["--scorer", str(tmp_path), "--output-dir", str(tmp_path / "demo")], runner=lambda *a: ran.append(a))
+        demo.main(
+            ["--adapt", "--scorer", str(tmp_path), "--output-dir", str(tmp_path / "demo")],
+            runner=lambda *a: ran.append(a),
+        )
     error = capsys.readouterr().err
     assert f"--scorer: {tmp_path}: not a scorer folder" in error, error
     assert not ran and not (tmp_path / "demo").exists()
+
+
+def test_with_shipped_students_the_demo_reranks_with_them_and_stages_the_lite_one(
+    tmp_path, sample, tokenizer, monkeypatch, capsys
+):
+    """Issue 56 item 3: the default on the shipped students (tiny stand-ins here), LITE against MaxSim and each
+    against BM25 with paired tests, the LITE student's folder staged and validated."""
+    from conftest import tiny_model
+
+    shipped = {"LITE student": tmp_path / "models" / "lite", "MaxSim student": tmp_path / "models" / "maxsim"}
+    tiny_model(tokenizer=tokenizer, scorer="residual").save_pretrained(shipped["LITE student"])
+    tiny_model(seed=2, tokenizer=tokenizer, scorer="maxsim").save_pretrained(shipped["MaxSim student"])
+    monkeypatch.setattr(demo, "SHIPPED", shipped)
+    ran = []
+
+    def runner(step, command, cwd):
+        ran.append(command[0])
+        if command[0] == "eval_rerank.py":
+            command += ["--dtype", "float32", "--no-progress"]
+        in_process(step, command, cwd)
+
+    out = tmp_path / "demo"
+    result = demo.main(["--output-dir", str(out), "--data", str(sample), "--threads", "1"], runner=runner)
+    assert ran == ["eval_rerank.py", "push_to_hub.py"]  # nothing trained, nothing built
+    assert set(result["models"]) == {"first-stage", "LITE student", "MaxSim student"}
+    test = result["tests"]["LITE student vs MaxSim student"]
+    models = result["models"]
+    assert test["difference"] == pytest.approx(models["LITE student"]["mrr@10"] - models["MaxSim student"]["mrr@10"])
+    assert set(result["tests"]["vs BM25"]) == {"LITE student", "MaxSim student"}
+    staged = LiteModel.from_pretrained(out / "hub")
+    assert torch.equal(
+        staged.lite_scorer.out.weight, LiteModel.from_pretrained(shipped["LITE student"]).lite_scorer.out.weight
+    )
+    printed = capsys.readouterr().out
+    assert "min left" in printed and "LITE student vs MaxSim student:" in printed
+
+
+def test_without_the_shipped_students_the_demo_says_so_and_runs_the_adaptation(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(demo, "SHIPPED", {"LITE student": tmp_path / "none", "MaxSim student": tmp_path / "none"})
+    args = demo.parse_args(["--output-dir", str(tmp_path / "demo")])
+    assert args.adapt and not args.shipped
+    assert "the shipped students are not all in models/ yet" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        demo.parse_args(["--adapt", "--fine-tune"])

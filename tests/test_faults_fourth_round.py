@@ -607,7 +607,7 @@ def test_d5_a_scorer_the_demo_cannot_build_is_refused_before_the_first_stage(
 ):
     edit_record(scorer_folder, lambda r: r["config"].update(query_max_length=1_000_000))
     out = tmp_path / "demo"
-    args = ["--scorer", scorer_folder, "--encoder", tiny_encoder_dir, "--output-dir", out]
+    args = ["--adapt", "--scorer", scorer_folder, "--encoder", tiny_encoder_dir, "--output-dir", out]
     result = run_script("scripts/demo.py", args, check=False)
     assert result.returncode != 0 and "--scorer:" in result.stderr and "query_max_length" in result.stderr
     assert "=== 1/4" not in result.stdout and "Traceback" not in result.stderr and not out.exists()
@@ -620,5 +620,5 @@ def test_d5_a_failed_stage_ends_with_its_message_only(tmp_path, scorer_folder, t
         raise __import__("subprocess").CalledProcessError(1, command)
 
     with pytest.raises(SystemExit, match=r"demo stopped: stage 1 \(committed scorer\) failed; its message is above"):
-        demo.main(["--scorer", str(scorer_folder), "--encoder", str(tiny_encoder_dir), "--output-dir", str(tmp_path)],
+        demo.main(["--adapt", "--scorer", str(scorer_folder), "--encoder", str(tiny_encoder_dir), "--output-dir", str(tmp_path)],
                   runner=failing)  # fmt: skip
