@@ -50,6 +50,12 @@ _IGNORED_FORWARD_KWARGS = {"output_attentions", "output_hidden_states"}
 # float32 (bf16 rounding would otherwise create ties).
 
 
+def weights_version(*tensors) -> tuple:
+    """Changes whenever one of `tensors` does: a value computed from weights is recomputed only then. `_version`
+    counts in-place updates (an optimizer step); tensors made in inference mode have none (they are not updated)."""
+    return tuple((None if t.is_inference() else t._version, t.data_ptr(), t.dtype, t.device) for t in tensors)
+
+
 class LiteMLP(nn.Module):
     """Two layers, each Linear → activation → LayerNorm, along the last axis: size → hidden_size → size.
 
@@ -76,9 +82,7 @@ class LiteMLP(nn.Module):
 
     def _folded(self):
         """dense_out with norm_in folded in: (W·γ, Σ_h W·γ, W·β + b); computed once per weight version."""
-        parameters = (self.dense_out.weight, self.dense_out.bias, self.norm_in.weight, self.norm_in.bias)
-        # _version counts in-place updates (an optimizer step); tensors made in inference mode have none.
-        key = tuple((None if p.is_inference() else p._version, p.data_ptr(), p.dtype, p.device) for p in parameters)
+        key = weights_version(self.dense_out.weight, self.dense_out.bias, self.norm_in.weight, self.norm_in.bias)
         if getattr(self, "_folded_key", None) != key:
             weight = self.dense_out.weight * self.norm_in.weight  # (size, hidden)
             shift = self.dense_out.weight @ self.norm_in.bias + self.dense_out.bias  # (size,)
@@ -262,10 +266,9 @@ class ResidualLiteScorer(LiteSeparableScorer):
 
     def _lite_term_is_zero(self) -> bool:
         """Whether out's weight is all zeros; checked once per weight version (an optimizer step changes it)."""
-        weight = self.out.weight
-        key = (None if weight.is_inference() else weight._version, weight.data_ptr(), weight.dtype, weight.device)
+        key = weights_version(self.out.weight)
         if getattr(self, "_zero_key", None) != key:
-            self._zero_term, self._zero_key = not bool(weight.any()), key
+            self._zero_term, self._zero_key = not bool(self.out.weight.any()), key
         return self._zero_term
 
 
