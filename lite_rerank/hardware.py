@@ -8,9 +8,11 @@ several times faster than float32. On other CPUs PyTorch emulates it: a bf16 mat
 
 "Natively" is decided once per process: the CPU's flags (where the OS lists them) must name a bf16 instruction set
 and oneDNN must support bf16 here, and a tiny timed matmul must not show bf16 emulated (flags can be masked or
-misreported by hypervisors): emulation runs at about 1/90 of float32, so bf16 under half float32's speed means
+misreported by hypervisors): emulation runs at about 1/90 of float32, so bf16 under a fifth of float32's speed means
 emulated. The margin matters: on a native CPU the probe is noisy on a busy core (an AMX Xeon that runs bf16 at 4× once
-measured 117 vs 167 GFLOP/s), and a rule of "at least as fast" flipped a resumed training run from bf16 to float32.
+measured 117 vs 167 GFLOP/s), and a rule of "at least as fast" flipped a resumed training run from bf16 to float32;
+an Intel Xeon with AVX512-BF16 and no AMX runs bf16 matmuls natively at 0.4–0.57× float32, and a threshold of one half
+split its processes between the two precisions.
 `LITE_NATIVE_BF16=0` (or `1`) overrides the detection: it simulates a CPU without bf16 (or asserts one that has it).
 An explicit bfloat16 on a CPU without native support still runs, with a warning that says how much slower it is here
 and how to choose float32.
@@ -36,8 +38,10 @@ MIXED_PRECISION = {torch.float32: "no", torch.bfloat16: "bf16", torch.float16: "
 ACCELERATE_DTYPES = {name: dtype for dtype, name in MIXED_PRECISION.items()}
 # --mixed-precision's names → --dtype's (auto: the module's rule, for training and inference alike)
 DTYPE_OF_MIXED_PRECISION = {**{MIXED_PRECISION[dtype]: name for name, dtype in DTYPE_NAMES.items()}, "auto": "auto"}
-# bf16 below this fraction of float32's matmul speed is emulated (about 1/90 on AVX2); native bf16 measures 0.7-6×
-EMULATED_BF16_BELOW = 0.5
+# bf16 below this fraction of float32's matmul speed is emulated (about 1/90 on AVX2); native bf16 measures 0.4-6×
+# (0.4-0.57 on an Intel Xeon with AVX512-BF16 and no AMX, where a threshold of 0.5 let two processes of one run
+# decide differently and disagree on the precision of a shared cache)
+EMULATED_BF16_BELOW = 0.2
 
 
 @functools.cache
