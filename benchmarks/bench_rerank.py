@@ -179,9 +179,13 @@ def previous_path(model):
 
 
 def build(name: str, tokenizer, device, dtype, smoke=False) -> LiteModel:
-    """VARIANTS[name] with random weights (seeded): a live residual's output map drawn, a zero one left at zero, and
-    query token weights drawn where the variant has them."""
-    encoder, overrides, term = VARIANTS[name]
+    """VARIANTS[name] with random weights (see `build_variant`)."""
+    return build_variant(*VARIANTS[name], tokenizer, device, dtype, smoke)
+
+
+def build_variant(encoder: dict, overrides: dict, term, tokenizer, device, dtype, smoke=False) -> LiteModel:
+    """A model on `encoder` with LiteConfig `overrides` and random weights (seeded): a live residual's output map
+    drawn, a zero one left at zero, and query token weights drawn where the config has them."""
     torch.manual_seed(0)
     encoder = SMOKE_ENCODERS[encoder["model_type"]] if smoke else encoder
     model = LiteModel(LiteConfig(encoder_config=dict(encoder), **overrides))

@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from bench_rerank import build, load_texts  # noqa: E402
+from bench_rerank import DISTILBERT, build_variant, load_texts  # noqa: E402
 
 from lite_rerank import hardware  # noqa: E402
 from lite_rerank.embeddings import encode_texts, real_query_rows  # noqa: E402
@@ -104,7 +104,7 @@ def latency_curve(args, dtype) -> list[dict]:
     ids = [f"d{i}" for i in range(len(passages))]
     points = []
     for name, overrides in VARIANTS.items():
-        model = build(overrides, tokenizer, "cpu", dtype, args.smoke)
+        model = build_variant(DISTILBERT, overrides, None, tokenizer, "cpu", dtype, args.smoke)
         store = encode_texts(model, ids, passages, "documents", 64, dtype, progress=False)
         query_rows = [real_query_rows(*model.encode_queries([text])) for text in queries]
         for n in args.candidates:
