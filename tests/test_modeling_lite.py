@@ -112,7 +112,8 @@ def test_a_zero_lite_term_is_skipped_and_scores_exactly_as_the_naive_loop(tokeni
         d = docs[index, : int(doc_mask[index].sum())].double()
         maxsim = sum(max(float(q[i] @ d[j]) for j in range(len(d))) for i in range(len(q)))
         assert skipped[index].item() == pytest.approx(2.5 * maxsim - 0.75, rel=1e-6, abs=1e-6)
-    assert torch.equal(skipped, alone) and (skipped - full).abs().max() <= 1e-5 * max(1.0, float(full.abs().max()))
+    scale = max(1.0, float(full.abs().max()))  # float32 sums in another order alone and in a batch (AVX2): scaled
+    assert (skipped - alone).abs().max() <= 1e-6 * scale and (skipped - full).abs().max() <= 1e-5 * scale
     with torch.no_grad():
         scorer.out.weight[0, 0] = 1.0  # an optimizer step away from zero: the LITE term runs again
         calls.clear()

@@ -523,7 +523,9 @@ def test_a_residual_models_widget_shows_its_ranking_in_raw_scores(tmp_path, toke
         scores = model.compute_score([[example["query"], p] for p in example["passages"]])
         assert max(scores) > 40 and len({round(1 / (1 + math.exp(-s)), 4) for s in scores}) == 1  # saturated
         shown = [o["score"] for o in entry["output"]]
-        assert shown == pytest.approx([round(s, 4) for s in scores], abs=1e-4)
+        # rounded to 4 decimals from scores computed in other batches (float32, another summation order): one unit
+        # of the last place apart at most, on scores of ≈ 170
+        assert shown == pytest.approx([round(s, 4) for s in scores], abs=2e-4)
         assert sorted(range(len(shown)), key=lambda i: -shown[i]) == sorted(
             range(len(scores)), key=lambda i: -scores[i]
         )
