@@ -938,7 +938,8 @@ class LiteModel(LiteTextMixin, LitePreTrainedModel):
         `doc_input_ids` of shape (batch, n, seq) each query is encoded once and scored against its n documents,
         giving `logits` (batch, n) (training on positives and negatives); `in_batch_negatives=N` also scores each
         query against N documents of the other queries in the batch (-1: all), giving `logits` (batch, n + N);
-      - pair (cross-encoder): `forward(input_ids, attention_mask)` on `[CLS] query [SEP] doc [SEP]`.
+      - pair (cross-encoder): `forward(input_ids, attention_mask[, token_type_ids])` on `[CLS] query [SEP] doc [SEP]`
+        (the query ends where the segment ids say, else at the first [SEP]: `split_pairs`).
     Late-interaction API: `encode_queries`, `encode_documents` (ids, or texts), `score_embeddings`.
     Text API: `compute_score(pairs)`, `rerank(query, documents)`.
     """
