@@ -75,14 +75,22 @@ VARIANTS = {  # name: (encoder, LiteConfig overrides, the LITE term of a residua
     "MiniLM residual weighted, live LITE term": (MINILM, {"scorer": "residual", "query_token_weights": True}, LIVE),
     "MiniLM Small-residual d'=128, live": (MINILM, {"scorer": "residual", "projection_dim": 128}, LIVE),
 }
+# the models the repository ships (scripts/ship_model.py), benchmarked with their real configs and weights when there
+SHIPPED = {
+    "shipped residual LITE student": ROOT / "models" / "debian-minilm-residual-student",
+    "shipped MaxSim student": ROOT / "models" / "debian-minilm-maxsim-student",
+}
+SHIPPED_LITE = "shipped residual LITE student"
 E2E = {  # end-to-end rows: the LITE variant with cached documents, and its same-backbone cross-encoder
     "DistilBERT": ("LITE (768-d × 200 tokens)", DISTILBERT),
     "MiniLM": ("MiniLM residual, live LITE term", MINILM),
+    "MiniLM, shipped": (SHIPPED_LITE, MINILM),  # when the shipped student is benchmarked
 }
 RATIOS = {  # issue 57's targets: (numerator row, denominator row, at most)
     "zero-term residual / MaxSim": ("MiniLM residual, zero LITE term", "MiniLM MaxSim", 1.5),
     "zero-term weighted residual / MaxSim": ("MiniLM residual weighted, zero LITE term", "MiniLM MaxSim", 1.5),
     "live residual / LITE": ("MiniLM residual, live LITE term", "MiniLM LITE", 1.1),
+    "shipped residual student / LITE": (SHIPPED_LITE, "MiniLM LITE", 1.1),
 }
 SMOKE_ENCODERS = {  # tiny stand-ins of each family
     "distilbert": {"model_type": "distilbert", "dim": 64, "hidden_dim": 128, "n_layers": 2, "n_heads": 2},
@@ -109,7 +117,26 @@ def parse_args(argv=None):
     parser.add_argument("--output", default=None, help="also write the rows as JSON")
     parser.add_argument("--tokenizer", default=None, help="a folder with the uncased BERT tokenizer (offline GPUs)")
     parser.add_argument("--smoke", action="store_true", help="tiny encoders and sizes: checks the script, not speed")
+    parser.add_argument(
+        "--shipped",
+        nargs="*",
+        default=None,
+        metavar="NAME=FOLDER",
+        help="saved models benchmarked with their own config and weights (default: the shipped students in models/ "
+        f"that are there, as {', '.join(SHIPPED)}; none with --smoke)",
+    )
     args = parser.parse_args(argv)
+    if args.shipped is None:
+        args.shipped = [] if args.smoke else [f"{n}={p}" for n, p in SHIPPED.items() if (p / "config.json").is_file()]
+    shipped = {}
+    for spec in args.shipped:
+        name, sep, folder = spec.partition("=")
+        if name in VARIANTS:
+            parser.error(f"--shipped {spec!r}: {name!r} is a built-in row's name")
+        if not sep or not name or not (Path(folder) / "config.json").is_file():
+            parser.error(f"--shipped {spec!r}: expected NAME=FOLDER, FOLDER a saved LITE model (with config.json)")
+        shipped[name] = Path(folder)
+    args.shipped = shipped
     hardware.set_threads(args.threads)
     if args.dtypes is None:  # float32, and the half precision `auto` picks here (none on a CPU without native bf16)
         half = hardware.choose_dtype("auto", args.device)
@@ -199,6 +226,26 @@ def build_variant(encoder: dict, overrides: dict, term, tokenizer, device, dtype
     return model
 
 
+def load_shipped(folder: Path, tokenizer, device, dtype) -> LiteModel:
+    """A saved model as it ships (its config and weights), in `dtype`; its own tokenizer where the folder has one."""
+    model = LiteModel.from_pretrained(str(folder)).to(device=device, dtype=dtype).eval()
+    if (folder / "tokenizer_config.json").is_file():
+        tokenizer = AutoTokenizer.from_pretrained(str(folder))
+    model.tokenizer = tokenizer
+    return model
+
+
+def benchmarked(args, tokenizer, device, dtype):
+    """(name, family encoder, live LITE term, model) for every built-in row, then every shipped model."""
+    for name, (encoder, _, term) in VARIANTS.items():
+        yield name, encoder, term != ZERO, build(name, tokenizer, device, dtype, args.smoke)
+    for name, folder in args.shipped.items():
+        model = load_shipped(folder, tokenizer, device, dtype)
+        scorer = model.lite_scorer
+        live = scorer is not None and not (hasattr(scorer, "_lite_term_is_zero") and scorer._lite_term_is_zero())
+        yield name, MINILM, live, model
+
+
 def cross_encoder_of(backbone: dict, device, dtype, smoke: bool):
     """A same-backbone cross-encoder (one logit), random weights."""
     fields = dict(SMOKE_ENCODERS[backbone["model_type"]] if smoke else backbone)
@@ -246,9 +293,8 @@ def run_dtype(args, dtype, tokenizer, passages, queries) -> list[dict]:
     rows.append({"kind": "ceiling", "dtype": str(dtype).split(".")[-1], "name": "matmul 2048³", "gflops": matmul})
 
     n_max = max(args.candidates)
-    for name, (encoder, _, term) in VARIANTS.items():
-        model = build(name, tokenizer, device, dtype, args.smoke)
-        config, live = model.config, term != ZERO
+    for name, encoder, live, model in benchmarked(args, tokenizer, device, dtype):
+        config = model.config
         # padded worst case: every position real
         query, query_mask = model.encode_queries([PADDED_QUERY])
         docs = F.normalize(torch.randn(n_max, config.doc_vectors, config.embedding_dim, device=device), dim=-1)
@@ -289,7 +335,12 @@ def run_dtype(args, dtype, tokenizer, passages, queries) -> list[dict]:
     pair_queries = [queries[i % len(queries)] for i in range(args.ce_pairs)]
     pair_passages = passages[: args.ce_pairs]
     for family, (variant, backbone) in E2E.items():
-        lite = build(variant, tokenizer, device, dtype, args.smoke)
+        if variant in VARIANTS:
+            lite = build(variant, tokenizer, device, dtype, args.smoke)
+        elif variant in args.shipped:
+            lite = load_shipped(args.shipped[variant], tokenizer, device, dtype)
+        else:
+            continue
         store = encode_texts(
             lite, ids, passages[:n_max], "documents", batch_size=64, store_dtype=cache_dtype, progress=False
         )
@@ -412,8 +463,9 @@ def target_ratios(rows) -> list[dict]:
                 ratio = ms / scorer[(dtype, denominator, n)]
                 found.append({"dtype": dtype, "what": label, "candidates": n, "ratio": ratio, "at_most": at_most})
     for r in rows:
-        if r["kind"] == "e2e" and r.get("family") == "MiniLM" and "speedup_vs_cross_encoder" in r:
-            found.append({"dtype": r["dtype"], "what": "cached MiniLM residual / cross-encoder, candidates per s",
+        if r["kind"] == "e2e" and r.get("family", "").startswith("MiniLM") and "speedup_vs_cross_encoder" in r:
+            what = "cached shipped student" if r["family"] == "MiniLM, shipped" else "cached MiniLM residual"
+            found.append({"dtype": r["dtype"], "what": f"{what} / cross-encoder, candidates per s",
                           "candidates": r["candidates"], "ratio": r["speedup_vs_cross_encoder"], "at_least": 500})  # fmt: skip
     by_tokens = {(r["dtype"], r["query_tokens"]): r["ms_per_query"] for r in rows if "query_tokens" in r}
     for (dtype, tokens), ms in by_tokens.items():
