@@ -42,7 +42,7 @@ sys.path.insert(0, str(ROOT))
 from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer  # noqa: E402
 
 from configuration_lite import LiteConfig  # noqa: E402
-from lite_rerank import hardware  # noqa: E402
+from lite_rerank import hardware, shipped  # noqa: E402
 from lite_rerank.cross_encoder import cross_encoder_logits  # noqa: E402
 from lite_rerank.embeddings import TokenEmbeddingStore, encode_texts, real_query_rows  # noqa: E402
 from modeling_lite import LiteModel  # noqa: E402
@@ -76,10 +76,7 @@ VARIANTS = {  # name: (encoder, LiteConfig overrides, the LITE term of a residua
     "MiniLM Small-residual d'=128, live": (MINILM, {"scorer": "residual", "projection_dim": 128}, LIVE),
 }
 # the models the repository ships (scripts/ship_model.py), benchmarked with their real configs and weights when there
-SHIPPED = {
-    "shipped residual LITE student": ROOT / "models" / "debian-minilm-residual-student",
-    "shipped MaxSim student": ROOT / "models" / "debian-minilm-maxsim-student",
-}
+SHIPPED = {f"shipped {name.replace('LITE', 'residual LITE')}": folder for name, folder in shipped.SHIPPED.items()}
 SHIPPED_LITE = "shipped residual LITE student"
 E2E = {  # end-to-end rows: the LITE variant with cached documents, and its same-backbone cross-encoder
     "DistilBERT": ("LITE (768-d × 200 tokens)", DISTILBERT),

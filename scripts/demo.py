@@ -39,16 +39,14 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from lite_rerank import shipped  # noqa: E402
 from lite_rerank.scorer_weights import ScorerError, check_scorer, default_encoder  # noqa: E402
 from lite_rerank.significance import compare_result_runs  # noqa: E402
 from lite_rerank.utils import run_entry_script  # noqa: E402
 
 SAMPLE = ROOT / "data" / "debian-sample"
 # the trained students shipped in the repository (scripts/ship_model.py; issue 56): the main job re-ranks with them
-SHIPPED = {
-    "LITE student": ROOT / "models" / "debian-minilm-residual-student",
-    "MaxSim student": ROOT / "models" / "debian-minilm-maxsim-student",
-}
+SHIPPED = dict(shipped.SHIPPED)
 SCORER = ROOT / "data" / "scorers" / "debian-minilm-residual-weighted"
 # Each stage's share of the demo's time (measured in float32 under an AVX2 cap, one thread: 5 / 221 / 227 / 14 s;
 # README), for the estimate of the time left that is printed after each stage.
