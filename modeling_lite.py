@@ -72,8 +72,10 @@ class LiteMLP(nn.Module):
         self.act = ACT2FN[activation]
         self.relu = activation == "relu"
 
-    def first_layer(self, x: torch.Tensor, activate: bool = False) -> torch.Tensor:
-        weight = self.dense_in.weight
+    def first_layer(self, x: torch.Tensor, activate: bool = False, weight: torch.Tensor | None = None) -> torch.Tensor:
+        """dense_in on x's positions (its first columns, or `weight` in place of dense_in's weight), then the
+        activation when `activate`."""
+        weight = self.dense_in.weight if weight is None else weight
         weight = weight if x.shape[-1] == weight.shape[1] else weight[:, : x.shape[-1]]
         if activate and self.relu:
             return _linear_relu(x, weight, self.dense_in.bias)
@@ -96,13 +98,15 @@ class LiteMLP(nn.Module):
             return self.norm_out(self.act(self.dense_out(x)))
         return self.infer(x)
 
-    def infer(self, x: torch.Tensor, transposed_output: bool = False) -> torch.Tensor:
+    def infer(
+        self, x: torch.Tensor, transposed_output: bool = False, first_weight: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """Inference: forward's maths in fewer passes over the large hidden activation. It is rectified in place and
         norm_in is folded into dense_out, (h @ (W·γ)ᵀ − μ·Σ(W·γ)) / σ + (W·β + b), so LayerNorm's centring and
         scaling touch only the output (hidden_size / size times smaller). With `transposed_output`, x is 2-D
         (rows, width) and the result is (size, rows): for a small `size`, that layout keeps the elementwise work on
-        long contiguous rows."""
-        hidden = self.first_layer(x, activate=True)
+        long contiguous rows. `first_weight` replaces dense_in's weight (see `LiteSeparableScorer.forward`)."""
+        hidden = self.first_layer(x, activate=True, weight=first_weight)
         mean, rstd = _mean_rstd(hidden, -1, self.norm_in.eps)  # (..., 1), float32
         weight, weight_sums, shift = self._folded()
         weight_sums = weight_sums.to(mean.dtype)
@@ -227,20 +231,41 @@ class LiteSeparableScorer(nn.Module):
     def forward(self, similarity: torch.Tensor, doc_mask: torch.Tensor | None = None) -> torch.Tensor:
         batch, real_rows, width = similarity.shape
         rows = self.row_mlp(similarity)  # (batch, real_rows, K)
-        if real_rows < self.query_length:
+        padded = self.query_length - real_rows
+        if padded:
             padding_row = self.row_mlp(similarity.new_zeros(1, 1, width))  # (1, 1, K): what every zero row becomes
-            rows = torch.cat([rows, padding_row.expand(batch, self.query_length - real_rows, -1)], dim=1)
         if torch.is_grad_enabled():
+            if padded:
+                rows = torch.cat([rows, padding_row.expand(batch, padded, -1)], dim=1)
             cols = self.col_mlp(rows.transpose(1, 2))  # (batch, K, L1)
             return self.out(cols.flatten(1)).squeeze(-1)  # `out` reads the (K, L1) flattening
-        # Inference: the column MLP writes its output query-major, (L1, batch · K), where the elementwise work runs
-        # on long rows; the final sum is in float32 so that bf16/fp16 scorers do not create ties.
+        # Inference. The padded rows are one constant row, so the column MLP's first layer needs it once: its input
+        # is the real rows plus that row, (batch · K, real_rows + 1), against dense_in's real columns plus the sum of
+        # its padded ones; a short query pays for its own rows only. The column MLP writes its output query-major,
+        # (L1, batch · K), where the elementwise work runs on long rows; the final sum is in float32 so that bf16/fp16
+        # scorers do not create ties.
         q_len, d_len = self.query_length, self.doc_length
-        cols = self.col_mlp.infer(rows.transpose(1, 2).reshape(batch * d_len, q_len), transposed_output=True)
+        first_weight = self._col_weight_with_padding_summed(real_rows) if padded > 1 else None
+        if padded:
+            rows = torch.cat([rows, padding_row.expand(batch, 1, -1)], dim=1)  # (batch, real_rows + 1, K)
+        inputs = rows.transpose(1, 2).reshape(batch * d_len, rows.shape[1])
+        cols = self.col_mlp.infer(inputs, transposed_output=True, first_weight=first_weight)
         dtype = _accumulation_dtype(cols.dtype)
         weight = self.out.weight.view(d_len, q_len).T.to(dtype)
         scores = (cols.view(q_len, batch, d_len).to(dtype) * weight.unsqueeze(1)).sum(dim=(0, 2))
         return scores + self.out.bias.to(dtype)
+
+    def _col_weight_with_padding_summed(self, real_rows: int) -> torch.Tensor:
+        """The column MLP's first weight for `real_rows` real query rows and one padding row that stands for all the
+        padded ones: (hidden, real_rows + 1), the padded columns summed in float32; cached per weight version."""
+        weight = self.col_mlp.dense_in.weight
+        key = weights_version(weight)
+        if getattr(self, "_col_weights_key", None) != key:
+            self._col_weights, self._col_weights_key = {}, key
+        if real_rows not in self._col_weights:
+            summed = weight[:, real_rows:].to(_accumulation_dtype(weight.dtype)).sum(dim=1, keepdim=True)
+            self._col_weights[real_rows] = torch.cat([weight[:, :real_rows], summed.to(weight.dtype)], dim=1)
+        return self._col_weights[real_rows]
 
 
 class ResidualLiteScorer(LiteSeparableScorer):
